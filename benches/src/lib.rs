@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/` (criterion) and `run.sh` (load tests).

@@ -1,0 +1,326 @@
+//! Owns validation and compilation: `corridor.v1` messages in, an immutable
+//! `Snapshot` out, or every error found with its field path. This is the one
+//! validator, whether the messages came from a file or a control-plane push.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{ConfigError, FieldPath};
+use crate::proto;
+use crate::snapshot::{
+    AdminSettings, Listener, ListenerTls, LogFormat, Protocols, RuntimeSettings, Snapshot,
+};
+
+mod cluster;
+mod route;
+
+/// Default admin listener.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+
+/// Collects errors while compiling.
+pub(crate) struct Ctx {
+    pub(crate) errors: Vec<ConfigError>,
+}
+
+impl Ctx {
+    pub(crate) fn err(&mut self, path: &FieldPath, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path.as_str(), message));
+    }
+}
+
+/// Validates and compiles a bootstrap into a snapshot, or returns every error.
+pub fn compile(bootstrap: proto::Bootstrap) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut cx = Ctx { errors: Vec::new() };
+    let root = FieldPath::root();
+
+    let clusters = cluster::compile_clusters(&mut cx, &bootstrap.clusters, &root.field("clusters"));
+    let cluster_index: HashMap<&str, usize> = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_ref(), i))
+        .collect();
+
+    let route_tables = route::compile_route_tables(
+        &mut cx,
+        &bootstrap.route_tables,
+        &root.field("route_tables"),
+        &clusters,
+        &cluster_index,
+    );
+    let table_index: HashMap<&str, usize> = route_tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_ref(), i))
+        .collect();
+
+    let listeners = compile_listeners(
+        &mut cx,
+        &bootstrap.listeners,
+        &root.field("listeners"),
+        &table_index,
+    );
+    let admin = compile_admin(&mut cx, bootstrap.admin.as_ref(), &root.field("admin"));
+    let runtime = compile_runtime(&mut cx, bootstrap.runtime.as_ref(), &root.field("runtime"));
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    Ok(Snapshot {
+        version: version_of(&bootstrap).into(),
+        loaded_at: SystemTime::now(),
+        listeners,
+        route_tables,
+        clusters: clusters.into_iter().map(Arc::new).collect(),
+        admin,
+        runtime,
+        source: bootstrap,
+    })
+}
+
+/// FNV-1a of the encoded message: the same config always has the same version.
+fn version_of(b: &proto::Bootstrap) -> String {
+    let bytes = prost::Message::encode_to_vec(b);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn compile_listeners(
+    cx: &mut Ctx,
+    listeners: &[proto::Listener],
+    path: &FieldPath,
+    tables: &HashMap<&str, usize>,
+) -> Vec<Listener> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    if listeners.is_empty() {
+        cx.err(path, "at least one listener is required");
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        let p = path.index(i);
+        require_name(cx, &p, &l.name, &mut names, "listener");
+        let address = parse_addr(cx, &p.field("address"), &l.address);
+        if let Some(a) = address {
+            if !addrs.insert(a) {
+                cx.err(
+                    &p.field("address"),
+                    format!("address {a} is used by another listener"),
+                );
+            }
+        }
+        let mut protocols = Protocols {
+            http1: false,
+            h2c: false,
+        };
+        for (j, raw) in l.protocols.iter().enumerate() {
+            match proto::listener::Protocol::try_from(*raw) {
+                Ok(proto::listener::Protocol::Http1) => protocols.http1 = true,
+                Ok(proto::listener::Protocol::H2c) => protocols.h2c = true,
+                _ => cx.err(
+                    &p.field("protocols").index(j),
+                    "unknown protocol; use http1 or h2c",
+                ),
+            }
+        }
+        if l.protocols.is_empty() {
+            protocols = Protocols {
+                http1: true,
+                h2c: true,
+            };
+        }
+        let tls = l.tls.as_ref().map(|t| {
+            let tp = p.field("tls");
+            if !l.protocols.is_empty() {
+                cx.err(
+                    &p.field("protocols"),
+                    "protocols applies to plaintext listeners; on a TLS listener ALPN chooses (see tls.alpn)",
+                );
+            }
+            require_file(cx, &tp.field("cert_file"), &t.cert_file);
+            require_file(cx, &tp.field("key_file"), &t.key_file);
+            for (j, a) in t.alpn.iter().enumerate() {
+                if a != "h2" && a != "http/1.1" {
+                    cx.err(&tp.field("alpn").index(j), format!("unsupported ALPN `{a}`; use \"h2\" or \"http/1.1\""));
+                }
+            }
+            let alpn = if t.alpn.is_empty() {
+                vec!["h2".into(), "http/1.1".into()]
+            } else {
+                t.alpn.iter().map(|a| Arc::from(a.as_str())).collect()
+            };
+            ListenerTls {
+                cert_file: t.cert_file.as_str().into(),
+                key_file: t.key_file.as_str().into(),
+                alpn,
+            }
+        });
+        let route_table = match tables.get(l.route_table.as_str()) {
+            Some(i) => Some(*i),
+            None if l.route_table.is_empty() => {
+                cx.err(&p.field("route_table"), "a route table is required");
+                None
+            }
+            None => {
+                cx.err(
+                    &p.field("route_table"),
+                    format!(
+                        "route table `{}` is not defined in route_tables",
+                        l.route_table
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(address), Some(route_table)) = (address, route_table) {
+            out.push(Listener {
+                name: l.name.as_str().into(),
+                address,
+                protocols,
+                tls,
+                route_table,
+            });
+        }
+    }
+    out
+}
+
+fn compile_admin(cx: &mut Ctx, admin: Option<&proto::Admin>, path: &FieldPath) -> AdminSettings {
+    let default = AdminSettings {
+        address: DEFAULT_ADMIN_ADDRESS.parse().expect("valid default"),
+        access_log: false,
+        log_format: LogFormat::Text,
+    };
+    let Some(a) = admin else { return default };
+    let address = if a.address.is_empty() {
+        default.address
+    } else {
+        parse_addr(cx, &path.field("address"), &a.address).unwrap_or(default.address)
+    };
+    let (access_log, log_format) = match &a.access_log {
+        Some(l) => (
+            l.enabled,
+            match l.format() {
+                proto::access_log::Format::Json => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
+        ),
+        None => (false, LogFormat::Text),
+    };
+    AdminSettings {
+        address,
+        access_log,
+        log_format,
+    }
+}
+
+fn compile_runtime(cx: &mut Ctx, rt: Option<&proto::Runtime>, path: &FieldPath) -> RuntimeSettings {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut out = RuntimeSettings {
+        worker_threads: cpus,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let Some(rt) = rt else { return out };
+    match rt.worker_threads {
+        0 => {}
+        n if n > 1024 => cx.err(
+            &path.field("worker_threads"),
+            format!("{n} worker threads is too many (at most 1024)"),
+        ),
+        n => out.worker_threads = n as usize,
+    }
+    if let Some(d) = duration(
+        cx,
+        &path.field("drain_timeout"),
+        rt.drain_timeout.as_ref(),
+        true,
+    ) {
+        out.drain_timeout = d;
+    }
+    out
+}
+
+// === shared helpers ===
+
+/// Checks a required, unique resource name.
+pub(crate) fn require_name<'a>(
+    cx: &mut Ctx,
+    path: &FieldPath,
+    name: &'a str,
+    seen: &mut HashSet<&'a str>,
+    what: &str,
+) {
+    if name.is_empty() {
+        cx.err(&path.field("name"), format!("a {what} needs a name"));
+    } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        cx.err(
+            &path.field("name"),
+            format!("{what} name `{name}` must not contain spaces or control characters"),
+        );
+    } else if !seen.insert(name) {
+        cx.err(
+            &path.field("name"),
+            format!("{what} name `{name}` is used twice"),
+        );
+    }
+}
+
+/// Parses an `ip:port` socket address.
+pub(crate) fn parse_addr(cx: &mut Ctx, path: &FieldPath, text: &str) -> Option<SocketAddr> {
+    if text.is_empty() {
+        cx.err(path, "an address (ip:port) is required");
+        return None;
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            let hint = if text.contains(':')
+                && text.parse::<std::net::IpAddr>().is_err()
+                && !text.starts_with('[')
+            {
+                "; host names are not resolved, give an IP address like 10.0.0.5:8080 (IPv6 as [::1]:8080)"
+            } else {
+                "; expected ip:port, for example 10.0.0.5:8080"
+            };
+            cx.err(path, format!("invalid address `{text}`{hint}"));
+            None
+        }
+    }
+}
+
+/// Checks that a required file exists and can be read.
+pub(crate) fn require_file(cx: &mut Ctx, path: &FieldPath, file: &str) {
+    if file.is_empty() {
+        cx.err(path, "a file path is required");
+    } else if let Err(e) = std::fs::File::open(file) {
+        cx.err(path, format!("cannot read `{file}`: {e}"));
+    }
+}
+
+/// Converts an optional proto duration; `positive` rejects zero.
+pub(crate) fn duration(
+    cx: &mut Ctx,
+    path: &FieldPath,
+    d: Option<&prost_types::Duration>,
+    positive: bool,
+) -> Option<Duration> {
+    let d = d?;
+    if d.seconds < 0 || d.nanos < 0 {
+        cx.err(path, "a duration must not be negative");
+        return None;
+    }
+    let out = Duration::new(d.seconds as u64, d.nanos as u32);
+    if positive && out.is_zero() {
+        cx.err(path, "a duration must be greater than zero");
+        return None;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

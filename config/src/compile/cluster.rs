@@ -1,0 +1,202 @@
+//! Owns validating and compiling clusters and their endpoints.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{duration, parse_addr, require_file, require_name, Ctx};
+use crate::cluster::{Cluster, Endpoint, LbPolicy, Locality, UpstreamProtocol, UpstreamTls};
+use crate::endpoint_set::EndpointSet;
+use crate::error::FieldPath;
+use crate::proto;
+
+pub(super) fn compile_clusters(
+    cx: &mut Ctx,
+    clusters: &[proto::Cluster],
+    path: &FieldPath,
+) -> Vec<Cluster> {
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(clusters.len());
+    for (i, c) in clusters.iter().enumerate() {
+        let p = path.index(i);
+        require_name(cx, &p, &c.name, &mut names, "cluster");
+        out.push(compile_cluster(cx, c, &p));
+    }
+    out
+}
+
+fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
+    use proto::cluster::{LbPolicy as PLb, Protocol as PP};
+    let protocol = match c.protocol() {
+        PP::Unspecified | PP::Http1 => UpstreamProtocol::Http1,
+        PP::H2 => UpstreamProtocol::H2,
+        PP::H2c => UpstreamProtocol::H2c,
+    };
+    let tls = c.tls.as_ref().map(|t| {
+        let tp = p.field("tls");
+        if !t.ca_file.is_empty() {
+            require_file(cx, &tp.field("ca_file"), &t.ca_file);
+        }
+        if t.sni.is_empty() && !t.insecure_skip_verify && c.endpoints.iter().any(|e| e.hostname.is_empty()) {
+            cx.err(
+                &tp.field("sni"),
+                "a server name is needed to verify upstream certificates: set tls.sni (or each endpoint's hostname)",
+            );
+        }
+        UpstreamTls {
+            sni: t.sni.as_str().into(),
+            ca_file: (!t.ca_file.is_empty()).then(|| t.ca_file.as_str().into()),
+            insecure_skip_verify: t.insecure_skip_verify,
+        }
+    });
+    match (protocol, &tls) {
+        (UpstreamProtocol::H2, None) => cx.err(
+            &p.field("protocol"),
+            "protocol h2 needs tls (ALPN h2); for plaintext HTTP/2 use h2c",
+        ),
+        (UpstreamProtocol::H2c, Some(_)) => cx.err(
+            &p.field("protocol"),
+            "protocol h2c is plaintext HTTP/2; with tls use h2",
+        ),
+        _ => {}
+    }
+    let lb_policy = match c.lb_policy() {
+        PLb::Unspecified | PLb::RoundRobin => LbPolicy::RoundRobin,
+        PLb::Random => LbPolicy::Random,
+    };
+    let connect_timeout = duration(
+        cx,
+        &p.field("connect_timeout"),
+        c.connect_timeout.as_ref(),
+        true,
+    )
+    .unwrap_or(Duration::from_secs(5));
+    let (pool_idle_timeout, max_h2_streams) = match &c.pool {
+        Some(pool) => {
+            let pp = p.field("pool");
+            let idle = duration(
+                cx,
+                &pp.field("idle_timeout"),
+                pool.idle_timeout.as_ref(),
+                true,
+            )
+            .unwrap_or(Duration::from_secs(60));
+            let streams = match pool.max_h2_streams {
+                0 => 100,
+                n if n > 10_000 => {
+                    cx.err(
+                        &pp.field("max_h2_streams"),
+                        format!("{n} streams per connection is too many (at most 10000)"),
+                    );
+                    100
+                }
+                n => n as usize,
+            };
+            (idle, streams)
+        }
+        None => (Duration::from_secs(60), 100),
+    };
+
+    let mut endpoints = Vec::with_capacity(c.endpoints.len());
+    let mut addrs = HashSet::new();
+    for (j, e) in c.endpoints.iter().enumerate() {
+        let ep = p.field("endpoints").index(j);
+        let mut address = parse_addr(cx, &ep.field("address"), &e.address);
+        if let Some(a) = address {
+            if !addrs.insert(a) {
+                cx.err(
+                    &ep.field("address"),
+                    format!("endpoint {a} is listed twice in cluster `{}`", c.name),
+                );
+                address = None;
+            }
+        }
+        let weight = match e.weight {
+            None => 1,
+            Some(0) => {
+                cx.err(
+                    &ep.field("weight"),
+                    "weight must be at least 1 (remove the endpoint to stop sending to it)",
+                );
+                1
+            }
+            Some(w) if w > 1_000_000 => {
+                cx.err(
+                    &ep.field("weight"),
+                    format!("weight {w} is too large (at most 1000000)"),
+                );
+                1
+            }
+            Some(w) => w,
+        };
+        let locality = e
+            .locality
+            .as_ref()
+            .map_or_else(Locality::default, |l| Locality {
+                cloud: l.cloud.as_str().into(),
+                region: l.region.as_str().into(),
+                zone: l.zone.as_str().into(),
+            });
+        let mut labels: BTreeMap<Arc<str>, Arc<str>> = BTreeMap::new();
+        for (key, value) in [
+            ("cloud", &locality.cloud),
+            ("region", &locality.region),
+            ("zone", &locality.zone),
+        ] {
+            if !value.is_empty() {
+                labels.insert(key.into(), value.clone());
+            }
+        }
+        for (k, v) in &e.labels {
+            let lp = ep.field("labels").key(k);
+            if k.is_empty() {
+                cx.err(&lp, "label names must not be empty");
+                continue;
+            }
+            if let Some(existing) = labels.get(k.as_str()) {
+                if existing.as_ref() != v {
+                    cx.err(
+                        &lp,
+                        format!("label `{k}: {v}` contradicts the locality's {k} `{existing}`; set it in one place"),
+                    );
+                }
+                continue;
+            }
+            labels.insert(k.as_str().into(), v.as_str().into());
+        }
+        let Some(address) = address else { continue };
+        endpoints.push(Endpoint {
+            id: format!("{}/{address}", c.name).into(),
+            address,
+            locality,
+            labels,
+            weight,
+            priority: e.priority,
+            hostname: (!e.hostname.is_empty()).then(|| e.hostname.as_str().into()),
+        });
+    }
+
+    let n = endpoints.len();
+    let mut label_index: HashMap<Arc<str>, HashMap<Arc<str>, EndpointSet>> = HashMap::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        for (k, v) in &e.labels {
+            label_index
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_insert_with(|| EndpointSet::empty(n))
+                .insert(i);
+        }
+    }
+    Cluster {
+        name: c.name.as_str().into(),
+        endpoints,
+        protocol,
+        tls,
+        connect_timeout,
+        pool_idle_timeout,
+        max_h2_streams,
+        lb_policy,
+        labels: label_index,
+    }
+}

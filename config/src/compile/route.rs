@@ -1,0 +1,772 @@
+//! Owns validating and compiling route tables: domains into the host index,
+//! matches into precompiled matchers and the path index, actions into targets
+//! with precomputed subsets, retries, timeouts and header edits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::{duration, require_name, Ctx};
+use crate::action::{DirectResponse, Forward, HeaderMutation, RetryOn, RetryPolicy, RouteAction};
+use crate::cluster::{Cluster, Fallback, LabelSource, RequestLabel, Target};
+use crate::error::FieldPath;
+use crate::proto;
+use crate::route::{
+    full_regex, HeaderCondition, HostIndex, PathMatch, QueryCondition, Route, RouteIndex,
+    RouteMatch, RouteTable, ValueMatch, VirtualHost,
+};
+
+/// Default deadline to response headers.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest silence on a stream (Envoy's stream idle timeout).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(super) fn compile_route_tables(
+    cx: &mut Ctx,
+    tables: &[proto::RouteTable],
+    path: &FieldPath,
+    clusters: &[Cluster],
+    cluster_index: &HashMap<&str, usize>,
+) -> Vec<RouteTable> {
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(tables.len());
+    for (i, t) in tables.iter().enumerate() {
+        let p = path.index(i);
+        require_name(cx, &p, &t.name, &mut names, "route table");
+        let mut hosts = HostIndex::default();
+        let mut domain_owner: HashMap<String, usize> = HashMap::new();
+        let mut vhost_names = HashSet::new();
+        let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
+        for (v, vh) in t.virtual_hosts.iter().enumerate() {
+            let vp = p.field("virtual_hosts").index(v);
+            let name: Arc<str> = if vh.name.is_empty() {
+                format!("{}/{v}", t.name).into()
+            } else {
+                if !vhost_names.insert(vh.name.as_str()) {
+                    cx.err(
+                        &vp.field("name"),
+                        format!(
+                            "virtual host name `{}` is used twice in this table",
+                            vh.name
+                        ),
+                    );
+                }
+                vh.name.as_str().into()
+            };
+            if vh.domains.is_empty() {
+                cx.err(
+                    &vp.field("domains"),
+                    "at least one domain is required (\"*\" matches any host)",
+                );
+            }
+            for (d, domain) in vh.domains.iter().enumerate() {
+                let dp = vp.field("domains").index(d);
+                let lower = domain.to_ascii_lowercase();
+                if let Some(prev) = domain_owner.insert(lower.clone(), v) {
+                    cx.err(
+                        &dp,
+                        format!("domain `{domain}` is already served by virtual_hosts[{prev}]"),
+                    );
+                    continue;
+                }
+                add_domain(cx, &dp, &mut hosts, &lower, v);
+            }
+            let vh_req = mutation(
+                cx,
+                vh.request_headers.as_ref(),
+                &vp.field("request_headers"),
+            );
+            let vh_resp = mutation(
+                cx,
+                vh.response_headers.as_ref(),
+                &vp.field("response_headers"),
+            );
+            let mut routes = Vec::with_capacity(vh.routes.len());
+            let mut route_names = HashSet::new();
+            for (r, route) in vh.routes.iter().enumerate() {
+                let rp = vp.field("routes").index(r);
+                let rname: Arc<str> = if route.name.is_empty() {
+                    format!("{name}/{r}").into()
+                } else {
+                    if !route_names.insert(route.name.as_str()) {
+                        cx.err(
+                            &rp.field("name"),
+                            format!(
+                                "route name `{}` is used twice in this virtual host",
+                                route.name
+                            ),
+                        );
+                    }
+                    route.name.as_str().into()
+                };
+                if let Some(compiled) = compile_route(
+                    cx,
+                    route,
+                    &rp,
+                    rname,
+                    clusters,
+                    cluster_index,
+                    &vh_req,
+                    &vh_resp,
+                ) {
+                    routes.push(compiled);
+                }
+            }
+            let index = index_routes(&routes);
+            vhosts.push(VirtualHost {
+                name,
+                routes,
+                index,
+            });
+        }
+        hosts.suffix_lens.sort_unstable_by(|a, b| b.cmp(a));
+        hosts.suffix_lens.dedup();
+        hosts.prefix_lens.sort_unstable_by(|a, b| b.cmp(a));
+        hosts.prefix_lens.dedup();
+        out.push(RouteTable {
+            name: t.name.as_str().into(),
+            virtual_hosts: vhosts,
+            hosts,
+        });
+    }
+    out
+}
+
+fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &str, v: usize) {
+    let valid_chars = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+            })
+    };
+    if domain == "*" {
+        hosts.any = Some(v);
+    } else if let Some(suffix) = domain.strip_prefix('*') {
+        if !valid_chars(suffix) {
+            cx.err(
+                path,
+                format!("invalid domain `{domain}`; a wildcard looks like \"*.example.com\""),
+            );
+            return;
+        }
+        hosts.suffix_lens.push(suffix.len());
+        hosts.suffix.insert(suffix.into(), v);
+    } else if let Some(prefix) = domain.strip_suffix('*') {
+        if !valid_chars(prefix) {
+            cx.err(
+                path,
+                format!("invalid domain `{domain}`; a wildcard looks like \"api.*\""),
+            );
+            return;
+        }
+        hosts.prefix_lens.push(prefix.len());
+        hosts.prefix.insert(prefix.into(), v);
+    } else if valid_chars(domain) {
+        hosts.exact.insert(domain.into(), v);
+    } else {
+        cx.err(
+            path,
+            format!(
+                "invalid domain `{domain}`; use a host name, \"*.suffix\", \"prefix.*\" or \"*\""
+            ),
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_route(
+    cx: &mut Ctx,
+    r: &proto::Route,
+    p: &FieldPath,
+    name: Arc<str>,
+    clusters: &[Cluster],
+    cluster_index: &HashMap<&str, usize>,
+    vh_req: &HeaderMutation,
+    vh_resp: &HeaderMutation,
+) -> Option<Route> {
+    let matcher = compile_match(cx, r.r#match.as_ref(), &p.field("match"));
+    let action = match &r.action {
+        Some(proto::route::Action::Route(a)) => {
+            compile_forward(cx, a, &p.field("route"), &matcher, clusters, cluster_index)
+                .map(RouteAction::Forward)
+        }
+        Some(proto::route::Action::DirectResponse(d)) => {
+            compile_direct(cx, d, &p.field("direct_response")).map(RouteAction::Direct)
+        }
+        None => {
+            cx.err(
+                p,
+                "a route needs an action: `route` (forward to a cluster) or `direct_response`",
+            );
+            None
+        }
+    };
+    let mut request_headers = vh_req.clone();
+    request_headers.extend(&mutation(
+        cx,
+        r.request_headers.as_ref(),
+        &p.field("request_headers"),
+    ));
+    let mut response_headers = mutation(
+        cx,
+        r.response_headers.as_ref(),
+        &p.field("response_headers"),
+    );
+    response_headers.extend(vh_resp);
+    Some(Route {
+        name,
+        matcher,
+        action: action?,
+        request_headers,
+        response_headers,
+    })
+}
+
+fn compile_match(cx: &mut Ctx, m: Option<&proto::RouteMatch>, p: &FieldPath) -> RouteMatch {
+    use proto::route_match::PathSpecifier as PS;
+    let Some(m) = m else {
+        return RouteMatch {
+            path: PathMatch::Any,
+            methods: Vec::new(),
+            headers: Vec::new(),
+            query: Vec::new(),
+        };
+    };
+    let path = match &m.path_specifier {
+        None => PathMatch::Any,
+        Some(PS::Prefix(s)) if s.is_empty() || s == "/" => {
+            if s.is_empty() {
+                PathMatch::Any
+            } else {
+                PathMatch::Prefix(s.as_str().into())
+            }
+        }
+        Some(PS::Prefix(s)) | Some(PS::Path(s)) if !s.starts_with('/') => {
+            let field = if matches!(m.path_specifier, Some(PS::Prefix(_))) {
+                "prefix"
+            } else {
+                "path"
+            };
+            cx.err(&p.field(field), format!("`{s}` must start with `/`"));
+            PathMatch::Any
+        }
+        Some(PS::Prefix(s)) => PathMatch::Prefix(s.as_str().into()),
+        Some(PS::Path(s)) => PathMatch::Exact(s.as_str().into()),
+        Some(PS::Regex(r)) => match full_regex(r) {
+            Ok(re) => PathMatch::Regex(re),
+            Err(e) => {
+                cx.err(
+                    &p.field("regex"),
+                    format!("invalid regex: {}", one_line(&e.to_string())),
+                );
+                PathMatch::Any
+            }
+        },
+    };
+    let mut methods = Vec::new();
+    for (i, meth) in m.methods.iter().enumerate() {
+        match Method::from_bytes(meth.to_ascii_uppercase().as_bytes()) {
+            Ok(mm) if !meth.is_empty() => methods.push(mm),
+            _ => cx.err(
+                &p.field("methods").index(i),
+                format!("invalid method `{meth}`"),
+            ),
+        }
+    }
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let hp = p.field("headers").index(i);
+        let Some(name) = header_name(cx, &hp.field("name"), &h.name) else {
+            continue;
+        };
+        use proto::header_matcher::Match as HM;
+        let value = match &h.r#match {
+            Some(HM::Exact(s)) => Some(ValueMatch::Exact(s.as_str().into())),
+            Some(HM::Prefix(s)) => Some(ValueMatch::Prefix(s.as_str().into())),
+            Some(HM::Regex(s)) => regex_match(cx, &hp.field("regex"), s),
+            Some(HM::Present(true)) => Some(ValueMatch::Present),
+            Some(HM::Absent(true)) => Some(ValueMatch::Absent),
+            Some(HM::Present(false)) | Some(HM::Absent(false)) => {
+                cx.err(&hp, "`present: false` and `absent: false` never apply; use `absent: true` or `present: true`");
+                None
+            }
+            None => {
+                cx.err(&hp, "set one of exact, prefix, regex, present or absent");
+                None
+            }
+        };
+        if let Some(value) = value {
+            headers.push(HeaderCondition {
+                name,
+                value,
+                invert: h.invert,
+            });
+        }
+    }
+    let mut query = Vec::new();
+    for (i, q) in m.query_parameters.iter().enumerate() {
+        let qp = p.field("query_parameters").index(i);
+        if q.name.is_empty() {
+            cx.err(&qp.field("name"), "a query parameter name is required");
+            continue;
+        }
+        use proto::query_parameter_matcher::Match as QM;
+        let value = match &q.r#match {
+            Some(QM::Exact(s)) => Some(ValueMatch::Exact(s.as_str().into())),
+            Some(QM::Prefix(s)) => Some(ValueMatch::Prefix(s.as_str().into())),
+            Some(QM::Regex(s)) => regex_match(cx, &qp.field("regex"), s),
+            Some(QM::Present(true)) | None => Some(ValueMatch::Present),
+            Some(QM::Present(false)) => Some(ValueMatch::Absent),
+        };
+        if let Some(value) = value {
+            query.push(QueryCondition {
+                name: q.name.as_str().into(),
+                value,
+            });
+        }
+    }
+    RouteMatch {
+        path,
+        methods,
+        headers,
+        query,
+    }
+}
+
+fn regex_match(cx: &mut Ctx, p: &FieldPath, s: &str) -> Option<ValueMatch> {
+    match full_regex(s) {
+        Ok(re) => Some(ValueMatch::Regex(re)),
+        Err(e) => {
+            cx.err(p, format!("invalid regex: {}", one_line(&e.to_string())));
+            None
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn compile_forward(
+    cx: &mut Ctx,
+    a: &proto::RouteAction,
+    p: &FieldPath,
+    matcher: &RouteMatch,
+    clusters: &[Cluster],
+    cluster_index: &HashMap<&str, usize>,
+) -> Option<Box<Forward>> {
+    use proto::route_action::ClusterSpecifier as CS;
+    let mut picked: Vec<(usize, u32, FieldPath)> = Vec::new();
+    let lookup = |cx: &mut Ctx, name: &str, path: FieldPath| -> Option<usize> {
+        match cluster_index.get(name) {
+            Some(i) => Some(*i),
+            None if name.is_empty() => {
+                cx.err(&path, "a cluster name is required");
+                None
+            }
+            None => {
+                cx.err(
+                    &path,
+                    format!("cluster `{name}` is not defined in clusters"),
+                );
+                None
+            }
+        }
+    };
+    match &a.cluster_specifier {
+        Some(CS::Cluster(name)) => {
+            if let Some(i) = lookup(cx, name, p.field("cluster")) {
+                picked.push((i, 1, p.field("cluster")));
+            }
+        }
+        Some(CS::WeightedClusters(w)) => {
+            let wp = p.field("weighted_clusters").field("clusters");
+            if w.clusters.is_empty() {
+                cx.err(&wp, "at least one cluster is required");
+            }
+            let mut seen = HashSet::new();
+            for (i, cw) in w.clusters.iter().enumerate() {
+                let cp = wp.index(i);
+                if !seen.insert(cw.name.as_str()) {
+                    cx.err(
+                        &cp.field("name"),
+                        format!("cluster `{}` is listed twice", cw.name),
+                    );
+                    continue;
+                }
+                if cw.weight == 0 {
+                    cx.err(&cp.field("weight"), "weight must be at least 1");
+                    continue;
+                }
+                if let Some(ci) = lookup(cx, &cw.name, cp.field("name")) {
+                    picked.push((ci, cw.weight, cp));
+                }
+            }
+        }
+        None => {
+            cx.err(p, "set `cluster` or `weighted_clusters`");
+            return None;
+        }
+    }
+
+    let targets: Vec<Target> = picked
+        .iter()
+        .map(|(ci, weight, _)| {
+            subset_target(
+                cx,
+                a.subset.as_ref(),
+                &p.field("subset"),
+                *ci,
+                *weight,
+                &clusters[*ci],
+            )
+        })
+        .collect();
+
+    let prefix_rewrite = if a.prefix_rewrite.is_empty() {
+        None
+    } else if !a.prefix_rewrite.starts_with('/') {
+        cx.err(
+            &p.field("prefix_rewrite"),
+            format!("`{}` must start with `/`", a.prefix_rewrite),
+        );
+        None
+    } else {
+        let matched = match &matcher.path {
+            PathMatch::Prefix(pre) => pre.clone(),
+            _ => "".into(),
+        };
+        Some((matched, a.prefix_rewrite.as_str().into()))
+    };
+    let host_rewrite = if a.host_rewrite.is_empty() {
+        None
+    } else {
+        match HeaderValue::from_str(&a.host_rewrite) {
+            Ok(v) if !a.host_rewrite.contains(['/', ' ']) => Some(v),
+            _ => {
+                cx.err(
+                    &p.field("host_rewrite"),
+                    format!("invalid host `{}`", a.host_rewrite),
+                );
+                None
+            }
+        }
+    };
+    let timeout =
+        duration(cx, &p.field("timeout"), a.timeout.as_ref(), true).unwrap_or(DEFAULT_TIMEOUT);
+    let idle_timeout = duration(cx, &p.field("idle_timeout"), a.idle_timeout.as_ref(), true)
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    let retry = retry_policy(cx, a.retry_policy.as_ref(), &p.field("retry_policy"));
+    if targets.is_empty() {
+        return None;
+    }
+    Some(Box::new(Forward {
+        total_weight: targets.iter().map(|t| t.weight).sum(),
+        targets,
+        prefix_rewrite,
+        host_rewrite,
+        timeout,
+        idle_timeout,
+        retry,
+    }))
+}
+
+fn subset_target(
+    cx: &mut Ctx,
+    s: Option<&proto::SubsetSelector>,
+    p: &FieldPath,
+    ci: usize,
+    weight: u32,
+    cluster: &Cluster,
+) -> Target {
+    let Some(s) = s else {
+        return Target {
+            cluster: ci,
+            weight,
+            fixed: cluster.all(),
+            from_request: Arc::from([]),
+            fallback: Fallback::None,
+            default_subset: cluster.all(),
+        };
+    };
+    let check_key = |cx: &mut Ctx, key: &str, path: FieldPath| {
+        if key.is_empty() {
+            cx.err(&path, "a label name is required");
+        } else if !cluster.has_label(key) && !cluster.endpoints.is_empty() {
+            cx.err(
+                &path,
+                format!("no endpoint of cluster `{}` has a label `{key}`, so this subset could never match", cluster.name),
+            );
+        }
+    };
+    let to_map = |m: &BTreeMap<String, String>| -> BTreeMap<Arc<str>, Arc<str>> {
+        m.iter()
+            .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+            .collect()
+    };
+    for k in s.labels.keys() {
+        check_key(cx, k, p.field("labels").key(k));
+    }
+    let mut from_request = Vec::new();
+    for (i, rl) in s.from_request.iter().enumerate() {
+        let rp = p.field("from_request").index(i);
+        check_key(cx, &rl.label, rp.field("label"));
+        use proto::request_label::Source;
+        let source = match &rl.source {
+            Some(Source::Header(h)) => {
+                header_name(cx, &rp.field("header"), h).map(LabelSource::Header)
+            }
+            Some(Source::QueryParameter(q)) if !q.is_empty() => {
+                Some(LabelSource::Query(q.as_str().into()))
+            }
+            Some(Source::QueryParameter(_)) => {
+                cx.err(
+                    &rp.field("query_parameter"),
+                    "a query parameter name is required",
+                );
+                None
+            }
+            None => {
+                cx.err(&rp, "set `header` or `query_parameter`");
+                None
+            }
+        };
+        if let Some(source) = source {
+            from_request.push(RequestLabel {
+                source,
+                label: rl.label.as_str().into(),
+                glob: rl.glob,
+            });
+        }
+    }
+    use proto::subset_selector::Fallback as PF;
+    let fallback = match s.fallback() {
+        PF::Unspecified | PF::None => Fallback::None,
+        PF::Any => Fallback::Any,
+        PF::DefaultSubset => Fallback::DefaultSubset,
+    };
+    for k in s.default_subset.keys() {
+        check_key(cx, k, p.field("default_subset").key(k));
+    }
+    if fallback == Fallback::DefaultSubset && s.default_subset.is_empty() {
+        cx.err(
+            &p.field("default_subset"),
+            "fallback default_subset needs `default_subset` labels",
+        );
+    }
+    if fallback != Fallback::DefaultSubset && !s.default_subset.is_empty() {
+        cx.err(
+            &p.field("fallback"),
+            "`default_subset` is set but unused; set `fallback: default_subset`",
+        );
+    }
+    Target {
+        cluster: ci,
+        weight,
+        fixed: cluster.matching(&to_map(&s.labels)),
+        from_request: from_request.into(),
+        fallback,
+        default_subset: cluster.matching(&to_map(&s.default_subset)),
+    }
+}
+
+fn retry_policy(cx: &mut Ctx, r: Option<&proto::RetryPolicy>, p: &FieldPath) -> RetryPolicy {
+    let mut out = RetryPolicy::default();
+    let Some(r) = r else { return out };
+    if r.num_retries > 10 {
+        cx.err(
+            &p.field("num_retries"),
+            format!("{} retries is too many (at most 10)", r.num_retries),
+        );
+    }
+    out.num_retries = r.num_retries.min(10);
+    let mut on = RetryOn::default();
+    for (i, cond) in r.retry_on.iter().enumerate() {
+        match cond.as_str() {
+            "connect-failure" => on.connect_failure = true,
+            "refused-stream" => on.refused_stream = true,
+            "reset" => on.reset = true,
+            "5xx" => on.server_error = true,
+            "gateway-error" => on.gateway_error = true,
+            "retriable-status-codes" => {
+                if r.retriable_status_codes.is_empty() {
+                    cx.err(&p.field("retriable_status_codes"), "retriable-status-codes needs at least one status");
+                }
+            }
+            other => cx.err(
+                &p.field("retry_on").index(i),
+                format!(
+                    "unknown retry condition `{other}`; use connect-failure, refused-stream, reset, 5xx, gateway-error or retriable-status-codes"
+                ),
+            ),
+        }
+    }
+    if r.retry_on.is_empty() {
+        on.connect_failure = true;
+        on.refused_stream = true;
+    }
+    out.on = on;
+    let mut statuses = Vec::new();
+    for (i, s) in r.retriable_status_codes.iter().enumerate() {
+        if (100..600).contains(s) {
+            statuses.push(*s as u16);
+        } else {
+            cx.err(
+                &p.field("retriable_status_codes").index(i),
+                format!("{s} is not an HTTP status"),
+            );
+        }
+    }
+    out.statuses = statuses.into();
+    out.per_try_timeout = duration(
+        cx,
+        &p.field("per_try_timeout"),
+        r.per_try_timeout.as_ref(),
+        true,
+    );
+    if let Some(d) = duration(
+        cx,
+        &p.field("base_interval"),
+        r.base_interval.as_ref(),
+        true,
+    ) {
+        out.base_interval = d;
+    }
+    if let Some(d) = duration(cx, &p.field("max_interval"), r.max_interval.as_ref(), true) {
+        out.max_interval = d;
+    }
+    if out.max_interval < out.base_interval {
+        cx.err(
+            &p.field("max_interval"),
+            "max_interval must not be shorter than base_interval",
+        );
+    }
+    out.non_idempotent = r.retry_non_idempotent;
+    out
+}
+
+fn compile_direct(
+    cx: &mut Ctx,
+    d: &proto::DirectResponse,
+    p: &FieldPath,
+) -> Option<DirectResponse> {
+    let status = match u16::try_from(d.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+    {
+        Some(s) if s.as_u16() >= 200 => s,
+        _ => {
+            cx.err(
+                &p.field("status"),
+                format!("{} is not a valid final status (200-599)", d.status),
+            );
+            return None;
+        }
+    };
+    let content_type = if d.body.is_empty() && d.content_type.is_empty() {
+        None
+    } else if d.content_type.is_empty() {
+        Some(HeaderValue::from_static("text/plain; charset=utf-8"))
+    } else {
+        match HeaderValue::from_str(&d.content_type) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                cx.err(&p.field("content_type"), "invalid header value");
+                None
+            }
+        }
+    };
+    Some(DirectResponse {
+        status,
+        body: bytes::Bytes::from(d.body.clone()),
+        content_type,
+    })
+}
+
+fn header_name(cx: &mut Ctx, p: &FieldPath, name: &str) -> Option<HeaderName> {
+    if name.is_empty() {
+        cx.err(p, "a header name is required");
+        return None;
+    }
+    if name.starts_with(':') {
+        cx.err(
+            p,
+            format!("pseudo-header `{name}` cannot be used here; match the path or host instead"),
+        );
+        return None;
+    }
+    match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            cx.err(p, format!("invalid header name `{name}`"));
+            None
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "content-length",
+];
+
+fn mutation(cx: &mut Ctx, m: Option<&proto::HeaderMutation>, p: &FieldPath) -> HeaderMutation {
+    let mut out = HeaderMutation::default();
+    let Some(m) = m else { return out };
+    let check = |cx: &mut Ctx, path: FieldPath, name: &str| -> Option<HeaderName> {
+        let n = header_name(cx, &path, name)?;
+        if HOP_BY_HOP.contains(&n.as_str()) {
+            cx.err(
+                &path,
+                format!("`{n}` is managed by the proxy and cannot be edited"),
+            );
+            return None;
+        }
+        Some(n)
+    };
+    for (kind, list, dest) in [("add", &m.add, &mut out.add), ("set", &m.set, &mut out.set)] {
+        for (i, hv) in list.iter().enumerate() {
+            let hp = p.field(kind).index(i);
+            let Some(name) = check(cx, hp.field("name"), &hv.name) else {
+                continue;
+            };
+            match HeaderValue::from_str(&hv.value) {
+                Ok(v) => dest.push((name, v)),
+                Err(_) => cx.err(
+                    &hp.field("value"),
+                    "invalid header value (control characters are not allowed)",
+                ),
+            }
+        }
+    }
+    for (i, name) in m.remove.iter().enumerate() {
+        if let Some(n) = check(cx, p.field("remove").index(i), name) {
+            out.remove.push(n);
+        }
+    }
+    out
+}
+
+fn index_routes(routes: &[Route]) -> RouteIndex {
+    let mut idx = RouteIndex::default();
+    for (i, r) in routes.iter().enumerate() {
+        let i = i as u32;
+        match &r.matcher.path {
+            PathMatch::Exact(p) => idx.exact.entry(p.clone()).or_default().push(i),
+            PathMatch::Prefix(p) => {
+                idx.prefix_lens.push(p.len());
+                idx.prefix.entry(p.clone()).or_default().push(i);
+            }
+            PathMatch::Any | PathMatch::Regex(_) => idx.other.push(i),
+        }
+    }
+    idx.prefix_lens.sort_unstable();
+    idx.prefix_lens.dedup();
+    idx
+}

@@ -1,0 +1,180 @@
+use crate::load::load_str;
+
+const BASE: &str = r#"
+listeners:
+  - name: main
+    address: 127.0.0.1:8080
+    route_table: t
+route_tables:
+  - name: t
+    virtual_hosts:
+      - name: api
+        domains: [api.example.com]
+        routes:
+          - match: { prefix: / }
+            route: { cluster: c }
+      - name: other
+        domains: ["*"]
+        routes:
+          - match: { prefix: /a }
+            route: { cluster: c }
+          - match: { prefix: /b }
+            route: { cluster: c }
+          - match: { prefix: /c }
+            route: { cluster: c }
+          - match:
+              prefix: /d
+              headers:
+                - name: x-model
+                  regex: "gpt-(4"
+            route: { cluster: c }
+clusters:
+  - name: c
+    endpoints:
+      - address: 127.0.0.1:9000
+        locality: { cloud: aws, region: us-east-1 }
+        labels: { model: gpt-4 }
+"#;
+
+#[test]
+fn the_demo_example_compiles() {
+    let text = include_str!("../../../examples/demo.yaml");
+    let snap = load_str(text, "demo.yaml").unwrap();
+    assert_eq!(snap.listeners.len(), 1);
+    assert_eq!(snap.clusters[0].endpoints.len(), 3);
+    assert_eq!(snap.version.len(), 16);
+}
+
+#[test]
+fn bad_regex_names_file_line_column_and_field_path() {
+    let errs = load_str(BASE, "corridor.yaml").unwrap_err();
+    assert_eq!(errs.errors.len(), 1, "{errs}");
+    let line = errs.to_string();
+    assert!(
+        line.starts_with(
+            "corridor.yaml:27:26: route_tables[0].virtual_hosts[1].routes[3].match.headers[0].regex: invalid regex: "
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = r#"
+listeners:
+  - name: main
+    address: localhost:80
+    route_table: missing
+  - name: main
+    address: 127.0.0.1:81
+    route_table: t
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*", "*"]
+        routes:
+          - match: { prefix: nope }
+            route:
+              cluster: ghost
+          - route:
+              cluster: c
+              subset: { labels: { gpu: h100 } }
+          - route:
+              cluster: c
+              retry_policy: { retry_on: [sometimes], num_retries: 99 }
+clusters:
+  - name: c
+    protocol: h2
+    endpoints:
+      - address: 127.0.0.1:9000
+      - address: 127.0.0.1:9000
+      - address: 10.0.0.1
+        weight: 0
+"#;
+    let errs = load_str(text, "x.yaml").unwrap_err();
+    let s = errs.to_string();
+    for needle in [
+        "x.yaml:4:14: listeners[0].address: invalid address `localhost:80`; host names are not resolved",
+        "x.yaml:5:18: listeners[0].route_table: route table `missing` is not defined in route_tables",
+        "x.yaml:6:11: listeners[1].name: listener name `main` is used twice",
+        "x.yaml:12:24: route_tables[0].virtual_hosts[0].domains[1]: domain `*` is already served by virtual_hosts[0]",
+        "x.yaml:14:30: route_tables[0].virtual_hosts[0].routes[0].match.prefix: `nope` must start with `/`",
+        "x.yaml:16:24: route_tables[0].virtual_hosts[0].routes[0].route.cluster: cluster `ghost` is not defined in clusters",
+        "route_tables[0].virtual_hosts[0].routes[1].route.subset.labels[\"gpu\"]: no endpoint of cluster `c` has a label `gpu`",
+        "route_tables[0].virtual_hosts[0].routes[2].route.retry_policy.num_retries: 99 retries is too many",
+        "route_tables[0].virtual_hosts[0].routes[2].route.retry_policy.retry_on[0]: unknown retry condition `sometimes`",
+        "x.yaml:25:15: clusters[0].protocol: protocol h2 needs tls",
+        "x.yaml:28:18: clusters[0].endpoints[1].address: endpoint 127.0.0.1:9000 is listed twice in cluster `c`",
+        "clusters[0].endpoints[2].address: invalid address `10.0.0.1`",
+        "clusters[0].endpoints[2].weight: weight must be at least 1",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+    assert!(s.ends_with("13 errors"), "{s}");
+}
+
+#[test]
+fn tls_files_must_exist_and_sni_is_needed() {
+    let text = r#"
+listeners:
+  - name: l
+    address: 127.0.0.1:8443
+    tls: { cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem, alpn: [h3] }
+    route_table: t
+route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ route: { cluster: c } }] }] }]
+clusters:
+  - name: c
+    protocol: h2
+    tls: {}
+    endpoints: [{ address: "127.0.0.1:1" }]
+"#;
+    let s = load_str(text, "t.yaml").unwrap_err().to_string();
+    assert!(
+        s.contains("listeners[0].tls.cert_file: cannot read `/nonexistent/cert.pem`"),
+        "{s}"
+    );
+    assert!(
+        s.contains("listeners[0].tls.alpn[0]: unsupported ALPN `h3`"),
+        "{s}"
+    );
+    assert!(
+        s.contains("clusters[0].tls.sni: a server name is needed"),
+        "{s}"
+    );
+}
+
+#[test]
+fn defaults_are_applied() {
+    let text = BASE.replace("gpt-(4", "gpt-4.*");
+    let snap = load_str(&text, "ok.yaml").unwrap();
+    let crate::RouteAction::Forward(f) = &snap.route_tables[0].virtual_hosts[0].routes[0].action
+    else {
+        panic!("forward")
+    };
+    assert_eq!(f.timeout, std::time::Duration::from_secs(60));
+    assert_eq!(f.idle_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(f.retry.num_retries, 0);
+    let l = &snap.listeners[0];
+    assert!(l.protocols.http1 && l.protocols.h2c);
+    assert_eq!(snap.admin.address.to_string(), crate::DEFAULT_ADMIN_ADDRESS);
+    assert_eq!(
+        snap.runtime.drain_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    let c = &snap.clusters[0];
+    assert_eq!(c.connect_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        c.endpoints[0].labels.get("cloud").map(|v| v.as_ref()),
+        Some("aws")
+    );
+}
+
+#[test]
+fn same_config_same_version() {
+    let text = BASE.replace("gpt-(4", "gpt-4.*");
+    let a = load_str(&text, "a").unwrap();
+    let b = load_str(&text, "b").unwrap();
+    let c = load_str(&text.replace("9000", "9001"), "c").unwrap();
+    assert_eq!(a.version, b.version);
+    assert_ne!(a.version, c.version);
+}

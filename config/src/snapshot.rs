@@ -1,0 +1,141 @@
+//! Owns `Snapshot`, the immutable compiled configuration that the data plane
+//! serves from, and its process-level parts (listeners, admin, runtime).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::cluster::Cluster;
+use crate::proto;
+use crate::route::RouteTable;
+
+/// A compiled, immutable configuration. Requests hold an `Arc<Snapshot>` for
+/// their whole life, so a swap never changes a request in flight.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Content hash of the configuration, as hex.
+    pub version: Arc<str>,
+    /// When it was compiled.
+    pub loaded_at: SystemTime,
+    /// Downstream listeners.
+    pub listeners: Vec<Listener>,
+    /// Route tables; listeners refer to them by index.
+    pub route_tables: Vec<RouteTable>,
+    /// Clusters; route targets refer to them by index.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Admin and logging.
+    pub admin: AdminSettings,
+    /// Process settings.
+    pub runtime: RuntimeSettings,
+    /// The configuration it was compiled from, for `/config_dump`.
+    pub source: proto::Bootstrap,
+}
+
+impl Snapshot {
+    /// Index of the listener named `name`.
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| l.name.as_ref() == name)
+    }
+
+    /// Index of the cluster named `name`.
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| c.name.as_ref() == name)
+    }
+
+    /// Why `next` cannot replace `self` without a restart (changed sockets or
+    /// process settings), or `None` when it can.
+    pub fn restart_needed_for(&self, next: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listeners.len() != next.listeners.len() {
+            out.push(format!(
+                "listeners: the number of listeners changed from {} to {}; listener sockets change only on restart",
+                self.listeners.len(),
+                next.listeners.len()
+            ));
+            return out;
+        }
+        for (i, (a, b)) in self.listeners.iter().zip(&next.listeners).enumerate() {
+            if a.name != b.name
+                || a.address != b.address
+                || a.protocols != b.protocols
+                || a.tls.is_some() != b.tls.is_some()
+            {
+                out.push(format!(
+                    "listeners[{i}]: listener `{}` ({}) changed its name, address, protocols or TLS; listener sockets change only on restart",
+                    a.name, a.address
+                ));
+            }
+        }
+        if self.admin.address != next.admin.address {
+            out.push(format!(
+                "admin.address: changed from {} to {}; the admin socket changes only on restart",
+                self.admin.address, next.admin.address
+            ));
+        }
+        out
+    }
+}
+
+/// Plaintext protocols of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    /// HTTP/1.x.
+    pub http1: bool,
+    /// HTTP/2 prior knowledge.
+    pub h2c: bool,
+}
+
+/// TLS on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// PEM certificate chain.
+    pub cert_file: Arc<str>,
+    /// PEM private key.
+    pub key_file: Arc<str>,
+    /// ALPN offered, in order.
+    pub alpn: Vec<Arc<str>>,
+}
+
+/// A downstream listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Plaintext protocols.
+    pub protocols: Protocols,
+    /// TLS, if terminated here.
+    pub tls: Option<ListenerTls>,
+    /// Index of its route table.
+    pub route_table: usize,
+}
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable key=value.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Admin listener and logging.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Admin listener address.
+    pub address: SocketAddr,
+    /// Access log on?
+    pub access_log: bool,
+    /// Access log format.
+    pub log_format: LogFormat,
+}
+
+/// Process-level settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Worker threads per listener.
+    pub worker_threads: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
