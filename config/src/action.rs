@@ -39,19 +39,19 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// Picks a target by weight (one draw per request).
-    pub fn pick_target(&self) -> &Target {
+    /// Index of a target picked by weight (one draw per request).
+    pub fn pick_target(&self) -> usize {
         if self.targets.len() == 1 {
-            return &self.targets[0];
+            return 0;
         }
         let mut r = fastrand::u32(0..self.total_weight.max(1));
-        for t in &self.targets {
+        for (i, t) in self.targets.iter().enumerate() {
             if r < t.weight {
-                return t;
+                return i;
             }
             r -= t.weight;
         }
-        &self.targets[self.targets.len() - 1]
+        self.targets.len() - 1
     }
 }
 

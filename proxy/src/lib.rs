@@ -1,1 +1,28 @@
-//! tmp
+//! Corridor's data plane: a Pingora `ProxyHttp` (D1) serving the compiled
+//! configuration snapshot, its admin listener, configuration reload and drain,
+//! and the embedded demo. The `corridor` binary is a thin CLI over this crate.
+#![forbid(unsafe_code)]
+
+mod admin;
+#[cfg(feature = "alloc-count")]
+mod alloc;
+mod demo;
+mod errors;
+mod lb;
+mod lifecycle;
+mod logging;
+mod metrics;
+mod proxy;
+mod routing;
+mod server;
+mod shared;
+mod tls;
+
+pub use demo::{demo_config, print_banner, start_upstreams, DemoOptions, DEMO_YAML};
+pub use errors::{ErrorKind, LocalError};
+pub use lb::{pick, picker_for, Picker, Random, RoundRobin};
+pub use logging::{flush as flush_logs, init as init_logging};
+pub use metrics::Metrics;
+pub use proxy::{Corridor, RequestCtx};
+pub use server::run;
+pub use shared::Shared;

@@ -1,0 +1,100 @@
+//! Owns the admin listener: `/ready`, `/live`, `/metrics` (Prometheus text) and
+//! `/config_dump` (the current snapshot as JSON with its version and load time).
+//! It is a separate Pingora service on its own socket (default 127.0.0.1:9901).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::{Encoder, TextEncoder};
+
+use crate::shared::Shared;
+
+/// The admin HTTP application.
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+impl Admin {
+    /// An admin app over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn metrics(&self) -> Response<Vec<u8>> {
+        self.shared.metrics.before_scrape();
+        let families = self.shared.registry.gather();
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&families, &mut buf) {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics failed: {e}\n"),
+            );
+        }
+        reply(StatusCode::OK, encoder.format_type(), buf)
+    }
+
+    fn config_dump(&self) -> Response<Vec<u8>> {
+        let snap = self.shared.snapshot();
+        let body = serde_json::json!({
+            "version": snap.version.as_ref(),
+            "loaded_at": humantime::format_rfc3339_seconds(snap.loaded_at).to_string(),
+            "source": self.shared.config_file.as_ref().map_or_else(|| "<embedded>".to_string(), |p| p.display().to_string()),
+            "config": corridor_config::to_json(&snap.source),
+        });
+        let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        reply(StatusCode::OK, "application/json", body)
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the admin API is read-only: use GET\n",
+            );
+        }
+        match path.as_str() {
+            "/ready" if self.shared.is_draining() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            }
+            "/ready" => text(StatusCode::OK, "ready\n"),
+            "/live" => text(StatusCode::OK, "live\n"),
+            "/metrics" => self.metrics(),
+            "/config_dump" => self.config_dump(),
+            "/" => text(
+                StatusCode::OK,
+                "corridor admin: /ready /live /metrics /config_dump\n",
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /ready /live /metrics /config_dump\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        body.into().into_bytes(),
+    )
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .expect("static response parts are valid")
+}

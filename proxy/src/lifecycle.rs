@@ -1,0 +1,112 @@
+//! Owns the process lifecycle around the proxy: reloading the configuration
+//! file when it changes or on SIGHUP, and draining on shutdown (stop accepting,
+//! let in-flight requests finish up to the drain timeout, then exit).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::shared::Shared;
+
+/// How often the configuration file is checked for changes.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reloads configuration and drains on shutdown.
+pub struct Lifecycle {
+    shared: Arc<Shared>,
+}
+
+impl Lifecycle {
+    /// A lifecycle service over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn reload(&self, why: &str) {
+        match self.shared.reload_file() {
+            Ok(true) => tracing::info!(
+                version = %self.shared.snapshot().version,
+                trigger = why,
+                "configuration reloaded"
+            ),
+            Ok(false) => tracing::debug!(trigger = why, "configuration unchanged"),
+            Err(errors) => tracing::error!(
+                trigger = why,
+                errors = errors.errors.len(),
+                "configuration rejected, still serving version {}:\n{errors}",
+                self.shared.snapshot().version
+            ),
+        }
+    }
+
+    async fn drain(&self) {
+        self.shared.start_draining();
+        let limit = self.shared.snapshot().runtime.drain_timeout;
+        let start = Instant::now();
+        let active = &self.shared.metrics.active_requests;
+        tracing::info!(in_flight = active.get(), timeout = ?limit, "draining: no new connections accepted");
+        while active.get() > 0 && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if active.get() > 0 {
+            tracing::warn!(
+                in_flight = active.get(),
+                "drain timeout reached; exiting with requests in flight"
+            );
+        } else {
+            tracing::info!(took = ?start.elapsed(), "drained; exiting");
+        }
+        crate::logging::flush();
+        std::process::exit(0);
+    }
+}
+
+/// What identifies a version of the file on disk.
+fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
+                None
+            }
+        };
+        let path = self.shared.config_file.clone();
+        let mut last = path.as_deref().and_then(stamp);
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        self.drain().await;
+                        return;
+                    }
+                }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    self.reload("SIGHUP");
+                    last = path.as_deref().and_then(stamp);
+                }
+                _ = tick.tick(), if path.is_some() => {
+                    let now = path.as_deref().and_then(stamp);
+                    if now.is_some() && now != last {
+                        last = now;
+                        self.reload("file change");
+                    }
+                }
+            }
+        }
+    }
+}

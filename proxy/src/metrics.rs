@@ -1,0 +1,210 @@
+//! Owns the Prometheus metrics of the data plane. `Metrics::new` registers them
+//! into the registry it is given; per-route children are resolved once per
+//! snapshot (`RouteStats`) so the request path only touches atomics.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Status classes used as the `status_class` label.
+pub(crate) const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Index into `STATUS_CLASSES` for a status (0 = no response was sent).
+pub(crate) fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// Why a try was retried, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryReason {
+    ConnectFailure,
+    RefusedStream,
+    Reset,
+    Status,
+}
+
+impl RetryReason {
+    fn label(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailure => "connect_failure",
+            RetryReason::RefusedStream => "refused_stream",
+            RetryReason::Reset => "reset",
+            RetryReason::Status => "status",
+        }
+    }
+
+    const ALL: [RetryReason; 4] = [
+        RetryReason::ConnectFailure,
+        RetryReason::RefusedStream,
+        RetryReason::Reset,
+        RetryReason::Status,
+    ];
+}
+
+/// All data-plane metrics.
+pub struct Metrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    retries: IntCounterVec,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    connect_failures: IntCounterVec,
+    /// Requests in flight.
+    pub active_requests: IntGauge,
+    /// Responses currently streaming to clients.
+    pub active_streams: IntGauge,
+    reloads: IntCounterVec,
+    /// Unix time of the last successful configuration load.
+    pub config_loaded_at: IntGauge,
+    #[cfg(feature = "alloc-count")]
+    allocations: IntCounter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0, 300.0,
+        ];
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("corridor_requests_total", "Requests by route, cluster and response status class"),
+                &["route", "cluster", "status_class"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "corridor_request_duration_seconds",
+                    "Time from request start to the end of the response, by route, cluster and status class",
+                )
+                .buckets(latency_buckets),
+                &["route", "cluster", "status_class"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new("corridor_retries_total", "Retried upstream tries by route, cluster and reason"),
+                &["route", "cluster", "reason"],
+            )?,
+            request_bytes: IntCounterVec::new(
+                Opts::new("corridor_request_body_bytes_total", "Request body bytes received from clients"),
+                &["route", "cluster"],
+            )?,
+            response_bytes: IntCounterVec::new(
+                Opts::new("corridor_response_body_bytes_total", "Response body bytes sent to clients"),
+                &["route", "cluster"],
+            )?,
+            connect_failures: IntCounterVec::new(
+                Opts::new("corridor_upstream_connect_failures_total", "Failed upstream connection attempts"),
+                &["cluster"],
+            )?,
+            active_requests: IntGauge::new("corridor_active_requests", "Requests in flight")?,
+            active_streams: IntGauge::new(
+                "corridor_active_streams",
+                "Responses whose headers were sent and whose body is still streaming",
+            )?,
+            reloads: IntCounterVec::new(
+                Opts::new("corridor_config_reloads_total", "Configuration loads by result"),
+                &["result"],
+            )?,
+            config_loaded_at: IntGauge::new(
+                "corridor_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last configuration accepted",
+            )?,
+            #[cfg(feature = "alloc-count")]
+            allocations: IntCounter::new("corridor_allocations_total", "Heap allocations since start")?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        registry.register(Box::new(m.request_bytes.clone()))?;
+        registry.register(Box::new(m.response_bytes.clone()))?;
+        registry.register(Box::new(m.connect_failures.clone()))?;
+        registry.register(Box::new(m.active_requests.clone()))?;
+        registry.register(Box::new(m.active_streams.clone()))?;
+        registry.register(Box::new(m.reloads.clone()))?;
+        registry.register(Box::new(m.config_loaded_at.clone()))?;
+        #[cfg(feature = "alloc-count")]
+        registry.register(Box::new(m.allocations.clone()))?;
+        for r in ["ok", "failed"] {
+            m.reloads.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+
+    /// Counts a configuration load.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
+    /// Handles for one route/cluster pair.
+    pub(crate) fn route_stats(&self, route: &str, cluster: &str) -> RouteStats {
+        let requests = std::array::from_fn(|i| {
+            self.requests
+                .with_label_values(&[route, cluster, STATUS_CLASSES[i]])
+        });
+        let duration = std::array::from_fn(|i| {
+            self.duration
+                .with_label_values(&[route, cluster, STATUS_CLASSES[i]])
+        });
+        let retries =
+            RetryReason::ALL.map(|r| self.retries.with_label_values(&[route, cluster, r.label()]));
+        RouteStats {
+            requests,
+            duration,
+            retries,
+            request_bytes: self.request_bytes.with_label_values(&[route, cluster]),
+            response_bytes: self.response_bytes.with_label_values(&[route, cluster]),
+        }
+    }
+
+    /// The connect-failure counter of a cluster.
+    pub(crate) fn connect_failures(&self, cluster: &str) -> IntCounter {
+        self.connect_failures.with_label_values(&[cluster])
+    }
+
+    /// Refreshes gauges computed at scrape time.
+    pub(crate) fn before_scrape(&self) {
+        #[cfg(feature = "alloc-count")]
+        {
+            let n = crate::alloc::allocations();
+            self.allocations
+                .inc_by(n.saturating_sub(self.allocations.get()));
+        }
+    }
+}
+
+/// Metric handles for one route and cluster, resolved once per snapshot.
+#[derive(Clone)]
+pub(crate) struct RouteStats {
+    requests: [IntCounter; 6],
+    duration: [Histogram; 6],
+    retries: [IntCounter; 4],
+    pub(crate) request_bytes: IntCounter,
+    pub(crate) response_bytes: IntCounter,
+}
+
+impl RouteStats {
+    /// Records a finished request.
+    pub(crate) fn finish(&self, status: u16, seconds: f64) {
+        let c = status_class(status);
+        self.requests[c].inc();
+        self.duration[c].observe(seconds);
+    }
+
+    /// Records a retry.
+    pub(crate) fn retry(&self, reason: RetryReason) {
+        let i = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.retries[i].inc();
+    }
+}

@@ -1,0 +1,566 @@
+//! Owns Corridor's Pingora `ProxyHttp` implementation (D1): one phase, one
+//! concern. Each phase is short and hands off to `config` (route match, subset
+//! selection), `lb` (endpoint pick), `retry` (decisions) and `errors` (what the
+//! client sees).
+//!
+//! Per request: `request_filter` matches the route and answers direct and
+//! no-route responses; `upstream_peer` runs once per try and picks an endpoint
+//! not tried before; `fail_to_connect` / `error_while_proxy` /
+//! `upstream_response_filter` decide retries (Pingora then calls
+//! `upstream_peer` again); the response filters edit headers and count bytes;
+//! `logging` records metrics and the access log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use corridor_config::{HeaderMutation, RequestView, RouteAction, SubsetError};
+use http::header;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+
+use crate::errors::{self, ErrorKind, LocalError};
+use crate::lb;
+use crate::metrics::RetryReason;
+use crate::shared::Shared;
+
+mod access_log;
+mod ctx;
+mod retry;
+
+pub use ctx::RequestCtx;
+use ctx::RouteRef;
+
+/// The proxy for one listener.
+pub struct Corridor {
+    shared: Arc<Shared>,
+    /// Index of the listener in the snapshot (listener sockets never change on reload).
+    listener: usize,
+}
+
+impl Corridor {
+    /// A proxy serving listener number `listener` of the shared snapshot.
+    pub fn new(shared: Arc<Shared>, listener: usize) -> Self {
+        Self { shared, listener }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Corridor {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(
+            self.shared.routing(),
+            self.shared.metrics.active_requests.clone(),
+        )
+    }
+
+    /// Matches the route; answers direct responses and requests no route or
+    /// endpoint can serve. Runs once per request.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match select_route(self.listener, session, ctx) {
+            Ok(Some(direct)) => {
+                if !session.as_mut().is_body_empty() {
+                    session.set_keepalive(None);
+                }
+                write_direct(session, ctx, direct).await?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(err) => {
+                // The body is not read, so the connection cannot carry another request.
+                if !session.as_mut().is_body_empty() {
+                    session.set_keepalive(None);
+                }
+                errors::respond(session, &err).await;
+                ctx.local_error = Some(err);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Picks the endpoint for one try. Runs before every try, so a retry
+    /// re-picks (never the same endpoint while others are left), after backoff.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        let (Some(f), Some(deadline)) = (ctx.forward(), ctx.deadline) else {
+            return Err(LocalError::new(
+                ErrorKind::Internal,
+                "no forwarding route for this request",
+            )
+            .into_pingora());
+        };
+        let (retry_backoff, timeout, idle, per_try) = (
+            f.retry.backoff(ctx.attempts - 1),
+            f.timeout,
+            f.idle_timeout,
+            f.retry.per_try_timeout,
+        );
+        if ctx.attempts > 1 {
+            if Instant::now() + retry_backoff >= deadline {
+                return Err(timeout_error(ctx, timeout));
+            }
+            tokio::time::sleep(retry_backoff).await;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timeout_error(ctx, timeout));
+        }
+        let target = ctx.target().expect("forward route has a target");
+        let ci = target.cluster;
+        let cluster = &ctx.routing.config.clusters[ci];
+        let rt = &ctx.routing.clusters[ci];
+        let Some(idx) = lb::pick(&*rt.picker, cluster, &ctx.candidates, &ctx.tried) else {
+            let err = LocalError::new(
+                ErrorKind::NoEndpoint,
+                format!("cluster `{}` has no endpoint", cluster.name),
+            );
+            return Err(local(ctx, err));
+        };
+        let mut peer = Box::new(rt.peers[idx].clone());
+        ctx.tried.insert(idx);
+        ctx.endpoint = Some(idx);
+        let remaining = deadline - now;
+        let mut read = idle.min(remaining);
+        if let Some(p) = per_try {
+            read = read.min(p);
+        }
+        let o = &mut peer.options;
+        o.read_timeout = Some(read);
+        o.write_timeout = Some(idle);
+        if let Some(c) = o.connection_timeout {
+            o.connection_timeout = Some(c.min(remaining));
+            o.total_connection_timeout = Some(c.min(remaining));
+        }
+        Ok(peer)
+    }
+
+    /// Counts the body the client sends.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.bytes_in += b.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the path and host and applies the route's request header edits.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route() else {
+            return Ok(());
+        };
+        if let RouteAction::Forward(f) = &route.action {
+            if let Some((matched, replacement)) = &f.prefix_rewrite {
+                rewrite_path(req, matched, replacement)?;
+            }
+            if let Some(host) = &f.host_rewrite {
+                req.insert_header(header::HOST, host.clone())?;
+            }
+        }
+        apply_request_edits(req, &route.request_headers)
+    }
+
+    /// Retries on a configured status before anything reaches the client; the
+    /// last allowed try's response passes through as is.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        ctx.upstream_status = status;
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        let retry_status = ctx
+            .forward()
+            .is_some_and(|f| f.retry.retries_status(status));
+        if retry_status && retry::may_retry(ctx, session, RetryReason::Status) {
+            ctx.stats().retry(RetryReason::Status);
+            ctx.status_retry = true;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("upstream answered {status}; retrying"),
+            );
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Applies response header edits; from here on nothing is retried.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        ctx.start_streaming(&self.shared.metrics.active_streams);
+        if let Some(route) = ctx.route() {
+            apply_response_edits(resp, &route.response_headers)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the body sent to the client.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body {
+            ctx.bytes_out += b.len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// A connect failed: retry on another endpoint if the route allows.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(t) = ctx.target() {
+            ctx.routing.clusters[t.cluster].connect_failures.inc();
+        }
+        let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
+        if retry {
+            ctx.stats().retry(RetryReason::ConnectFailure);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// A try failed after connecting: retry if the failure and route allow and
+    /// no response byte reached the client.
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.status_retry) && !ctx.response_started {
+            e.set_retry(true);
+            return e;
+        }
+        let reason = retry::failure_reason(&e);
+        let retry = match reason {
+            Some(r) if retry::may_retry(ctx, session, r) => {
+                ctx.stats().retry(r);
+                true
+            }
+            _ if retry::stale_connection_retry(ctx, session, &e, client_reused) => {
+                ctx.stale_retry_used = true;
+                // The free try does not count against the route's retries.
+                ctx.attempts = ctx.attempts.saturating_sub(1);
+                true
+            }
+            _ => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    /// The request failed for good: answer with Corridor's error format unless
+    /// the response already started or the client is gone.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = if errors::is_downstream_gone(e) {
+            0
+        } else if let Some(sent) = session.response_written() {
+            sent.status.as_u16()
+        } else {
+            let err = ctx.local_error.clone().unwrap_or_else(|| describe(e, ctx));
+            let code = errors::respond(session, &err).await;
+            ctx.local_error = Some(err);
+            code
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Records metrics and the access log; runs once at the end of every request.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let stats = ctx.stats();
+        stats.finish(status, ctx.start.elapsed().as_secs_f64());
+        stats.request_bytes.inc_by(ctx.bytes_in);
+        stats.response_bytes.inc_by(ctx.bytes_out);
+        if let Some(e) = e {
+            if !errors::is_downstream_gone(e) && status >= 500 {
+                tracing::warn!(
+                    route = ctx.route().map_or("", |r| r.name.as_ref()),
+                    cluster = ctx.cluster_name(),
+                    attempts = ctx.attempts,
+                    error = %e,
+                    "request failed"
+                );
+            }
+        }
+        if ctx.routing.config.admin.access_log {
+            access_log::write(session, e, ctx, status);
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        true
+    }
+}
+
+// === request phase helpers ===
+
+/// Matches the request to a route. `Ok(Some)` is a direct response to send,
+/// `Ok(None)` means forward, `Err` is a local error to answer.
+fn select_route(
+    listener: usize,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<Option<corridor_config::DirectResponse>, LocalError> {
+    let req = session.req_header();
+    let host = match req.uri.authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers.get(header::HOST).map(|h| h.to_str()) {
+            Some(Ok(h)) => h,
+            Some(Err(_)) => {
+                return Err(LocalError::new(
+                    ErrorKind::BadRequest,
+                    "the Host header is not valid text",
+                ))
+            }
+            None => "",
+        },
+    };
+    let path = req.uri.path();
+    if !path.starts_with('/') {
+        return Err(LocalError::new(
+            ErrorKind::BadRequest,
+            format!("request target `{}` is not a path", truncate(path, 128)),
+        ));
+    }
+    let view = RequestView {
+        method: &req.method,
+        path,
+        query: req.uri.query(),
+        headers: &req.headers,
+    };
+    let config = &ctx.routing.config;
+    let table_index = config.listeners[listener].route_table;
+    let table = &config.route_tables[table_index];
+    let Some((vhost, route)) = table.find(host, &view) else {
+        return Err(LocalError::new(
+            ErrorKind::NoRoute,
+            format!(
+                "no route for {} {}{} in route table `{}`",
+                req.method,
+                truncate(host, 128),
+                truncate(path, 256),
+                table.name
+            ),
+        ));
+    };
+    ctx.route = Some(RouteRef {
+        table: table_index,
+        vhost,
+        route,
+    });
+    let r = &table.virtual_hosts[vhost].routes[route];
+    let f = match &r.action {
+        RouteAction::Direct(d) => return Ok(Some(d.clone())),
+        RouteAction::Forward(f) => f,
+    };
+    let target_index = f.pick_target();
+    let target = &f.targets[target_index];
+    let cluster = &config.clusters[target.cluster];
+    let candidates = target.candidates(cluster, &view).map_err(|e| {
+        let why = match e {
+            SubsetError::Empty => format!(
+                "no endpoint of cluster `{}` matches the subset for this request",
+                cluster.name
+            ),
+            SubsetError::NoEndpoints => format!("cluster `{}` has no endpoints", cluster.name),
+        };
+        LocalError::new(ErrorKind::NoEndpoint, why)
+    })?;
+    ctx.tried = corridor_config::EndpointSet::empty(cluster.endpoints.len());
+    ctx.candidates = candidates;
+    ctx.target = target_index;
+    ctx.deadline = Some(ctx.start + f.timeout);
+    Ok(None)
+}
+
+/// Sends a route's direct response with its header edits.
+async fn write_direct(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    d: corridor_config::DirectResponse,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(d.status, Some(4))?;
+    if let Some(ct) = &d.content_type {
+        resp.insert_header(header::CONTENT_TYPE, ct.clone())?;
+    }
+    resp.insert_header(header::CONTENT_LENGTH, d.body.len())?;
+    if let Some(route) = ctx.route() {
+        apply_response_edits(&mut resp, &route.response_headers)?;
+    }
+    ctx.response_started = true;
+    let empty = d.body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        ctx.bytes_out += d.body.len() as u64;
+        session.write_response_body(Some(d.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Replaces the matched prefix (or the whole path) and keeps the query.
+fn rewrite_path(req: &mut RequestHeader, matched: &str, replacement: &str) -> Result<()> {
+    let path = req.uri.path();
+    let rest = if matched.is_empty() {
+        ""
+    } else {
+        path.strip_prefix(matched).unwrap_or(path)
+    };
+    let mut new = String::with_capacity(replacement.len() + rest.len() + 16);
+    new.push_str(replacement);
+    new.push_str(rest);
+    if let Some(q) = req.uri.query() {
+        new.push('?');
+        new.push_str(q);
+    }
+    let uri = http::Uri::builder()
+        .path_and_query(new)
+        .build()
+        .map_err(|e| {
+            Error::explain(
+                ErrorType::InternalError,
+                format!("rewritten path is invalid: {e}"),
+            )
+        })?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+fn apply_request_edits(req: &mut RequestHeader, m: &HeaderMutation) -> Result<()> {
+    for name in &m.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &m.set {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    for (name, value) in &m.add {
+        req.append_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+fn apply_response_edits(resp: &mut ResponseHeader, m: &HeaderMutation) -> Result<()> {
+    for name in &m.remove {
+        resp.remove_header(name);
+    }
+    for (name, value) in &m.set {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    for (name, value) in &m.add {
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// Records a local error and returns it as a pingora error.
+fn local(ctx: &mut RequestCtx, err: LocalError) -> Box<Error> {
+    ctx.local_error = Some(err.clone());
+    err.into_pingora()
+}
+
+fn timeout_error(ctx: &mut RequestCtx, timeout: Duration) -> Box<Error> {
+    let cluster = ctx.cluster_name().to_string();
+    let err = LocalError::new(
+        ErrorKind::Timeout,
+        format!(
+            "no response from cluster `{cluster}` within the route timeout of {timeout:?} ({} tries)",
+            ctx.attempts.saturating_sub(1)
+        ),
+    );
+    local(ctx, err)
+}
+
+/// Explains a pingora error for the client, without internal addresses.
+fn describe(e: &Error, ctx: &RequestCtx) -> LocalError {
+    let kind = errors::classify(e);
+    let cluster = ctx.cluster_name();
+    let tries = ctx.attempts.max(1);
+    let tries = if tries == 1 {
+        "1 try".to_string()
+    } else {
+        format!("{tries} tries")
+    };
+    let message = match kind {
+        ErrorKind::ConnectFailed => format!(
+            "could not connect to cluster `{cluster}` ({tries}): {}",
+            e.etype().as_str()
+        ),
+        ErrorKind::Timeout => format!("cluster `{cluster}` did not respond in time ({tries})"),
+        ErrorKind::UpstreamReset => {
+            format!("cluster `{cluster}` closed or reset the stream before responding ({tries})")
+        }
+        ErrorKind::BadUpstreamResponse => {
+            format!("cluster `{cluster}` sent an invalid response ({tries})")
+        }
+        ErrorKind::BadRequest => "malformed request".to_string(),
+        _ => e.etype().as_str().to_string(),
+    };
+    LocalError::new(kind, message)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

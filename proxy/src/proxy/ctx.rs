@@ -1,0 +1,140 @@
+//! Owns the per-request state (`RequestCtx`) that Pingora threads through every
+//! phase: the snapshot the request started with, the matched route, the tries
+//! so far and what was sent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use corridor_config::{EndpointSet, Forward, Route, RouteAction, Target};
+use prometheus::IntGauge;
+
+use crate::errors::LocalError;
+use crate::metrics::RouteStats;
+use crate::routing::Routing;
+
+/// The matched route: table, virtual host and route indices.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteRef {
+    pub(crate) table: usize,
+    pub(crate) vhost: usize,
+    pub(crate) route: usize,
+}
+
+/// State of one request across phases and retries.
+pub struct RequestCtx {
+    /// The routing state the request started with; kept to the end.
+    pub(crate) routing: Arc<Routing>,
+    pub(crate) start: Instant,
+    pub(crate) route: Option<RouteRef>,
+    /// Index of the chosen target within the route's targets.
+    pub(crate) target: usize,
+    /// Endpoints this request may use (subset after fallback).
+    pub(crate) candidates: EndpointSet,
+    /// Endpoints already tried.
+    pub(crate) tried: EndpointSet,
+    /// Tries started (1 = first try).
+    pub(crate) attempts: u32,
+    /// Endpoint of the current try.
+    pub(crate) endpoint: Option<usize>,
+    /// Deadline for response headers.
+    pub(crate) deadline: Option<Instant>,
+    /// Response headers were sent to the client.
+    pub(crate) response_started: bool,
+    /// The current try failed with a status we chose to retry.
+    pub(crate) status_retry: bool,
+    /// A free retry after a stale pooled connection was used.
+    pub(crate) stale_retry_used: bool,
+    /// A failure Corridor answered for itself.
+    pub(crate) local_error: Option<LocalError>,
+    /// Status received from the upstream (0 if none).
+    pub(crate) upstream_status: u16,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    streaming: Option<IntGauge>,
+    active: IntGauge,
+}
+
+impl RequestCtx {
+    /// A context for a new request holding `routing`; counts it as active.
+    pub(crate) fn new(routing: Arc<Routing>, active: IntGauge) -> Self {
+        active.inc();
+        Self {
+            routing,
+            start: Instant::now(),
+            route: None,
+            target: 0,
+            candidates: EndpointSet::default(),
+            tried: EndpointSet::default(),
+            attempts: 0,
+            endpoint: None,
+            deadline: None,
+            response_started: false,
+            status_retry: false,
+            stale_retry_used: false,
+            local_error: None,
+            upstream_status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            streaming: None,
+            active,
+        }
+    }
+
+    /// The matched route.
+    pub(crate) fn route(&self) -> Option<&Route> {
+        let r = self.route?;
+        Some(&self.routing.config.route_tables[r.table].virtual_hosts[r.vhost].routes[r.route])
+    }
+
+    /// The matched route's forwarding settings.
+    pub(crate) fn forward(&self) -> Option<&Forward> {
+        match &self.route()?.action {
+            RouteAction::Forward(f) => Some(f),
+            RouteAction::Direct(_) => None,
+        }
+    }
+
+    /// The chosen target.
+    pub(crate) fn target(&self) -> Option<&Target> {
+        self.forward().map(|f| &f.targets[self.target])
+    }
+
+    /// Metric handles for this request's route and target.
+    pub(crate) fn stats(&self) -> &RouteStats {
+        match self.route {
+            Some(r) => &self.routing.stats[r.table][r.vhost][r.route][self.target],
+            None => &self.routing.no_route,
+        }
+    }
+
+    /// Name of the cluster of the chosen target, or "".
+    pub(crate) fn cluster_name(&self) -> &str {
+        self.target().map_or("", |t| {
+            self.routing.config.clusters[t.cluster].name.as_ref()
+        })
+    }
+
+    /// Address of the current endpoint, if a try started.
+    pub(crate) fn endpoint_addr(&self) -> Option<std::net::SocketAddr> {
+        let t = self.target()?;
+        let i = self.endpoint?;
+        Some(self.routing.config.clusters[t.cluster].endpoints[i].address)
+    }
+
+    /// Counts the response as streaming until the request ends.
+    pub(crate) fn start_streaming(&mut self, gauge: &IntGauge) {
+        if self.streaming.is_none() {
+            gauge.inc();
+            self.streaming = Some(gauge.clone());
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        self.active.dec();
+        if let Some(g) = self.streaming.take() {
+            g.dec();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Owns TLS material: reading PEM files, the listener certificate resolver that
+//! a reload swaps without restarting (D7), and upstream trust roots.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora_core::utils::tls::WrappedX509;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// A TLS material problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub struct TlsError {
+    /// The file that could not be used.
+    pub file: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn err(file: &str, reason: impl Into<String>) -> TlsError {
+    TlsError {
+        file: file.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads all certificates of a PEM file.
+pub fn read_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = std::fs::read(file).map_err(|e| err(file, format!("cannot read: {e}")))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(file, format!("invalid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(err(file, "no CERTIFICATE block found"));
+    }
+    Ok(certs)
+}
+
+/// Reads a certificate chain and key into a signing key for rustls.
+pub fn load_certified_key(cert_file: &str, key_file: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs = read_certs(cert_file)?;
+    let data = std::fs::read(key_file).map_err(|e| err(key_file, format!("cannot read: {e}")))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| err(key_file, format!("invalid PEM: {e}")))?
+        .ok_or_else(|| err(key_file, "no PRIVATE KEY block found"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| err(key_file, format!("unsupported private key: {e}")))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| {
+        err(
+            key_file,
+            format!("does not match the certificate in {cert_file}: {e}"),
+        )
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Serves the listener's current certificate; `store` swaps it on reload.
+pub struct ReloadableCert {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ReloadableCert {
+    /// A resolver serving `key`.
+    pub fn new(key: Arc<CertifiedKey>) -> Self {
+        Self {
+            current: ArcSwap::new(key),
+        }
+    }
+
+    /// Replaces the served certificate; new handshakes use it at once.
+    pub fn store(&self, key: Arc<CertifiedKey>) {
+        self.current.store(key);
+    }
+}
+
+impl fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReloadableCert")
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Reads a CA bundle as pingora's per-peer trust roots. Every certificate is
+/// checked first, because pingora's wrapper panics on malformed DER.
+pub fn load_ca(file: &str) -> Result<Arc<[WrappedX509]>, TlsError> {
+    let certs = read_certs(file)?;
+    let mut store = rustls::RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        store.add(c.clone()).map_err(|e| {
+            err(
+                file,
+                format!("certificate #{} is not a usable CA: {e}", i + 1),
+            )
+        })?;
+    }
+    let wrapped: Vec<WrappedX509> = certs
+        .into_iter()
+        .map(|c| WrappedX509::new(c.as_ref().to_vec(), pingora_core::utils::tls::parse_x509))
+        .collect();
+    Ok(wrapped.into())
+}
