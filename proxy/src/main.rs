@@ -19,7 +19,12 @@ Examples:
 
 /// Corridor: an L7 data-plane proxy for AI inference across clouds.
 #[derive(Parser)]
-#[command(name = "corridor", version, about, after_help = EXAMPLES)]
+#[command(
+    name = "corridor",
+    version,
+    about = "Corridor: an L7 data-plane proxy for AI inference across clouds",
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
