@@ -469,15 +469,19 @@ fn rewrite_path(req: &mut RequestHeader, matched: &str, replacement: &str) -> Re
         new.push('?');
         new.push_str(q);
     }
-    let uri = http::Uri::builder()
-        .path_and_query(new)
-        .build()
-        .map_err(|e| {
-            Error::explain(
-                ErrorType::InternalError,
-                format!("rewritten path is invalid: {e}"),
-            )
-        })?;
+    let mut builder = http::Uri::builder();
+    if let Some(scheme) = req.uri.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = req.uri.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    let uri = builder.path_and_query(new).build().map_err(|e| {
+        Error::explain(
+            ErrorType::InternalError,
+            format!("rewritten path is invalid: {e}"),
+        )
+    })?;
     req.set_uri(uri);
     Ok(())
 }

@@ -217,6 +217,12 @@ impl Corridor {
 impl Drop for Corridor {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- corridor output ----\n{}---- end of corridor output ----",
+                self.logs()
+            );
+        }
     }
 }
 

@@ -242,6 +242,16 @@ impl Upstream {
         self.state.in_flight.load(Ordering::Relaxed)
     }
 
+    /// When each event of the `/sse?tag=<tag>` stream was handed to the server, in order.
+    pub fn sse_sent_times(&self, tag: &str) -> Vec<Instant> {
+        self.state
+            .sse_sent
+            .lock()
+            .get(tag)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Every response that ended early because the peer went away, in order noticed.
     pub fn cancellations(&self) -> Vec<Cancellation> {
         self.state.cancellations()

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -201,6 +201,8 @@ pub(crate) struct SseBody {
     pub(crate) next: u64,
     sleep: Option<Pin<Box<Sleep>>>,
     yielded: bool,
+    /// Records each event's send time under a tag (`/sse?tag=T`).
+    recorder: Option<(Arc<State>, String)>,
 }
 
 impl SseBody {
@@ -219,7 +221,14 @@ impl SseBody {
             next: 0,
             sleep: None,
             yielded: true,
+            recorder: None,
         }
+    }
+
+    /// Records the send time of every event under `tag`.
+    pub(crate) fn record_as(mut self, state: Arc<State>, tag: String) -> SseBody {
+        self.recorder = Some((state, tag));
+        self
     }
 }
 
@@ -254,6 +263,14 @@ impl Body for SseBody {
             };
         }
         let event = Bytes::copy_from_slice(&sse_event(self.next));
+        if let Some((state, tag)) = &self.recorder {
+            state
+                .sse_sent
+                .lock()
+                .entry(tag.clone())
+                .or_default()
+                .push(Instant::now());
+        }
         self.next += 1;
         if self.next < self.n {
             if self.interval.is_zero() {

@@ -88,7 +88,11 @@ async fn behave(
             let n = num(q("n"), 10)?;
             let interval = Duration::from_millis(num(q("interval_ms"), 0)?);
             let abort_after = q("abort_after").map(|v| num(Some(v), 0)).transpose()?;
-            let mut resp = sse_response(SseBody::new(n, interval, abort_after, false));
+            let mut sse = SseBody::new(n, interval, abort_after, false);
+            if let Some(tag) = q("tag") {
+                sse = sse.record_as(state.clone(), tag.to_string());
+            }
+            let mut resp = sse_response(sse);
             if q("content_length") == Some("1") {
                 let len = n * SSE_EVENT_LEN as u64;
                 resp.headers_mut().insert(CONTENT_LENGTH, len.into());

@@ -74,6 +74,8 @@ pub(crate) struct State {
     log: Mutex<VecDeque<RecordedRequest>>,
     cancellations: Mutex<Vec<Cancellation>>,
     pub(crate) flaky: Mutex<HashMap<String, u64>>,
+    /// When each event of a tagged `/sse?tag=T` stream was handed to hyper.
+    pub(crate) sse_sent: Mutex<HashMap<String, Vec<Instant>>>,
     /// Bumped on every logged request and every cancellation, so waiters never miss one.
     changed: watch::Sender<u64>,
 }
@@ -92,6 +94,7 @@ impl State {
             log: Mutex::new(VecDeque::with_capacity(64)),
             cancellations: Mutex::new(Vec::new()),
             flaky: Mutex::new(HashMap::new()),
+            sse_sent: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
         })
     }

@@ -1,0 +1,137 @@
+//! End-to-end tests: the real `corridor` binary on ephemeral 127.0.0.1 ports,
+//! real upstream servers and real HTTP/1.1, HTTP/2, TLS and gRPC clients
+//! (see `tests/README.md`). One binary, one module per area.
+
+mod admin;
+mod demo;
+mod errors;
+mod reload;
+mod retries;
+mod routing;
+mod shutdown;
+mod streaming;
+
+use std::net::SocketAddr;
+
+use corridor_tests::{Upstream, UpstreamProtocol};
+
+/// YAML for a list of endpoints with optional extra fields per endpoint.
+pub fn endpoints(list: &[(SocketAddr, &str)]) -> String {
+    list.iter()
+        .map(|(a, extra)| {
+            if extra.is_empty() {
+                format!("      - {{ address: \"{a}\" }}\n")
+            } else {
+                format!("      - {{ address: \"{a}\", {extra} }}\n")
+            }
+        })
+        .collect()
+}
+
+/// A config with one listener, one catch-all route to cluster `c` with `route`
+/// extra settings (YAML flow fields inside `route: {...}`), and `cluster` extra
+/// fields (block YAML, indented 4 spaces).
+pub fn single_route(eps: &[(SocketAddr, &str)], route: &str, cluster: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: main
+    address: "{{{{LISTEN}}}}"
+    route_table: t
+admin:
+  address: "{{{{ADMIN}}}}"
+runtime:
+  worker_threads: 2
+  drain_timeout: 5s
+route_tables:
+  - name: t
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: r
+            match: {{ prefix: / }}
+            route: {{ cluster: c{sep}{route} }}
+clusters:
+  - name: c
+{cluster}
+    endpoints:
+{eps}"#,
+        sep = if route.is_empty() { "" } else { ", " },
+        eps = endpoints(eps),
+    )
+}
+
+/// Starts an upstream of the given protocol.
+pub async fn upstream(name: &str, protocol: UpstreamProtocol) -> Upstream {
+    Upstream::start(corridor_tests::UpstreamOptions::new(name, protocol)).await
+}
+
+/// The value of a response header as text.
+pub fn header<'a, B>(resp: &'a http::Response<B>, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// A whole response: status, headers, version and body.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// Protocol version.
+    pub version: http::Version,
+    /// The whole body.
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    /// A header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends a request and reads the whole response.
+pub async fn fetch(c: &corridor_tests::Client, req: http::Request<corridor_tests::Body>) -> Reply {
+    let resp = c.send(req).await.expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = corridor_tests::client::read_all(body)
+        .await
+        .expect("reading body failed");
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        version: parts.version,
+        body,
+    }
+}
+
+/// GET `path` and read the whole response.
+pub async fn fetch_get(c: &corridor_tests::Client, path: &str) -> Reply {
+    fetch(
+        c,
+        http::Request::get(path)
+            .body(corridor_tests::client::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+/// Serializes the tests that measure timing or memory, or move a GiB, so that
+/// they do not disturb each other on a 2-core machine.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
