@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cluster::Cluster;
+use crate::error::ConfigError;
 use crate::proto;
 use crate::route::RouteTable;
 
@@ -42,15 +43,18 @@ impl Snapshot {
         self.clusters.iter().position(|c| c.name.as_ref() == name)
     }
 
-    /// Why `next` cannot replace `self` without a restart (changed sockets or
-    /// process settings), or `None` when it can.
-    pub fn restart_needed_for(&self, next: &Snapshot) -> Vec<String> {
+    /// Why `next` cannot replace `self` without a restart (a changed socket),
+    /// one error per field; empty when it can.
+    pub fn restart_needed_for(&self, next: &Snapshot) -> Vec<ConfigError> {
         let mut out = Vec::new();
         if self.listeners.len() != next.listeners.len() {
-            out.push(format!(
-                "listeners: the number of listeners changed from {} to {}; listener sockets change only on restart",
-                self.listeners.len(),
-                next.listeners.len()
+            out.push(ConfigError::new(
+                "listeners",
+                format!(
+                    "the number of listeners changed from {} to {}; listener sockets change only on restart",
+                    self.listeners.len(),
+                    next.listeners.len()
+                ),
             ));
             return out;
         }
@@ -60,16 +64,22 @@ impl Snapshot {
                 || a.protocols != b.protocols
                 || a.tls.is_some() != b.tls.is_some()
             {
-                out.push(format!(
-                    "listeners[{i}]: listener `{}` ({}) changed its name, address, protocols or TLS; listener sockets change only on restart",
-                    a.name, a.address
+                out.push(ConfigError::new(
+                    format!("listeners[{i}]"),
+                    format!(
+                        "listener `{}` ({}) changed its name, address, protocols or TLS; listener sockets change only on restart",
+                        a.name, a.address
+                    ),
                 ));
             }
         }
         if self.admin.address != next.admin.address {
-            out.push(format!(
-                "admin.address: changed from {} to {}; the admin socket changes only on restart",
-                self.admin.address, next.admin.address
+            out.push(ConfigError::new(
+                "admin.address",
+                format!(
+                    "changed from {} to {}; the admin socket changes only on restart",
+                    self.admin.address, next.admin.address
+                ),
             ));
         }
         out

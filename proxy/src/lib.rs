@@ -25,4 +25,4 @@ pub use logging::{flush as flush_logs, init as init_logging};
 pub use metrics::Metrics;
 pub use proxy::{Corridor, RequestCtx};
 pub use server::run;
-pub use shared::Shared;
+pub use shared::{Applied, Shared};

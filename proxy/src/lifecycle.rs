@@ -1,5 +1,5 @@
 //! Owns the process lifecycle around the proxy: reloading the configuration
-//! file when it changes or on SIGHUP, and draining on shutdown (stop accepting,
+//! file when it (or a listener certificate) changes or on SIGHUP, and draining on shutdown (stop accepting,
 //! let in-flight requests finish up to the drain timeout, then exit).
 
 use std::path::Path;
@@ -11,7 +11,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::shared::Shared;
+use crate::shared::{Applied, Shared};
 
 /// How often the configuration file is checked for changes.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -29,12 +29,15 @@ impl Lifecycle {
 
     fn reload(&self, why: &str) {
         match self.shared.reload_file() {
-            Ok(true) => tracing::info!(
+            Ok(Applied::Config) => tracing::info!(
                 version = %self.shared.snapshot().version,
                 trigger = why,
                 "configuration reloaded"
             ),
-            Ok(false) => tracing::debug!(trigger = why, "configuration unchanged"),
+            Ok(Applied::CertificatesRotated) => {
+                tracing::info!(trigger = why, "listener certificates reloaded")
+            }
+            Ok(Applied::Unchanged) => tracing::debug!(trigger = why, "configuration unchanged"),
             Err(errors) => tracing::error!(
                 trigger = why,
                 errors = errors.errors.len(),
@@ -66,11 +69,28 @@ impl Lifecycle {
     }
 }
 
-/// What identifies a version of the file on disk.
+/// What identifies a version of a file on disk (following symlinks, so a
+/// Kubernetes-style `..data` swap is seen).
 fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Stamps of the configuration file and every listener certificate and key.
+fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
+    let Some(config) = &shared.config_file else {
+        return Vec::new();
+    };
+    let snap = shared.snapshot();
+    let tls_files = snap
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()]);
+    std::iter::once(stamp(config))
+        .chain(tls_files.map(|f| stamp(Path::new(f.as_ref()))))
+        .collect()
 }
 
 #[async_trait]
@@ -83,8 +103,8 @@ impl BackgroundService for Lifecycle {
                 None
             }
         };
-        let path = self.shared.config_file.clone();
-        let mut last = path.as_deref().and_then(stamp);
+        let watching = self.shared.config_file.is_some();
+        let mut last = stamps(&self.shared);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -96,12 +116,12 @@ impl BackgroundService for Lifecycle {
                     }
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    last = stamps(&self.shared);
                     self.reload("SIGHUP");
-                    last = path.as_deref().and_then(stamp);
                 }
-                _ = tick.tick(), if path.is_some() => {
-                    let now = path.as_deref().and_then(stamp);
-                    if now.is_some() && now != last {
+                _ = tick.tick(), if watching => {
+                    let now = stamps(&self.shared);
+                    if now != last {
                         last = now;
                         self.reload("file change");
                     }

@@ -15,6 +15,17 @@ use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::tls::{load_certified_key, ReloadableCert};
 
+/// What a reload changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing: the same configuration and certificates.
+    Unchanged,
+    /// A new configuration snapshot is serving.
+    Config,
+    /// Same configuration; new listener certificates are serving.
+    CertificatesRotated,
+}
+
 /// State shared by the proxy, admin and reload services.
 pub struct Shared {
     routing: ArcSwap<Routing>,
@@ -81,56 +92,63 @@ impl Shared {
     }
 
     /// Applies a new snapshot, or rejects it whole and keeps serving the old one.
-    /// Returns false when it equals the current one.
-    pub fn apply(&self, snapshot: Snapshot, source: &str) -> Result<bool, ConfigErrors> {
+    /// An unchanged configuration still re-reads listener certificates, so
+    /// rotated certificate files take effect.
+    pub fn apply(&self, snapshot: Snapshot, source: &str) -> Result<Applied, ConfigErrors> {
         let _guard = self.reload_lock.lock();
-        let current = self.routing.load_full();
-        if current.config.version == snapshot.version {
-            return Ok(false);
-        }
-        let fail = |errors: Vec<ConfigError>| ConfigErrors {
-            source_name: source.to_string(),
-            errors,
-        };
-        let restart: Vec<ConfigError> = current
-            .config
-            .restart_needed_for(&snapshot)
-            .into_iter()
-            .map(|m| {
-                let (path, msg) = m.split_once(": ").unwrap_or(("", &m));
-                ConfigError::new(path, msg)
-            })
-            .collect();
-        if !restart.is_empty() {
+        let fail = |errors: Vec<ConfigError>| {
             self.metrics.reload(false);
+            ConfigErrors {
+                source_name: source.to_string(),
+                errors,
+            }
+        };
+        let current = self.routing.load_full();
+        let keys = load_listener_certs(&snapshot).map_err(fail)?;
+        if current.config.version == snapshot.version {
+            let rotated = self.store_certs(keys);
+            if rotated {
+                self.metrics.reload(true);
+            }
+            return Ok(if rotated {
+                Applied::CertificatesRotated
+            } else {
+                Applied::Unchanged
+            });
+        }
+        let restart = current.config.restart_needed_for(&snapshot);
+        if !restart.is_empty() {
             return Err(fail(restart));
         }
-        let keys = load_listener_certs(&snapshot).map_err(|e| {
-            self.metrics.reload(false);
-            fail(e)
-        })?;
         let routing =
-            Routing::build(Arc::new(snapshot), Some(&current), &self.metrics).map_err(|e| {
-                self.metrics.reload(false);
-                fail(e)
-            })?;
-        for (slot, key) in self.certs.iter().zip(keys) {
-            if let (Some(slot), Some(key)) = (slot, key) {
-                slot.store(key);
-            }
-        }
+            Routing::build(Arc::new(snapshot), Some(&current), &self.metrics).map_err(fail)?;
+        self.store_certs(keys);
         self.metrics
             .config_loaded_at
             .set(unix_time(&routing.config));
         self.routing.store(Arc::new(routing));
         self.metrics.reload(true);
-        Ok(true)
+        Ok(Applied::Config)
+    }
+
+    /// Installs listener certificates; true if any differed from those served.
+    fn store_certs(&self, keys: Vec<Option<Arc<rustls::sign::CertifiedKey>>>) -> bool {
+        let mut changed = false;
+        for (slot, key) in self.certs.iter().zip(keys) {
+            if let (Some(slot), Some(key)) = (slot, key) {
+                if slot.current().cert != key.cert {
+                    changed = true;
+                }
+                slot.store(key);
+            }
+        }
+        changed
     }
 
     /// Re-reads the configuration file and applies it.
-    pub fn reload_file(&self) -> Result<bool, ConfigErrors> {
+    pub fn reload_file(&self) -> Result<Applied, ConfigErrors> {
         let Some(path) = &self.config_file else {
-            return Ok(false);
+            return Ok(Applied::Unchanged);
         };
         match corridor_config::load_file(path) {
             Ok(snapshot) => self.apply(snapshot, &path.display().to_string()),

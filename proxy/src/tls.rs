@@ -71,6 +71,11 @@ impl ReloadableCert {
         }
     }
 
+    /// The certificate served now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
     /// Replaces the served certificate; new handshakes use it at once.
     pub fn store(&self, key: Arc<CertifiedKey>) {
         self.current.store(key);

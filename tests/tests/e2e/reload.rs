@@ -1,1 +1,259 @@
-//! reload (todo)
+//! Hot reload: a changed file or SIGHUP swaps the snapshot atomically; requests
+//! in flight finish on the snapshot they started with; an invalid file is
+//! rejected, logged with its positions and counted while the old config keeps
+//! serving; socket changes need a restart; TLS certificates rotate in place.
+
+use std::time::{Duration, Instant};
+
+use corridor_tests::client;
+use corridor_tests::{BodyReader, Client, Corridor, TestPki, UpstreamProtocol};
+use http::Request;
+
+use super::{fetch_get, single_route, upstream};
+
+/// Polls `GET path` until the `x-upstream` header equals `want`.
+async fn wait_served_by(proxy: &Corridor, path: &str, want: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        if fetch_get(&c, path).await.header("x-upstream") == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn version(proxy: &Corridor) -> String {
+    let (status, body) = proxy.admin_get("/config_dump").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["version"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_swaps_the_config_and_a_bad_one_is_rejected() {
+    let a = upstream("a", UpstreamProtocol::Http1).await;
+    let b = upstream("b", UpstreamProtocol::Http1).await;
+    let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
+    let v1 = version(&proxy).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
+
+    proxy.write_config(&single_route(&[(b.addr(), "")], "", ""));
+    assert!(
+        wait_served_by(&proxy, "/status/200", "b", Duration::from_secs(5)).await,
+        "{}",
+        proxy.logs()
+    );
+    let v2 = version(&proxy).await;
+    assert_ne!(v1, v2);
+    assert_eq!(
+        proxy
+            .metric("corridor_config_reloads_total", &[("result", "ok")])
+            .await,
+        2.0
+    );
+
+    // Invalid: every error is logged with its position; b keeps serving.
+    let bad = single_route(
+        &[(b.addr(), "weight: 0")],
+        "retry_policy: { retry_on: [sometimes] }",
+        "",
+    );
+    proxy.write_config(&bad);
+    assert!(
+        proxy
+            .wait_for_log("configuration rejected", Duration::from_secs(5))
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    let file = proxy.config_path.display().to_string();
+    assert!(
+        logs.contains(&format!("{file}:19:61: route_tables[0]"))
+            && logs.contains("unknown retry condition `sometimes`"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("clusters[0].endpoints[0].weight: weight must be at least 1"),
+        "{logs}"
+    );
+    assert_eq!(
+        proxy
+            .metric("corridor_config_reloads_total", &[("result", "failed")])
+            .await,
+        1.0
+    );
+    assert_eq!(version(&proxy).await, v2, "the old snapshot keeps serving");
+    assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "b");
+
+    // Fixed again: accepted.
+    proxy.write_config(&single_route(&[(a.addr(), "")], "", ""));
+    assert!(wait_served_by(&proxy, "/status/200", "a", Duration::from_secs(5)).await);
+    assert_eq!(version(&proxy).await, v1, "same content, same version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads() {
+    let a = upstream("a", UpstreamProtocol::Http1).await;
+    let b = upstream("b", UpstreamProtocol::Http1).await;
+    let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
+    // Rewrite in place with the same size and the old mtime, so that only the signal
+    // can make Corridor notice.
+    let path = &proxy.config_path;
+    let old = std::fs::read_to_string(path).unwrap();
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let (a_port, b_port) = (a.addr().port().to_string(), b.addr().port().to_string());
+    assert_eq!(
+        a_port.len(),
+        b_port.len(),
+        "ephemeral ports have the same width"
+    );
+    std::fs::write(path, old.replace(&a_port, &b_port)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        wait_served_by(&proxy, "/status/200", "a", Duration::from_millis(100)).await,
+        "not reloaded without the signal"
+    );
+
+    proxy.signal(libc::SIGHUP);
+    assert!(
+        wait_served_by(&proxy, "/status/200", "b", Duration::from_secs(5)).await,
+        "{}",
+        proxy.logs()
+    );
+    assert!(proxy.logs().contains("SIGHUP"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_finish_on_the_snapshot_they_started_with() {
+    let a = upstream("a", UpstreamProtocol::Http1).await;
+    let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let resp = c
+        .send(
+            Request::get("/sse?n=30&interval_ms=50")
+                .body(client::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut stream = BodyReader::new(resp.into_body());
+    stream.next_sse().await.unwrap().expect("first event");
+
+    // The new config has no route to `a` at all.
+    let gone = r#"
+listeners: [{ name: main, address: "{{LISTEN}}", route_table: t }]
+admin: { address: "{{ADMIN}}" }
+route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_response: { status: 410, body: gone } }] }] }]
+"#;
+    proxy.write_config(gone);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c2 = Client::h1(proxy.addr).await.unwrap();
+        if fetch_get(&c2, "/status/200").await.status == 410 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload did not happen: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut rest = 0;
+    while stream.next_sse().await.unwrap().is_some() {
+        rest += 1;
+    }
+    assert_eq!(
+        rest, 29,
+        "the stream that started before the reload completes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_changes_are_rejected_until_restart() {
+    let a = upstream("a", UpstreamProtocol::Http1).await;
+    let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
+    let moved = single_route(&[(a.addr(), "")], "", "").replace(
+        "{{LISTEN}}",
+        &corridor_tests::proxy::free_addr().to_string(),
+    );
+    proxy.write_config(&moved);
+    assert!(
+        proxy
+            .wait_for_log("configuration rejected", Duration::from_secs(5))
+            .await
+    );
+    assert!(
+        proxy.logs().contains("listeners[0]: listener `main`"),
+        "{}",
+        proxy.logs()
+    );
+    assert!(proxy.logs().contains("change only on restart"));
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_certificates_rotate_without_restart() {
+    let old_ca = TestPki::new("old");
+    let new_ca = TestPki::new("new");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    let install = |pki: &TestPki| {
+        let leaf = pki.leaf(&["proxy.test"]);
+        std::fs::write(&cert, leaf.chain_pem()).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+    };
+    install(&old_ca);
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: tls, address: "{{{{LISTEN}}}}", tls: {{ cert_file: "{cert}", key_file: "{key}" }}, route_table: t }}
+admin: {{ address: "{{{{ADMIN}}}}" }}
+route_tables: [{{ name: t, virtual_hosts: [{{ domains: ["*"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]
+clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        up = up.addr()
+    );
+    let proxy = Corridor::start_with_dir(&config, dir).await;
+    let connect =
+        |pki: &TestPki| Client::tls(proxy.addr, "proxy.test", pki.client_config(&[b"h2"]));
+    let c = connect(&old_ca).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+    assert!(connect(&new_ca).await.is_err());
+
+    install(&new_ca);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connect(&new_ca).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        connect(&old_ca).await.is_err(),
+        "new handshakes only get the new certificate"
+    );
+    assert_eq!(
+        fetch_get(&c, "/status/200").await.status,
+        200,
+        "an existing connection keeps working"
+    );
+    assert!(proxy.logs().contains("listener certificates reloaded"));
+}
