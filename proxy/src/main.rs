@@ -46,8 +46,8 @@ enum Command {
         /// Admin listener address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// Addresses of the three built-in upstreams (OCI, AWS, Azure).
-        #[arg(long, value_delimiter = ',', num_args = 3, value_name = "ADDR")]
+        /// Addresses of the three built-in upstreams (OCI, AWS, Azure), comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,ADDR,ADDR")]
         upstreams: Vec<SocketAddr>,
     },
     /// Check configuration files; exits 1 and prints every error if any is invalid.

@@ -25,12 +25,12 @@ pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, stat
     let upstream = ctx
         .endpoint_addr()
         .map_or_else(|| "-".to_string(), |a| a.to_string());
-    let error = ctx
-        .local_error
-        .as_ref()
-        .map(|l| l.kind.name())
-        .or_else(|| e.map(|_| "proxy_error"))
-        .unwrap_or("-");
+    let error = match (&ctx.local_error, e) {
+        (Some(l), _) => l.kind.name(),
+        (None, Some(e)) if crate::errors::is_downstream_gone(e) => "client_closed",
+        (None, Some(e)) => crate::errors::classify(e).name(),
+        (None, None) => "-",
+    };
     tracing::info!(
         target: "access",
         client = %client,

@@ -1,1 +1,146 @@
-//! admin (todo)
+//! The admin listener and observability: `/ready`, `/live`, `/metrics` with
+//! per-route counters, latency histograms, active requests and streams, bytes
+//! and reloads; `/config_dump`; and the access log in text and JSON.
+
+use std::time::Duration;
+
+use corridor_tests::client;
+use corridor_tests::{BodyReader, Client, Corridor, UpstreamProtocol};
+use http::Request;
+
+use super::{fetch, fetch_get, single_route, upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_config_dump() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let proxy = Corridor::start(&single_route(&[(up.addr(), "")], "", "")).await;
+    assert_eq!(proxy.admin_get("/ready").await, (200, "ready\n".into()));
+    assert_eq!(proxy.admin_get("/live").await.0, 200);
+    assert_eq!(proxy.admin_get("/nope").await.0, 404);
+
+    let c = Client::h1(proxy.addr).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+    }
+    assert_eq!(fetch_get(&c, "/status/503").await.status, 503);
+    let body = client::full(vec![1u8; 1000]);
+    assert_eq!(
+        fetch(&c, Request::post("/echo").body(body).unwrap())
+            .await
+            .body
+            .len(),
+        1000
+    );
+
+    let m = proxy.metrics().await;
+    let get =
+        |name: &str, labels: &[(&str, &str)]| corridor_tests::proxy::metric_sum(&m, name, labels);
+    let route = [("route", "r"), ("cluster", "c")];
+    assert_eq!(
+        get(
+            "corridor_requests_total",
+            &[route[0], route[1], ("status_class", "2xx")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        get(
+            "corridor_requests_total",
+            &[route[0], route[1], ("status_class", "5xx")]
+        ),
+        1.0
+    );
+    assert_eq!(get("corridor_request_duration_seconds_count", &route), 5.0);
+    assert!(m.contains("corridor_request_duration_seconds_bucket{cluster=\"c\",route=\"r\",status_class=\"2xx\",le=\"0.005\"}"));
+    assert_eq!(get("corridor_request_body_bytes_total", &route), 1000.0);
+    assert!(get("corridor_response_body_bytes_total", &route) >= 1000.0);
+    assert_eq!(get("corridor_active_requests", &[]), 0.0);
+    assert_eq!(
+        get("corridor_config_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+    assert!(get("process_resident_memory_bytes", &[]) > 0.0);
+
+    // While a stream is open it is an active request and an active stream.
+    let resp = c
+        .send(
+            Request::get("/sse?n=100&interval_ms=20")
+                .body(client::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut r = BodyReader::new(resp.into_body());
+    r.next_sse().await.unwrap();
+    assert_eq!(proxy.metric("corridor_active_requests", &[]).await, 1.0);
+    assert_eq!(proxy.metric("corridor_active_streams", &[]).await, 1.0);
+    drop(r);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while proxy.metric("corridor_active_streams", &[]).await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream gauge never went back to 0"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (status, body) = proxy.admin_get("/config_dump").await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dump["version"].as_str().unwrap().len(), 16);
+    assert!(dump["loaded_at"].as_str().unwrap().ends_with('Z'), "{dump}");
+    assert_eq!(dump["source"], proxy.config_path.display().to_string());
+    assert_eq!(dump["config"]["listeners"][0]["name"], "main");
+    assert_eq!(
+        dump["config"]["clusters"][0]["endpoints"][0]["address"],
+        up.addr().to_string()
+    );
+    assert_eq!(
+        dump["config"]["route_tables"][0]["virtual_hosts"][0]["routes"][0]["match"]["prefix"],
+        "/"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_in_json_and_text() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    for format in ["json", "text"] {
+        let config = single_route(&[(up.addr(), "")], "", "")
+            .replace("admin:\n  address: \"{{ADMIN}}\"", &format!("admin:\n  address: \"{{{{ADMIN}}}}\"\n  access_log: {{ enabled: true, format: {format} }}"));
+        let proxy = Corridor::start(&config).await;
+        let c = Client::h2c(proxy.addr).await.unwrap();
+        assert_eq!(fetch_get(&c, "/status/201?x=1").await.status, 201);
+        assert!(
+            proxy
+                .wait_for_log("/status/201", Duration::from_secs(3))
+                .await,
+            "{}",
+            proxy.logs()
+        );
+        let logs = proxy.logs();
+        let line = logs.lines().find(|l| l.contains("/status/201")).unwrap();
+        if format == "json" {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(v["target"], "access");
+            assert_eq!(v["status"], 201);
+            assert_eq!(v["method"], "GET");
+            assert_eq!(v["path"], "/status/201");
+            assert_eq!(v["route"], "r");
+            assert_eq!(v["cluster"], "c");
+            assert_eq!(v["upstream"], up.addr().to_string());
+            assert_eq!(v["protocol"], "HTTP/2.0");
+            assert_eq!(v["attempts"], 1);
+        } else {
+            for field in [
+                "access:",
+                "method=GET",
+                "status=201",
+                "route=\"r\"",
+                "attempts=1",
+            ] {
+                assert!(line.contains(field), "{field} missing in {line}");
+            }
+        }
+    }
+}

@@ -62,11 +62,7 @@ async fn assert_sse_unbuffered(
     for i in 1..n {
         let client_gap = arrivals[i] - arrivals[i - 1];
         let upstream_gap = sent[i] - sent[i - 1];
-        let diff = if client_gap > upstream_gap {
-            client_gap - upstream_gap
-        } else {
-            upstream_gap - client_gap
-        };
+        let diff = client_gap.abs_diff(upstream_gap);
         worst = worst.max(diff);
         assert!(
             diff <= Duration::from_millis(10),
