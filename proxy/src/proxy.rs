@@ -76,7 +76,8 @@ impl ProxyHttp for Corridor {
                 if !session.as_mut().is_body_empty() {
                     session.set_keepalive(None);
                 }
-                errors::respond(session, &err).await;
+                let (_, sent) = errors::respond(session, &err).await;
+                ctx.bytes_out += sent as u64;
                 ctx.local_error = Some(err);
                 Ok(true)
             }
@@ -301,7 +302,8 @@ impl ProxyHttp for Corridor {
             sent.status.as_u16()
         } else {
             let err = ctx.local_error.clone().unwrap_or_else(|| describe(e, ctx));
-            let code = errors::respond(session, &err).await;
+            let (code, sent) = errors::respond(session, &err).await;
+            ctx.bytes_out += sent as u64;
             ctx.local_error = Some(err);
             code
         };
