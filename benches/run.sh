@@ -550,7 +550,8 @@ measure_stream() {
             url=$(h1_url "$t")/1g
         fi
         out=$RESULTS/raw/stream-$proto-$t.txt
-        log "stream [$t] $proto: curl ${extra[*]} $url (1 GiB)"
+        log "stream [$t] $proto: curl ${extra[*]} $url (1 GiB, after one warm-up transfer)"
+        load curl -s -o /dev/null "${extra[@]}" --max-time 300 "$url" >/dev/null 2>&1 || true
         load curl -s -o /dev/null "${extra[@]}" --max-time 300 \
             -w '%{http_code} %{size_download} %{speed_download} %{time_total} %{http_version}\n' "$url" >"$out" 2>&1 || true
         read -r code size speed total _ <"$out" || true

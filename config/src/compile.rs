@@ -133,6 +133,11 @@ fn compile_listeners(
                 http1: true,
                 h2c: true,
             };
+        } else if !protocols.http1 && l.tls.is_none() {
+            cx.err(
+                &p.field("protocols"),
+                "http1 cannot be turned off on a plaintext listener (HTTP/1.1 is always served); list [http1] or [http1, h2c]",
+            );
         }
         let tls = l.tls.as_ref().map(|t| {
             let tp = p.field("tls");

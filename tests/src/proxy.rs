@@ -59,6 +59,17 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// An address that refuses connections for as long as the returned socket
+/// lives: the port is bound but never listened on, so no other test can take
+/// it and a connect is refused at once.
+pub fn refused_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = sock.local_addr().expect("local addr");
+    (sock, addr)
+}
+
 impl Corridor {
     /// Starts Corridor with `template` and waits until `/ready` answers 200.
     pub async fn start(template: &str) -> Corridor {

@@ -178,3 +178,16 @@ fn same_config_same_version() {
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);
 }
+
+#[test]
+fn plaintext_listeners_always_speak_http1() {
+    let text = BASE.replace("gpt-(4", "gpt-4").replace(
+        "    route_table: t\n",
+        "    protocols: [h2c]\n    route_table: t\n",
+    );
+    let s = load_str(&text, "p.yaml").unwrap_err().to_string();
+    assert!(
+        s.contains("listeners[0].protocols: http1 cannot be turned off"),
+        "{s}"
+    );
+}

@@ -78,7 +78,7 @@ async fn malformed_requests_get_400_or_a_closed_connection_never_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_clients_get_grpc_status_for_corridor_errors() {
     let server = GrpcServer::start("grpc").await;
-    let dead = corridor_tests::proxy::free_addr();
+    let (_reserved, dead) = corridor_tests::proxy::refused_addr();
     let config = format!(
         r#"
 listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use corridor_tests::client;
-use corridor_tests::proxy::free_addr;
+use corridor_tests::proxy::refused_addr;
 use corridor_tests::{Client, Corridor, UpstreamProtocol};
 use http::Request;
 
@@ -16,7 +16,7 @@ use super::{fetch, fetch_get, single_route, upstream};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_retry_on_another_endpoint() {
     let live = upstream("live", UpstreamProtocol::Http1).await;
-    let dead = free_addr(); // nothing listens here: connection refused
+    let (_reserved, dead) = refused_addr(); // bound, never listening: connection refused
     let config = single_route(
         &[(dead, ""), (live.addr(), "")],
         "retry_policy: { num_retries: 2, retry_on: [connect-failure] }",
