@@ -24,7 +24,7 @@ pub struct Forward {
     /// Target clusters with weights and subsets.
     pub targets: Vec<Target>,
     /// Sum of target weights.
-    pub total_weight: u32,
+    pub total_weight: u64,
     /// Path prefix replacement: `(matched prefix, replacement)`; for exact and
     /// regex routes the whole path is replaced.
     pub prefix_rewrite: Option<(Box<str>, Box<str>)>,
@@ -44,12 +44,13 @@ impl Forward {
         if self.targets.len() == 1 {
             return 0;
         }
-        let mut r = fastrand::u32(0..self.total_weight.max(1));
+        let mut r = fastrand::u64(0..self.total_weight.max(1));
         for (i, t) in self.targets.iter().enumerate() {
-            if r < t.weight {
+            let w = u64::from(t.weight);
+            if r < w {
                 return i;
             }
-            r -= t.weight;
+            r -= w;
         }
         self.targets.len() - 1
     }
@@ -133,40 +134,51 @@ impl RetryPolicy {
     }
 }
 
-/// Header edits: remove, then set, then add.
+/// One header edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// Remove every value.
+    Remove(HeaderName),
+    /// Replace every value.
+    Set(HeaderName, HeaderValue),
+    /// Append a value.
+    Add(HeaderName, HeaderValue),
+}
+
+/// Header edits in the order they apply. Each configured block contributes
+/// its removes, then sets, then adds; blocks apply virtual host first, then
+/// route, so the route has the last word.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderMutation {
-    /// Headers removed.
-    pub remove: Vec<HeaderName>,
-    /// Headers replaced.
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    /// Values appended.
-    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// The edits, in order.
+    pub ops: Vec<HeaderOp>,
 }
 
 impl HeaderMutation {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.ops.is_empty()
     }
 
     /// Appends `other`'s edits after these.
     pub fn extend(&mut self, other: &HeaderMutation) {
-        self.remove.extend(other.remove.iter().cloned());
-        self.set.extend(other.set.iter().cloned());
-        self.add.extend(other.add.iter().cloned());
+        self.ops.extend(other.ops.iter().cloned());
     }
 
     /// Applies the edits to a header map.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
-        }
-        for (name, value) in &self.add {
-            headers.append(name.clone(), value.clone());
+        for op in &self.ops {
+            match op {
+                HeaderOp::Remove(name) => {
+                    headers.remove(name);
+                }
+                HeaderOp::Set(name, value) => {
+                    headers.insert(name.clone(), value.clone());
+                }
+                HeaderOp::Add(name, value) => {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
         }
     }
 }
@@ -206,20 +218,35 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("old"));
         h.insert("x-gone", HeaderValue::from_static("1"));
-        let m = HeaderMutation {
-            remove: vec![HeaderName::from_static("x-gone")],
-            set: vec![(
-                HeaderName::from_static("x-a"),
-                HeaderValue::from_static("new"),
-            )],
-            add: vec![(
-                HeaderName::from_static("x-a"),
-                HeaderValue::from_static("more"),
-            )],
+        let vhost = HeaderMutation {
+            ops: vec![
+                HeaderOp::Remove(HeaderName::from_static("x-gone")),
+                HeaderOp::Set(
+                    HeaderName::from_static("x-a"),
+                    HeaderValue::from_static("new"),
+                ),
+                HeaderOp::Add(
+                    HeaderName::from_static("x-a"),
+                    HeaderValue::from_static("more"),
+                ),
+                HeaderOp::Set(
+                    HeaderName::from_static("x-b"),
+                    HeaderValue::from_static("host"),
+                ),
+            ],
         };
+        let route = HeaderMutation {
+            ops: vec![HeaderOp::Remove(HeaderName::from_static("x-b"))],
+        };
+        let mut m = vhost.clone();
+        m.extend(&route);
         m.apply(&mut h);
         let vals: Vec<_> = h.get_all("x-a").iter().collect();
         assert_eq!(vals, ["new", "more"]);
         assert!(!h.contains_key("x-gone"));
+        assert!(
+            !h.contains_key("x-b"),
+            "the route's remove comes after the host's set"
+        );
     }
 }

@@ -63,6 +63,15 @@ pub fn compile(bootstrap: proto::Bootstrap) -> Result<Snapshot, Vec<ConfigError>
     );
     let admin = compile_admin(&mut cx, bootstrap.admin.as_ref(), &root.field("admin"));
     let runtime = compile_runtime(&mut cx, bootstrap.runtime.as_ref(), &root.field("runtime"));
+    if let Some(l) = listeners.iter().find(|l| l.address == admin.address) {
+        cx.err(
+            &root.field("admin").field("address"),
+            format!(
+                "{} is also the address of listener `{}`",
+                admin.address, l.name
+            ),
+        );
+    }
 
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -319,7 +328,12 @@ pub(crate) fn duration(
         cx.err(path, "a duration must not be negative");
         return None;
     }
+    const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
     let out = Duration::new(d.seconds as u64, d.nanos as u32);
+    if out > MAX {
+        cx.err(path, "a duration must be at most 365 days");
+        return None;
+    }
     if positive && out.is_zero() {
         cx.err(path, "a duration must be greater than zero");
         return None;

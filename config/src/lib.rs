@@ -15,7 +15,9 @@ mod route;
 mod snapshot;
 mod yaml;
 
-pub use action::{DirectResponse, Forward, HeaderMutation, RetryOn, RetryPolicy, RouteAction};
+pub use action::{
+    DirectResponse, Forward, HeaderMutation, HeaderOp, RetryOn, RetryPolicy, RouteAction,
+};
 pub use cluster::{
     glob_match, Cluster, Endpoint, Fallback, LabelSource, LbPolicy, Locality, RequestLabel,
     SubsetError, Target, UpstreamProtocol, UpstreamTls,

@@ -33,18 +33,22 @@ impl<'a> RequestView<'a> {
 
     /// The first value of query parameter `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.query_params().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query_values(name).next()
     }
 
-    /// All query parameters, percent-decoded, in order.
-    pub fn query_params(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + 'a {
+    /// Every value of query parameter `name`, percent-decoded; only values of
+    /// matching names are decoded.
+    pub fn query_values<'n>(&self, name: &'n str) -> impl Iterator<Item = Cow<'a, str>> + 'n
+    where
+        'a: 'n,
+    {
         self.query
             .unwrap_or("")
             .split('&')
             .filter(|p| !p.is_empty())
-            .map(|pair| {
+            .filter_map(move |pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(k), percent_decode(v))
+                (percent_decode(k) == name).then(|| percent_decode(v))
             })
     }
 }
@@ -217,7 +221,7 @@ pub struct Route {
     pub action: RouteAction,
     /// Request header edits (virtual host's, then route's).
     pub request_headers: HeaderMutation,
-    /// Response header edits (route's, then virtual host's).
+    /// Response header edits (virtual host's, then route's).
     pub response_headers: HeaderMutation,
 }
 
@@ -324,10 +328,7 @@ pub struct QueryCondition {
 
 impl QueryCondition {
     fn matches(&self, req: &RequestView<'_>) -> bool {
-        let mut values = req
-            .query_params()
-            .filter(|(k, _)| k == self.name.as_ref())
-            .map(|(_, v)| v);
+        let mut values = req.query_values(&self.name);
         match &self.value {
             ValueMatch::Absent => values.next().is_none(),
             m => values.any(|v| m.value(&v)),

@@ -33,18 +33,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Index of the listener named `name`.
-    pub fn listener_index(&self, name: &str) -> Option<usize> {
-        self.listeners.iter().position(|l| l.name.as_ref() == name)
-    }
-
-    /// Index of the cluster named `name`.
-    pub fn cluster_index(&self, name: &str) -> Option<usize> {
-        self.clusters.iter().position(|c| c.name.as_ref() == name)
-    }
-
-    /// Why `next` cannot replace `self` without a restart (a changed socket),
-    /// one error per field; empty when it can.
+    /// Why `next` cannot replace `self` without a restart (a changed socket,
+    /// ALPN, process settings or log format), one error per field; empty when it can.
     pub fn restart_needed_for(&self, next: &Snapshot) -> Vec<ConfigError> {
         let mut out = Vec::new();
         if self.listeners.len() != next.listeners.len() {
@@ -72,6 +62,30 @@ impl Snapshot {
                     ),
                 ));
             }
+        }
+        for (i, (a, b)) in self.listeners.iter().zip(&next.listeners).enumerate() {
+            if let (Some(ta), Some(tb)) = (&a.tls, &b.tls) {
+                if ta.alpn != tb.alpn {
+                    out.push(ConfigError::new(
+                        format!("listeners[{i}].tls.alpn"),
+                        "ALPN is fixed when the listener starts; it changes only on restart",
+                    ));
+                }
+            }
+        }
+        if self.runtime.worker_threads != next.runtime.worker_threads
+            || self.runtime.drain_timeout != next.runtime.drain_timeout
+        {
+            out.push(ConfigError::new(
+                "runtime",
+                "process settings change only on restart",
+            ));
+        }
+        if self.admin.log_format != next.admin.log_format {
+            out.push(ConfigError::new(
+                "admin.access_log.format",
+                "the log format is set when the process starts; it changes only on restart",
+            ));
         }
         if self.admin.address != next.admin.address {
             out.push(ConfigError::new(

@@ -87,9 +87,38 @@ fn to_pos(m: &Marker) -> Pos {
     }
 }
 
+/// Most nodes a document may expand to (aliases included), so that an alias
+/// bomb ("billion laughs") is an error rather than exhausted memory.
+const MAX_NODES: usize = 1_000_000;
+
+fn count(node: &Node, limit: usize) -> usize {
+    let mut n = 1;
+    match &node.value {
+        Value::Scalar { .. } => {}
+        Value::Seq(items) => {
+            for i in items {
+                n += count(i, limit);
+                if n > limit {
+                    break;
+                }
+            }
+        }
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                n += count(k, limit) + count(v, limit);
+                if n > limit {
+                    break;
+                }
+            }
+        }
+    }
+    n
+}
+
 /// Builds the node tree from parser events; aliases are expanded.
 #[derive(Default)]
 struct Builder {
+    nodes: usize,
     stack: Vec<(Node, usize)>,
     /// Pending key for each open mapping.
     keys: Vec<Option<Node>>,
@@ -163,6 +192,16 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
                 Some((_, node)) => {
+                    self.nodes += count(node, MAX_NODES);
+                    if self.nodes > MAX_NODES {
+                        self.error.get_or_insert(SyntaxError {
+                            pos,
+                            message: format!(
+                                "aliases expand the document beyond {MAX_NODES} nodes"
+                            ),
+                        });
+                        return;
+                    }
                     let node = node.clone();
                     self.push_value(node, 0);
                 }

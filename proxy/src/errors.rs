@@ -150,8 +150,9 @@ pub fn is_grpc(session: &Session) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Writes the error response for `err`; returns the status and body bytes sent.
-pub async fn respond(session: &mut Session, err: &LocalError) -> (u16, usize) {
+/// Writes the error response for `err` and returns the status sent (0 if the
+/// client is gone).
+pub async fn respond(session: &mut Session, err: &LocalError) -> u16 {
     let grpc = is_grpc(session);
     let (resp, body) = build(err, grpc);
     let status = resp.status.as_u16();
@@ -161,16 +162,12 @@ pub async fn respond(session: &mut Session, err: &LocalError) -> (u16, usize) {
         .await
         .is_err()
     {
-        return (0, 0);
+        return 0;
     }
-    let mut sent = 0;
     if let Some(body) = body {
-        let len = body.len();
-        if session.write_response_body(Some(body), true).await.is_ok() {
-            sent = len;
-        }
+        let _ = session.write_response_body(Some(body), true).await;
     }
-    (status, sent)
+    status
 }
 
 /// Builds the response header and body for an error.

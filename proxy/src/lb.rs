@@ -25,7 +25,9 @@ pub fn picker_for(policy: LbPolicy) -> Arc<dyn Picker> {
 }
 
 /// Picks for one request try: prefers endpoints not yet tried, then the lowest
-/// priority level among them, then asks the policy.
+/// priority level among them. The first try asks the policy; a retry picks at
+/// random (weighted), so a shared round-robin counter cannot line every
+/// request's first try up with the same failing endpoint.
 pub fn pick(
     picker: &dyn Picker,
     cluster: &Cluster,
@@ -35,15 +37,23 @@ pub fn pick(
     if candidates.is_empty() {
         return None;
     }
+    let retry = !tried.is_empty();
     let mut fresh = candidates.clone();
     fresh.subtract(tried);
     let pool = if fresh.is_empty() { candidates } else { &fresh };
     let min_priority = pool.iter().map(|i| cluster.endpoints[i].priority).min()?;
+    let choose = |set: &EndpointSet| {
+        if retry {
+            Random.pick(cluster, set)
+        } else {
+            picker.pick(cluster, set)
+        }
+    };
     if pool
         .iter()
         .all(|i| cluster.endpoints[i].priority == min_priority)
     {
-        return Some(picker.pick(cluster, pool));
+        return Some(choose(pool));
     }
     let mut level = pool.clone();
     for i in pool.iter() {
@@ -51,7 +61,7 @@ pub fn pick(
             level.remove(i);
         }
     }
-    Some(picker.pick(cluster, &level))
+    Some(choose(&level))
 }
 
 /// Weighted round robin over a shared counter.

@@ -34,9 +34,7 @@ impl Lifecycle {
                 trigger = why,
                 "configuration reloaded"
             ),
-            Ok(Applied::CertificatesRotated) => {
-                tracing::info!(trigger = why, "listener certificates reloaded")
-            }
+            Ok(Applied::TlsFilesReloaded) => tracing::info!(trigger = why, "TLS files reloaded"),
             Ok(Applied::Unchanged) => tracing::debug!(trigger = why, "configuration unchanged"),
             Err(errors) => tracing::error!(
                 trigger = why,
@@ -77,7 +75,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-/// Stamps of the configuration file and every listener certificate and key.
+/// Stamps of the configuration file, every listener certificate and key, and
+/// every upstream CA bundle.
 fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
     let Some(config) = &shared.config_file else {
         return Vec::new();
@@ -87,7 +86,12 @@ fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
         .listeners
         .iter()
         .filter_map(|l| l.tls.as_ref())
-        .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()]);
+        .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()])
+        .chain(
+            snap.clusters
+                .iter()
+                .filter_map(|c| c.tls.as_ref().and_then(|t| t.ca_file.clone())),
+        );
     std::iter::once(stamp(config))
         .chain(tls_files.map(|f| stamp(Path::new(f.as_ref()))))
         .collect()

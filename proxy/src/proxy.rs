@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use corridor_config::{HeaderMutation, RequestView, RouteAction, SubsetError};
+use corridor_config::{HeaderMutation, HeaderOp, RequestView, RouteAction, SubsetError};
 use http::header;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
@@ -53,35 +52,28 @@ impl ProxyHttp for Corridor {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(
-            self.shared.routing(),
-            self.shared.metrics.active_requests.clone(),
-        )
+        RequestCtx::new(self.shared.routing())
     }
 
     /// Matches the route; answers direct responses and requests no route or
     /// endpoint can serve. Runs once per request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match select_route(self.listener, session, ctx) {
-            Ok(Some(direct)) => {
-                if !session.as_mut().is_body_empty() {
-                    session.set_keepalive(None);
-                }
-                write_direct(session, ctx, direct).await?;
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
+        let answer = match select_route(self.listener, session, ctx) {
+            Ok(None) => return Ok(false),
+            Ok(Some(direct)) => Ok(direct),
+            Err(err) => Err(err),
+        };
+        // The request body is not read, so the connection cannot carry another request.
+        if !session.as_mut().is_body_empty() {
+            session.set_keepalive(None);
+        }
+        match answer {
+            Ok(direct) => write_direct(session, ctx, direct).await?,
             Err(err) => {
-                // The body is not read, so the connection cannot carry another request.
-                if !session.as_mut().is_body_empty() {
-                    session.set_keepalive(None);
-                }
-                let (_, sent) = errors::respond(session, &err).await;
-                ctx.bytes_out += sent as u64;
-                ctx.local_error = Some(err);
-                Ok(true)
+                answer_locally(session, ctx, err).await;
             }
         }
+        Ok(true)
     }
 
     /// Picks the endpoint for one try. Runs before every try, so a retry
@@ -99,13 +91,9 @@ impl ProxyHttp for Corridor {
             )
             .into_pingora());
         };
-        let (retry_backoff, timeout, idle, per_try) = (
-            f.retry.backoff(ctx.attempts - 1),
-            f.timeout,
-            f.idle_timeout,
-            f.retry.per_try_timeout,
-        );
+        let (timeout, idle, per_try) = (f.timeout, f.idle_timeout, f.retry.per_try_timeout);
         if ctx.attempts > 1 {
+            let retry_backoff = f.retry.backoff(ctx.attempts - 1);
             if Instant::now() + retry_backoff >= deadline {
                 return Err(timeout_error(ctx, timeout));
             }
@@ -129,6 +117,7 @@ impl ProxyHttp for Corridor {
         let mut peer = Box::new(rt.peers[idx].clone());
         ctx.tried.insert(idx);
         ctx.endpoint = Some(idx);
+        ctx.upstream_status = 0;
         let remaining = deadline - now;
         let mut read = idle.min(remaining);
         if let Some(p) = per_try {
@@ -142,20 +131,6 @@ impl ProxyHttp for Corridor {
             o.total_connection_timeout = Some(c.min(remaining));
         }
         Ok(peer)
-    }
-
-    /// Counts the body the client sends.
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if let Some(b) = body {
-            ctx.bytes_in += b.len() as u64;
-        }
-        Ok(())
     }
 
     /// Rewrites the path and host and applies the route's request header edits.
@@ -176,7 +151,7 @@ impl ProxyHttp for Corridor {
                 req.insert_header(header::HOST, host.clone())?;
             }
         }
-        apply_request_edits(req, &route.request_headers)
+        apply_edits(req, &route.request_headers)
     }
 
     /// Retries on a configured status before anything reaches the client; the
@@ -208,33 +183,23 @@ impl ProxyHttp for Corridor {
         Ok(())
     }
 
-    /// Applies response header edits; from here on nothing is retried.
+    /// Applies response header edits; from the final response on nothing is
+    /// retried (a 1xx does not count).
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
         ctx.response_started = true;
-        ctx.start_streaming(&self.shared.metrics.active_streams);
+        ctx.start_streaming();
         if let Some(route) = ctx.route() {
-            apply_response_edits(resp, &route.response_headers)?;
+            apply_edits(resp, &route.response_headers)?;
         }
         Ok(())
-    }
-
-    /// Counts the body sent to the client.
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        if let Some(b) = body {
-            ctx.bytes_out += b.len() as u64;
-        }
-        Ok(None)
     }
 
     /// A connect failed: retry on another endpoint if the route allows.
@@ -301,11 +266,8 @@ impl ProxyHttp for Corridor {
         } else if let Some(sent) = session.response_written() {
             sent.status.as_u16()
         } else {
-            let err = ctx.local_error.clone().unwrap_or_else(|| describe(e, ctx));
-            let (code, sent) = errors::respond(session, &err).await;
-            ctx.bytes_out += sent as u64;
-            ctx.local_error = Some(err);
-            code
+            let err = ctx.local_error.take().unwrap_or_else(|| describe(e, ctx));
+            answer_locally(session, ctx, err).await
         };
         FailToProxy {
             error_code: code,
@@ -318,8 +280,10 @@ impl ProxyHttp for Corridor {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let stats = ctx.stats();
         stats.finish(status, ctx.start.elapsed().as_secs_f64());
-        stats.request_bytes.inc_by(ctx.bytes_in);
-        stats.response_bytes.inc_by(ctx.bytes_out);
+        stats.request_bytes.inc_by(session.body_bytes_read() as u64);
+        stats
+            .response_bytes
+            .inc_by(session.body_bytes_sent() as u64);
         if let Some(e) = e {
             if !errors::is_downstream_gone(e) && status >= 500 {
                 tracing::warn!(
@@ -444,13 +408,12 @@ async fn write_direct(
     }
     resp.insert_header(header::CONTENT_LENGTH, d.body.len())?;
     if let Some(route) = ctx.route() {
-        apply_response_edits(&mut resp, &route.response_headers)?;
+        apply_edits(&mut resp, &route.response_headers)?;
     }
     ctx.response_started = true;
     let empty = d.body.is_empty();
     session.write_response_header(Box::new(resp), empty).await?;
     if !empty {
-        ctx.bytes_out += d.body.len() as u64;
         session.write_response_body(Some(d.body), true).await?;
     }
     Ok(())
@@ -488,30 +451,48 @@ fn rewrite_path(req: &mut RequestHeader, matched: &str, replacement: &str) -> Re
     Ok(())
 }
 
-fn apply_request_edits(req: &mut RequestHeader, m: &HeaderMutation) -> Result<()> {
-    for name in &m.remove {
-        req.remove_header(name);
-    }
-    for (name, value) in &m.set {
-        req.insert_header(name.clone(), value.clone())?;
-    }
-    for (name, value) in &m.add {
-        req.append_header(name.clone(), value.clone())?;
+/// Request and response headers both take edits.
+trait EditHeaders {
+    fn remove(&mut self, name: &http::HeaderName);
+    fn set(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()>;
+    fn add(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()>;
+}
+
+macro_rules! edit_headers {
+    ($t:ty) => {
+        impl EditHeaders for $t {
+            fn remove(&mut self, name: &http::HeaderName) {
+                self.remove_header(name);
+            }
+            fn set(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()> {
+                self.insert_header(name.clone(), value.clone())
+            }
+            fn add(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()> {
+                self.append_header(name.clone(), value.clone()).map(|_| ())
+            }
+        }
+    };
+}
+edit_headers!(RequestHeader);
+edit_headers!(ResponseHeader);
+
+/// Applies header edits in order (virtual host's, then route's).
+fn apply_edits(h: &mut impl EditHeaders, m: &HeaderMutation) -> Result<()> {
+    for op in &m.ops {
+        match op {
+            HeaderOp::Remove(n) => h.remove(n),
+            HeaderOp::Set(n, v) => h.set(n, v)?,
+            HeaderOp::Add(n, v) => h.add(n, v)?,
+        }
     }
     Ok(())
 }
 
-fn apply_response_edits(resp: &mut ResponseHeader, m: &HeaderMutation) -> Result<()> {
-    for name in &m.remove {
-        resp.remove_header(name);
-    }
-    for (name, value) in &m.set {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
-    for (name, value) in &m.add {
-        resp.append_header(name.clone(), value.clone())?;
-    }
-    Ok(())
+/// Answers a failure in Corridor's error format and remembers it for the log.
+async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalError) -> u16 {
+    let status = errors::respond(session, &err).await;
+    ctx.local_error = Some(err);
+    status
 }
 
 /// Records a local error and returns it as a pingora error.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use corridor_config::{Cluster, ConfigError, RouteAction, Snapshot, UpstreamProtocol};
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 
 use crate::lb::{picker_for, Picker};
 use crate::metrics::{Metrics, RouteStats};
@@ -25,6 +25,12 @@ pub(crate) struct Routing {
     pub(crate) stats: Vec<Vec<Vec<Vec<RouteStats>>>>,
     /// Stats of requests that matched no route.
     pub(crate) no_route: RouteStats,
+    /// Hash of the upstream CA files read for this state, to notice rotation.
+    pub(crate) ca_fingerprint: u64,
+    /// Requests in flight (the process-wide gauge).
+    pub(crate) active_requests: IntGauge,
+    /// Responses streaming (the process-wide gauge).
+    pub(crate) active_streams: IntGauge,
 }
 
 /// Data-plane state of one cluster.
@@ -106,7 +112,10 @@ impl Routing {
             })
             .collect();
         Ok(Routing {
+            ca_fingerprint: ca_fingerprint(&config),
             no_route: metrics.route_stats("", ""),
+            active_requests: metrics.active_requests.clone(),
+            active_streams: metrics.active_streams.clone(),
             config,
             clusters,
             stats,
@@ -146,4 +155,19 @@ fn peer_templates(c: &Cluster) -> Result<Vec<HttpPeer>, tls::TlsError> {
             peer
         })
         .collect())
+}
+
+/// FNV-1a over the contents of every cluster's CA file (unreadable files hash
+/// as empty; loading them already reported the error).
+fn ca_fingerprint(config: &Snapshot) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in &config.clusters {
+        if let Some(file) = c.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            for b in std::fs::read(file.as_ref()).unwrap_or_default() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    h
 }

@@ -22,8 +22,9 @@ pub enum Applied {
     Unchanged,
     /// A new configuration snapshot is serving.
     Config,
-    /// Same configuration; new listener certificates are serving.
-    CertificatesRotated,
+    /// Same configuration; rotated listener certificates or upstream CA
+    /// bundles are in use.
+    TlsFilesReloaded,
 }
 
 /// State shared by the proxy, admin and reload services.
@@ -92,8 +93,8 @@ impl Shared {
     }
 
     /// Applies a new snapshot, or rejects it whole and keeps serving the old one.
-    /// An unchanged configuration still re-reads listener certificates, so
-    /// rotated certificate files take effect.
+    /// An unchanged configuration still re-reads listener certificates and
+    /// upstream CA files, so rotated files take effect.
     pub fn apply(&self, snapshot: Snapshot, source: &str) -> Result<Applied, ConfigErrors> {
         let _guard = self.reload_lock.lock();
         let fail = |errors: Vec<ConfigError>| {
@@ -106,12 +107,21 @@ impl Shared {
         let current = self.routing.load_full();
         let keys = load_listener_certs(&snapshot).map_err(fail)?;
         if current.config.version == snapshot.version {
-            let rotated = self.store_certs(keys);
+            // Same configuration: pick up rotated listener certificates and
+            // upstream CA bundles, keep everything else.
+            let rebuilt =
+                Routing::build(Arc::clone(&current.config), Some(&current), &self.metrics)
+                    .map_err(fail)?;
+            let ca_changed = rebuilt.ca_fingerprint != current.ca_fingerprint;
+            if ca_changed {
+                self.routing.store(Arc::new(rebuilt));
+            }
+            let rotated = self.store_certs(keys) || ca_changed;
             if rotated {
                 self.metrics.reload(true);
             }
             return Ok(if rotated {
-                Applied::CertificatesRotated
+                Applied::TlsFilesReloaded
             } else {
                 Applied::Unchanged
             });

@@ -9,7 +9,9 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::{duration, require_name, Ctx};
-use crate::action::{DirectResponse, Forward, HeaderMutation, RetryOn, RetryPolicy, RouteAction};
+use crate::action::{
+    DirectResponse, Forward, HeaderMutation, HeaderOp, RetryOn, RetryPolicy, RouteAction,
+};
 use crate::cluster::{Cluster, Fallback, LabelSource, RequestLabel, Target};
 use crate::error::FieldPath;
 use crate::proto;
@@ -209,12 +211,12 @@ fn compile_route(
         r.request_headers.as_ref(),
         &p.field("request_headers"),
     ));
-    let mut response_headers = mutation(
+    let mut response_headers = vh_resp.clone();
+    response_headers.extend(&mutation(
         cx,
         r.response_headers.as_ref(),
         &p.field("response_headers"),
-    );
-    response_headers.extend(vh_resp);
+    ));
     Some(Route {
         name,
         matcher,
@@ -396,6 +398,13 @@ fn compile_forward(
                     );
                     continue;
                 }
+                if cw.weight > 1_000_000 {
+                    cx.err(
+                        &cp.field("weight"),
+                        format!("weight {} is too large (at most 1000000)", cw.weight),
+                    );
+                    continue;
+                }
                 if cw.weight == 0 {
                     cx.err(&cp.field("weight"), "weight must be at least 1");
                     continue;
@@ -463,7 +472,7 @@ fn compile_forward(
         return None;
     }
     Some(Box::new(Forward {
-        total_weight: targets.iter().map(|t| t.weight).sum(),
+        total_weight: targets.iter().map(|t| u64::from(t.weight)).sum(),
         targets,
         prefix_rewrite,
         host_rewrite,
@@ -730,24 +739,25 @@ fn mutation(cx: &mut Ctx, m: Option<&proto::HeaderMutation>, p: &FieldPath) -> H
         }
         Some(n)
     };
-    for (kind, list, dest) in [("add", &m.add, &mut out.add), ("set", &m.set, &mut out.set)] {
+    for (i, name) in m.remove.iter().enumerate() {
+        if let Some(n) = check(cx, p.field("remove").index(i), name) {
+            out.ops.push(HeaderOp::Remove(n));
+        }
+    }
+    for (kind, list) in [("set", &m.set), ("add", &m.add)] {
         for (i, hv) in list.iter().enumerate() {
             let hp = p.field(kind).index(i);
             let Some(name) = check(cx, hp.field("name"), &hv.name) else {
                 continue;
             };
             match HeaderValue::from_str(&hv.value) {
-                Ok(v) => dest.push((name, v)),
+                Ok(v) if kind == "set" => out.ops.push(HeaderOp::Set(name, v)),
+                Ok(v) => out.ops.push(HeaderOp::Add(name, v)),
                 Err(_) => cx.err(
                     &hp.field("value"),
                     "invalid header value (control characters are not allowed)",
                 ),
             }
-        }
-    }
-    for (i, name) in m.remove.iter().enumerate() {
-        if let Some(n) = check(cx, p.field("remove").index(i), name) {
-            out.remove.push(n);
         }
     }
     out

@@ -36,3 +36,14 @@ fn syntax_errors_have_positions() {
     assert!(err.pos.line >= 2, "{err:?}");
     assert!(!err.message.is_empty());
 }
+
+#[test]
+fn alias_bombs_are_refused() {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let err = parse(&text).unwrap_err();
+    assert!(err.message.contains("beyond"), "{err:?}");
+}

@@ -61,3 +61,22 @@ fn random_stays_within_candidates() {
         .collect();
     assert_eq!(seen, [1, 2].into_iter().collect());
 }
+
+#[test]
+fn a_failing_endpoint_is_not_always_the_first_try() {
+    // Two endpoints; every request fails on its first try and retries. With one
+    // shared counter for first tries and retries, every first try would land on
+    // the same endpoint.
+    let c = cluster(r#"{ address: "127.0.0.1:2" }, { address: "127.0.0.1:3" }"#);
+    let rr = RoundRobin::default();
+    let mut first = [0; 2];
+    for _ in 0..200 {
+        let mut tried = EndpointSet::empty(2);
+        let a = pick(&rr, &c, &c.all(), &tried).unwrap();
+        first[a] += 1;
+        tried.insert(a);
+        let b = pick(&rr, &c, &c.all(), &tried).unwrap();
+        assert_ne!(a, b);
+    }
+    assert!(first[0] > 40 && first[1] > 40, "first tries {first:?}");
+}

@@ -45,8 +45,8 @@ pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, stat
         upstream_status = ctx.upstream_status,
         attempts = ctx.attempts,
         duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
-        bytes_in = ctx.bytes_in,
-        bytes_out = ctx.bytes_out,
+        bytes_in = session.body_bytes_read(),
+        bytes_out = session.body_bytes_sent(),
         error = error,
     );
 }

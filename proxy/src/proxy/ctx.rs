@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use corridor_config::{EndpointSet, Forward, Route, RouteAction, Target};
-use prometheus::IntGauge;
 
 use crate::errors::LocalError;
 use crate::metrics::RouteStats;
@@ -48,16 +47,14 @@ pub struct RequestCtx {
     pub(crate) local_error: Option<LocalError>,
     /// Status received from the upstream (0 if none).
     pub(crate) upstream_status: u16,
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
-    streaming: Option<IntGauge>,
-    active: IntGauge,
+    /// The response is counted in `corridor_active_streams`.
+    streaming: bool,
 }
 
 impl RequestCtx {
     /// A context for a new request holding `routing`; counts it as active.
-    pub(crate) fn new(routing: Arc<Routing>, active: IntGauge) -> Self {
-        active.inc();
+    pub(crate) fn new(routing: Arc<Routing>) -> Self {
+        routing.active_requests.inc();
         Self {
             routing,
             start: Instant::now(),
@@ -73,10 +70,7 @@ impl RequestCtx {
             stale_retry_used: false,
             local_error: None,
             upstream_status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            streaming: None,
-            active,
+            streaming: false,
         }
     }
 
@@ -122,19 +116,19 @@ impl RequestCtx {
     }
 
     /// Counts the response as streaming until the request ends.
-    pub(crate) fn start_streaming(&mut self, gauge: &IntGauge) {
-        if self.streaming.is_none() {
-            gauge.inc();
-            self.streaming = Some(gauge.clone());
+    pub(crate) fn start_streaming(&mut self) {
+        if !self.streaming {
+            self.routing.active_streams.inc();
+            self.streaming = true;
         }
     }
 }
 
 impl Drop for RequestCtx {
     fn drop(&mut self) {
-        self.active.dec();
-        if let Some(g) = self.streaming.take() {
-            g.dec();
+        self.routing.active_requests.dec();
+        if self.streaming {
+            self.routing.active_streams.dec();
         }
     }
 }

@@ -153,6 +153,7 @@ async fn requests_in_flight_finish_on_the_snapshot_they_started_with() {
     let gone = r#"
 listeners: [{ name: main, address: "{{LISTEN}}", route_table: t }]
 admin: { address: "{{ADMIN}}" }
+runtime: { worker_threads: 2, drain_timeout: 5s }
 route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_response: { status: 410, body: gone } }] }] }]
 "#;
     proxy.write_config(gone);
@@ -255,5 +256,58 @@ clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
         200,
         "an existing connection keeps working"
     );
-    assert!(proxy.logs().contains("listener certificates reloaded"));
+    assert!(proxy.logs().contains("TLS files reloaded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_ca_bundles_rotate_without_restart() {
+    let old_ca = TestPki::new("old-upstream-ca");
+    let new_ca = TestPki::new("new-upstream-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("upstream-ca.pem");
+    std::fs::write(&bundle, &old_ca.leaf(&["up.test"]).ca_pem).unwrap();
+    let up = corridor_tests::Upstream::tls("up", &old_ca.leaf(&["up.test"])).await;
+    let addr = up.addr();
+    let config = single_route(
+        &[(addr, "")],
+        "",
+        &format!(
+            "    tls: {{ sni: up.test, ca_file: \"{}\" }}",
+            bundle.display()
+        ),
+    );
+    let proxy = Corridor::start_with_dir(&config, dir).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+
+    // The upstream moves to a certificate from the new CA: untrusted until the bundle changes.
+    up.shutdown().await;
+    let mut opts = corridor_tests::UpstreamOptions::new("up2", UpstreamProtocol::Tls);
+    opts.tls = Some(new_ca.leaf(&["up.test"]));
+    opts.bind = Some(addr);
+    let _up2 = corridor_tests::Upstream::start(opts).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let r = fetch_get(&c, "/status/200").await;
+    assert_eq!(
+        r.status, 503,
+        "an untrusted upstream certificate fails the connect"
+    );
+
+    std::fs::write(&bundle, &new_ca.leaf(&["up.test"]).ca_pem).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let r = fetch_get(&c, "/status/200").await;
+        if r.status == 200 {
+            assert_eq!(r.header("x-upstream"), "up2");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new CA bundle not used: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.logs().contains("TLS files reloaded"));
 }

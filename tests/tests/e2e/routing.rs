@@ -201,7 +201,7 @@ route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
-        request_headers: {{ add: [{{ name: x-from-vhost, value: v }}] }}
+        request_headers: {{ add: [{{ name: x-from-vhost, value: v }}], set: [{{ name: x-drop, value: v }}] }}
         response_headers: {{ set: [{{ name: x-served-by, value: corridor }}] }}
         routes:
           - name: legacy
@@ -209,7 +209,7 @@ route_tables:
             route: {{ cluster: c, prefix_rewrite: /echo, host_rewrite: internal.svc }}
             request_headers:
               set: [{{ name: x-tenant, value: acme }}]
-              remove: [x-secret]
+              remove: [x-secret, x-drop]
             response_headers:
               add: [{{ name: x-route, value: legacy }}]
               remove: [x-upstream-protocol]
