@@ -7,7 +7,7 @@ use std::time::Duration;
 use corridor_tests::{grpc, Client, Corridor, EchoMsg, GrpcServer, UpstreamProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{fetch_get, single_route, upstream};
+use super::{fetch_get, single_route, upstream, HEAD};
 
 /// Sends raw bytes and returns whatever comes back before the connection closes.
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
@@ -81,9 +81,7 @@ async fn grpc_clients_get_grpc_status_for_corridor_errors() {
     let (_reserved, dead) = corridor_tests::proxy::refused_addr();
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]

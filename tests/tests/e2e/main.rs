@@ -15,6 +15,10 @@ use std::net::SocketAddr;
 
 use corridor_tests::{Upstream, UpstreamProtocol};
 
+/// The first lines of most test configs: listener `main` on `{{LISTEN}}` with route
+/// table `t`, and the admin listener.
+pub const HEAD: &str = "listeners: [{ name: main, address: \"{{LISTEN}}\", route_table: t }]\nadmin: { address: \"{{ADMIN}}\" }\n";
+
 /// YAML for a list of endpoints with optional extra fields per endpoint.
 pub fn endpoints(list: &[(SocketAddr, &str)]) -> String {
     list.iter()

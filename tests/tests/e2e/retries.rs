@@ -11,7 +11,7 @@ use corridor_tests::proxy::refused_addr;
 use corridor_tests::{Client, Corridor, UpstreamProtocol};
 use http::Request;
 
-use super::{fetch, fetch_get, single_route, upstream};
+use super::{fetch, fetch_get, single_route, upstream, HEAD};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_retry_on_another_endpoint() {
@@ -199,9 +199,7 @@ async fn resets_and_refused_streams() {
     let h2b = upstream("h2b", UpstreamProtocol::H2c).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
@@ -247,9 +245,7 @@ async fn per_try_timeout_and_request_deadline() {
     let up = upstream("up", UpstreamProtocol::Http1).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]

@@ -7,7 +7,7 @@ use corridor_tests::client;
 use corridor_tests::{Client, Corridor, TestPki, Upstream, UpstreamProtocol};
 use http::{Request, Version};
 
-use super::{endpoints, fetch, fetch_get, single_route, upstream};
+use super::{endpoints, fetch, fetch_get, single_route, upstream, HEAD};
 
 fn get(uri: &str) -> Request<corridor_tests::Body> {
     Request::get(uri).body(client::empty()).unwrap()
@@ -36,9 +36,7 @@ async fn model_header_picks_the_cloud_subset_with_default_fallback() {
     // speaks h2c, so Claude models reach it by a header-prefix route.
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
@@ -113,9 +111,7 @@ async fn hosts_paths_headers_and_queries_pick_routes() {
     let b = upstream("b", UpstreamProtocol::Http1).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - name: api
@@ -195,9 +191,7 @@ async fn rewrites_header_edits_and_direct_responses() {
     let up = upstream("up", UpstreamProtocol::Http1).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
@@ -265,9 +259,7 @@ async fn weighted_clusters_split_traffic() {
     let b = upstream("b", UpstreamProtocol::Http1).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
@@ -304,9 +296,7 @@ async fn every_client_and_upstream_protocol_pairing() {
     let ca = pki.ca_path();
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]

@@ -12,7 +12,7 @@ use corridor_tests::upstream::SSE_EVENT_LEN;
 use corridor_tests::{grpc, Client, Corridor, EchoMsg, GrpcServer, UpstreamProtocol};
 use http::Request;
 
-use super::{exclusive, fetch, single_route, upstream};
+use super::{exclusive, fetch, single_route, upstream, HEAD};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -80,9 +80,7 @@ async fn sse_events_are_not_buffered_chunked_or_content_length() {
     let h2up = upstream("sse-h2", UpstreamProtocol::H2c).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
@@ -246,9 +244,7 @@ async fn client_disconnect_cancels_the_upstream_within_a_second() {
     let h2up = upstream("up2", UpstreamProtocol::H2c).await;
     let config = format!(
         r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}" }}
-route_tables:
+{HEAD}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
