@@ -15,11 +15,6 @@ impl FieldPath {
         Self(String::new())
     }
 
-    /// A path rooted at a named resource, for control-plane resources.
-    pub fn resource(name: &str) -> Self {
-        Self(name.to_string())
-    }
-
     /// The path of a field below this one.
     pub fn field(&self, name: &str) -> Self {
         if self.0.is_empty() {

@@ -62,12 +62,13 @@ impl Routing {
             })
             .unwrap_or_default();
         let mut clusters = Vec::with_capacity(config.clusters.len());
+        let mut ca_hash = std::hash::DefaultHasher::new();
         for (ci, c) in config.clusters.iter().enumerate() {
             let picker = match old.get(c.name.as_ref()) {
                 Some(p) if p.policy() == c.lb_policy => Arc::clone(p),
                 _ => picker_for(c.lb_policy),
             };
-            let peers = match peer_templates(c) {
+            let peers = match peer_templates(c, &mut ca_hash) {
                 Ok(p) => p,
                 Err(e) => {
                     errors.push(ConfigError::new(
@@ -112,7 +113,7 @@ impl Routing {
             })
             .collect();
         Ok(Routing {
-            ca_fingerprint: ca_fingerprint(&config),
+            ca_fingerprint: std::hash::Hasher::finish(&ca_hash),
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),
             active_streams: metrics.active_streams.clone(),
@@ -123,12 +124,19 @@ impl Routing {
     }
 }
 
-/// Builds the `HttpPeer` for each endpoint of a cluster.
-fn peer_templates(c: &Cluster) -> Result<Vec<HttpPeer>, tls::TlsError> {
+/// Builds the `HttpPeer` for each endpoint of a cluster; the CA certificates
+/// read are fed to `ca_hash` so a reload notices a rotated bundle.
+fn peer_templates(
+    c: &Cluster,
+    ca_hash: &mut impl std::hash::Hasher,
+) -> Result<Vec<HttpPeer>, tls::TlsError> {
     let ca = match c.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
         Some(file) => Some(tls::load_ca(file)?),
         None => None,
     };
+    for cert in ca.iter().flat_map(|certs| certs.iter()) {
+        ca_hash.write(cert.borrow_raw_cert());
+    }
     Ok(c.endpoints
         .iter()
         .map(|e| {
@@ -155,19 +163,4 @@ fn peer_templates(c: &Cluster) -> Result<Vec<HttpPeer>, tls::TlsError> {
             peer
         })
         .collect())
-}
-
-/// FNV-1a over the contents of every cluster's CA file (unreadable files hash
-/// as empty; loading them already reported the error).
-fn ca_fingerprint(config: &Snapshot) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in &config.clusters {
-        if let Some(file) = c.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-            for b in std::fs::read(file.as_ref()).unwrap_or_default() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
-    h
 }
