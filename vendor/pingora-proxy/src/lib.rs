@@ -352,12 +352,18 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
-                    downstream_session
-                        .respond_error(400)
+                    if !self
+                        .inner
+                        .invalid_request_response(&mut downstream_session, &e)
                         .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
+                    {
+                        downstream_session
+                            .respond_error(400)
+                            .await
+                            .unwrap_or_else(|e| {
+                                error!("failed to send error response to downstream: {e}");
+                            });
+                    }
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(

@@ -106,6 +106,18 @@ pub trait ProxyHttp {
         Ok(false)
     }
 
+    /// Answer a downstream request whose header is invalid: it could not be parsed, was too
+    /// large, or failed Pingora's framing validation. This runs before any other phase and
+    /// before a `CTX` exists; `e` is the error that [`HttpSession::read_request()`] returned
+    /// and `session` is the downstream session, whose request header may be unavailable.
+    ///
+    /// Return `true` if a response was written (or deliberately not: the connection is then
+    /// just closed). The default returns `false`, and Pingora answers `400 Bad Request`.
+    /// Either way the connection is closed afterwards.
+    async fn invalid_request_response(&self, _session: &mut HttpSession, _e: &Error) -> bool {
+        false
+    }
+
     /// Handle the incoming request before any downstream module is executed.
     ///
     /// This function is similar to [Self::request_filter()] but executes before any other logic,

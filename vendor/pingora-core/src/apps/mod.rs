@@ -89,6 +89,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Reject an HTTP/1 request line whose request-target has illegal bytes (spaces,
+    /// control characters, `<`, `>`, `"`) instead of percent-encoding them.
+    ///
+    /// Default: `false` (encode them, as before)
+    pub reject_illegal_request_target: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -344,7 +350,11 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            let reject_illegal_target = self
+                .server_options()
+                .is_some_and(|o| o.reject_illegal_request_target);
             let mut session = ServerSession::new_http1(stream);
+            session.set_escape_illegal_request_target(!reject_illegal_target);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
@@ -360,6 +370,7 @@ where
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_escape_illegal_request_target(!reject_illegal_target);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }

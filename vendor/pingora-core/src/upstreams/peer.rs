@@ -501,6 +501,11 @@ pub struct PeerOptions {
     pub connection_timeout: Option<Duration>,
     pub total_connection_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// The read timeout for the response body and trailers, once the response header has
+    /// arrived. `None` applies `read_timeout` to the body too. A streaming response (SSE,
+    /// gRPC) may need a different bound on the gaps between body chunks than on the wait
+    /// for the response header.
+    pub body_read_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub verify_cert: bool,
@@ -577,6 +582,7 @@ impl PeerOptions {
             connection_timeout: None,
             total_connection_timeout: None,
             read_timeout: None,
+            body_read_timeout: None,
             idle_timeout: None,
             write_timeout: None,
             verify_cert: true,

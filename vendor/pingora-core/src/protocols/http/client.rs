@@ -111,6 +111,16 @@ impl<S: Session> HttpSession<S> {
         }
     }
 
+    /// Set the read timeout for the response body and trailers, once the response header has
+    /// arrived; `None` applies the read timeout to the body too. Noop for custom sessions.
+    pub fn set_body_read_timeout(&mut self, timeout: Option<Duration>) {
+        match self {
+            HttpSession::H1(h1) => h1.body_read_timeout = timeout,
+            HttpSession::H2(h2) => h2.body_read_timeout = timeout,
+            HttpSession::Custom(_) => {}
+        }
+    }
+
     /// Set the write timeout for writing header and body.
     ///
     /// The timeout is per write operation, not on the overall time writing the entire request.

@@ -311,6 +311,24 @@ impl Session {
         }
     }
 
+    /// Whether an HTTP/1 request-target with illegal bytes is percent-encoded (the default)
+    /// or rejected; see [`SessionV1::set_escape_illegal_request_target`]. Noop for other
+    /// protocols.
+    pub fn set_escape_illegal_request_target(&mut self, escape: bool) {
+        if let Self::H1(s) = self {
+            s.set_escape_illegal_request_target(escape);
+        }
+    }
+
+    /// The bytes of an HTTP/1 request header that could not be read because it was invalid;
+    /// see [`SessionV1::invalid_request_header`]. `None` for other protocols.
+    pub fn invalid_request_header(&self) -> Option<&[u8]> {
+        match self {
+            Self::H1(s) => s.invalid_request_header(),
+            _ => None,
+        }
+    }
+
     /// Set connection reuse. `duration` defines how long the connection is kept open for the next
     /// request to reuse. Noop for h2 and subrequest
     pub fn set_keepalive(&mut self, duration: Option<u64>) {
@@ -556,6 +574,15 @@ impl Session {
     pub fn shutdown_with_reason(&mut self, reason: h2::Reason) {
         if let Self::H2(s) = self {
             s.shutdown_with_reason(reason);
+        }
+    }
+
+    /// HTTP/1 request body bytes that arrived with the request header and were not read yet;
+    /// see [`SessionV1::preread_body`]. `None` for other protocols.
+    pub fn preread_body(&self) -> Option<&[u8]> {
+        match self {
+            Self::H1(s) => s.preread_body(),
+            _ => None,
         }
     }
 

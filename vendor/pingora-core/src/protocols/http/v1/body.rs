@@ -1387,6 +1387,12 @@ impl BodyWriter {
         match self.body_mode {
             BM::ChunkedEncoding(written) => {
                 let chunk_size = buf.len();
+                // An empty chunk is the last-chunk marker ("0\r\n\r\n"): writing one here
+                // would end the message early and leave the real terminator, written by
+                // `finish()`, on the connection as garbage. Empty writes are no-ops.
+                if chunk_size == 0 {
+                    return Ok(Some(0));
+                }
 
                 let chuck_size_buf = format!("{:X}\r\n", chunk_size);
                 let mut output_buf = Bytes::from(chuck_size_buf).chain(buf).chain(&b"\r\n"[..]);
@@ -1878,6 +1884,11 @@ impl BodyWriter {
         if matches!(self.send_body_state.write_state, WriteState::Idle) {
             if let Some(bytes) = self.send_body_state.pending_bytes.take() {
                 let application_bytes_size = bytes.len();
+                // An empty chunk would be the last-chunk marker; see `do_write_chunked_body`.
+                if application_bytes_size == 0 {
+                    self.send_body_state.write_state = WriteState::Done(0);
+                    return Poll::Ready(Ok(Some(0)));
+                }
 
                 // Format the chunk: size\r\ndata\r\n
                 let chunk_size_header = format!("{:X}\r\n", application_bytes_size);
@@ -3265,6 +3276,48 @@ mod tests {
         let res = body_writer.finish(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(res, 1);
         assert_eq!(body_writer.body_mode, BodyMode::Complete(1));
+    }
+
+    #[tokio::test]
+    async fn write_body_chunked_empty_write_is_not_a_last_chunk() {
+        init_log();
+        // An empty write (e.g. an HTTP/2 DATA frame with only END_STREAM) must not put
+        // "0\r\n\r\n" on the wire: only `finish()` ends the chunked body.
+        let mut mock_io = Builder::new()
+            .write(b"3\r\nabc\r\n")
+            .write(&LAST_CHUNK[..])
+            .build();
+        let mut body_writer = BodyWriter::new();
+        body_writer.init_chunked();
+        let res = body_writer.write_body(&mut mock_io, b"abc").await.unwrap();
+        assert_eq!(res, Some(3));
+        let res = body_writer.write_body(&mut mock_io, b"").await.unwrap();
+        assert_eq!(res, Some(0));
+        assert_eq!(body_writer.body_mode, BodyMode::ChunkedEncoding(3));
+        let res = body_writer.finish(&mut mock_io).await.unwrap();
+        assert_eq!(res, Some(3));
+        assert_eq!(body_writer.body_mode, BodyMode::Complete(3));
+    }
+
+    #[tokio::test]
+    async fn write_body_task_chunked_empty_write_is_not_a_last_chunk() {
+        init_log();
+        let mut mock_io = Builder::new().write(&LAST_CHUNK[..]).build();
+        let mut body_writer = BodyWriter::new();
+        body_writer.init_chunked();
+        body_writer.send_body_task(Bytes::new(), None);
+        let res = body_writer
+            .write_current_body_task(&mut mock_io)
+            .await
+            .unwrap();
+        assert_eq!(res, Some(0));
+        assert_eq!(body_writer.body_mode, BodyMode::ChunkedEncoding(0));
+        body_writer.send_finish_task();
+        let res = body_writer
+            .write_current_finish_task(&mut mock_io)
+            .await
+            .unwrap();
+        assert_eq!(res, Some(0));
     }
 
     #[tokio::test]

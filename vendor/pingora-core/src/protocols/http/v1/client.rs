@@ -46,6 +46,9 @@ pub struct HttpSession {
     /// The timeout is reset on every read. This is not a timeout on the overall duration of the
     /// response.
     pub read_timeout: Option<Duration>,
+    /// The read timeout for the response body and trailers; `None` applies `read_timeout`.
+    /// The timeout is reset on every read.
+    pub body_read_timeout: Option<Duration>,
     /// The write timeout which will be applied to both writing request header and body.
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
@@ -92,6 +95,7 @@ impl HttpSession {
             response_header: None,
             request_written: None,
             read_timeout: None,
+            body_read_timeout: None,
             write_timeout: None,
             digest,
             bytes_sent: 0,
@@ -477,7 +481,7 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
-        let result = match self.read_timeout {
+        let result = match self.body_read_timeout.or(self.read_timeout) {
             Some(t) => match timeout(t, self.do_read_body()).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
@@ -1223,6 +1227,40 @@ mod tests_stream {
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         http_stream.read_timeout = Some(Duration::from_secs(1));
         let res = http_stream.read_response().await;
+        assert_eq!(res.unwrap_err().etype(), &ErrorType::ReadTimedout);
+    }
+
+    #[tokio::test]
+    async fn body_read_timeout_replaces_read_timeout_after_header() {
+        init_log();
+        let header = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        let mock_io = Builder::new()
+            .read(&header[..])
+            .wait(Duration::from_millis(300))
+            .read(b"abc")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_timeout = Some(Duration::from_millis(100));
+        http_stream.body_read_timeout = Some(Duration::from_secs(5));
+        http_stream.read_response().await.unwrap();
+        // A 300 ms gap in the body is within the body timeout, though over the header one.
+        let body = http_stream.read_body_ref().await.unwrap();
+        assert_eq!(body, Some(&b"abc"[..]));
+    }
+
+    #[tokio::test]
+    async fn body_read_timeout_bounds_gaps_in_the_body() {
+        init_log();
+        let header = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        let mock_io = Builder::new()
+            .read(&header[..])
+            .wait(Duration::from_secs(2))
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_timeout = Some(Duration::from_secs(5));
+        http_stream.body_read_timeout = Some(Duration::from_millis(100));
+        http_stream.read_response().await.unwrap();
+        let res = http_stream.read_body_ref().await;
         assert_eq!(res.unwrap_err().etype(), &ErrorType::ReadTimedout);
     }
 

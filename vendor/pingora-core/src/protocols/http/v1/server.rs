@@ -158,6 +158,12 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Whether a request line that httparse rejects because of illegal bytes in the
+    /// request-target is rescued by percent-encoding those bytes (the default), or rejected.
+    /// Set via [`Self::set_escape_illegal_request_target`].
+    escape_illegal_request_target: bool,
+    /// The bytes of a request header that `read_request()` rejected as invalid.
+    invalid_request_header: Option<Bytes>,
 }
 
 impl HttpSession {
@@ -206,7 +212,42 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            escape_illegal_request_target: true,
+            invalid_request_header: None,
         }
+    }
+
+    /// Whether to rescue a request line with illegal bytes (spaces, control characters,
+    /// `<`, `>`, `"`) in its request-target by percent-encoding them (`true`, the default),
+    /// or to reject it as an invalid request header (`false`). A proxy in front of other
+    /// servers may prefer to reject: what it would forward is not what the client sent.
+    pub fn set_escape_illegal_request_target(&mut self, escape: bool) {
+        self.escape_illegal_request_target = escape;
+    }
+
+    /// The bytes read for a request header that [`Self::read_request()`] rejected as invalid
+    /// (could not be parsed, or exceeded the size limit), so that the caller can classify or
+    /// log the error. `None` when the last read request header parsed.
+    pub fn invalid_request_header(&self) -> Option<&[u8]> {
+        self.invalid_request_header.as_deref()
+    }
+
+    /// Read the request header. Return `Ok(Some(n))` where the read and parsing are successful.
+    /// Return `Ok(None)` when the client closed the connection without sending any data, which
+    /// is common on a reused connection. When the header is invalid, its bytes are kept for
+    /// [`Self::invalid_request_header()`].
+    pub async fn read_request(&mut self) -> Result<Option<usize>> {
+        self.invalid_request_header = None;
+        let res = self.read_request_inner().await;
+        if res
+            .as_ref()
+            .is_err_and(|e| matches!(e.etype(), InvalidHTTPHeader))
+            && self.invalid_request_header.is_none()
+        {
+            // Failed after the header parsed (validation): the header is in `buf`.
+            self.invalid_request_header = Some(self.buf.clone());
+        }
+        res
     }
 
     async fn read_request_buf(
@@ -272,10 +313,7 @@ impl HttpSession {
         }
     }
 
-    /// Read the request header. Return `Ok(Some(n))` where the read and parsing are successful.
-    /// Return `Ok(None)` when the client closed the connection without sending any data, which
-    /// is common on a reused connection.
-    pub async fn read_request(&mut self) -> Result<Option<usize>> {
+    async fn read_request_inner(&mut self) -> Result<Option<usize>> {
         const MAX_ERR_BUF_LEN: usize = 2048;
 
         self.buf.clear();
@@ -309,6 +347,7 @@ impl HttpSession {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
+                self.invalid_request_header = Some(buf.freeze());
                 return Error::e_explain(
                     InvalidHTTPHeader,
                     format!("Request header larger than {MAX_HEADER_SIZE}"),
@@ -349,12 +388,19 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        let request_header = RequestHeader::build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
                             Some(req.headers.len()),
-                        )?);
+                        );
+                        let mut request_header = match request_header {
+                            Ok(h) => Box::new(h),
+                            Err(e) => {
+                                self.invalid_request_header = Some(Bytes::copy_from_slice(&buf));
+                                return Err(e);
+                            }
+                        };
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -391,9 +437,13 @@ impl HttpSession {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
                             };
 
-                            request_header
+                            if let Err(e) = request_header
                                 .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")?;
+                                .or_err(InvalidHTTPHeader, "while parsing request header")
+                            {
+                                self.invalid_request_header = Some(buf.clone());
+                                return Err(e);
+                            }
                         }
 
                         let contains_transfer_encoding =
@@ -434,7 +484,9 @@ impl HttpSession {
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
-                        httparse::Error::Token | httparse::Error::Version => {
+                        httparse::Error::Token | httparse::Error::Version
+                            if self.escape_illegal_request_target =>
+                        {
                             // URI escaping rebuilds the current header. Detach any request body or
                             // pipelined suffix first so normalization never copies queued requests.
                             // `separator_start` is the index of the blank line itself, so the
@@ -454,6 +506,7 @@ impl HttpSession {
                                 already_read = buf.len();
                             } else {
                                 debug!("Invalid request header from {:?}", self.underlying_stream);
+                                self.invalid_request_header = Some(Bytes::copy_from_slice(&buf));
                                 buf.truncate(MAX_ERR_BUF_LEN);
                                 return Error::e_because(
                                     InvalidHTTPHeader,
@@ -464,6 +517,7 @@ impl HttpSession {
                         }
                         _ => {
                             debug!("Invalid request header from {:?}", self.underlying_stream);
+                            self.invalid_request_header = Some(Bytes::copy_from_slice(&buf));
                             buf.truncate(MAX_ERR_BUF_LEN);
                             return Error::e_because(
                                 InvalidHTTPHeader,
@@ -1307,6 +1361,14 @@ impl HttpSession {
     pub fn get_headers_raw_bytes(&self) -> Bytes {
         self.raw_header.as_ref().unwrap().get_bytes(&self.buf)
     }
+
+    /// Request body bytes that arrived together with the request header and have not been
+    /// handed to the body reader yet (before the first body read). A proxy can check their
+    /// framing before it connects upstream.
+    pub fn preread_body(&self) -> Option<&[u8]> {
+        self.preread_body.as_deref().filter(|b| !b.is_empty())
+    }
+
 
     /// Close the connection abruptly. This allows to signal the client that the connection is closed
     /// before dropping [`HttpSession`]
@@ -2247,6 +2309,19 @@ mod tests_stream {
     }
 
     #[tokio::test]
+    async fn preread_body_is_visible_until_the_body_is_read() {
+        init_log();
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert_eq!(http_stream.preread_body(), Some(&b"abc"[..]));
+        let res = http_stream.read_body().await.unwrap().unwrap();
+        assert_eq!(http_stream.get_body(&res), b"abc");
+        assert_eq!(http_stream.preread_body(), None);
+    }
+
+    #[tokio::test]
     async fn read_invalid_header_end() {
         let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\r\nConnection: keep-alive\r\n\r\nabc";
         let mock_io = Builder::new().read(&input[..]).build();
@@ -2902,6 +2977,51 @@ mod tests_stream {
         assert_eq!(res, BufRef::new(0, 3));
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
         assert_eq!(input3, http_stream.get_body(&res));
+    }
+
+    #[tokio::test]
+    async fn read_with_illegal_rejected_when_not_escaping() {
+        init_log();
+        let input = b"GET /a?q=b c HTTP/1.1\r\nHost: pingora.org\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_escape_illegal_request_target(false);
+        let res = http_stream.read_request().await;
+        assert_eq!(&InvalidHTTPHeader, res.unwrap_err().etype());
+        // The rejected bytes stay available, unescaped, for the caller to classify.
+        assert_eq!(http_stream.invalid_request_header(), Some(&input[..]));
+    }
+
+    #[tokio::test]
+    async fn invalid_request_header_keeps_bytes_that_fail_validation() {
+        init_log();
+        let input = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let res = http_stream.read_request().await;
+        assert_eq!(&InvalidHTTPHeader, res.unwrap_err().etype());
+        assert_eq!(http_stream.invalid_request_header(), Some(&input[..]));
+    }
+
+    #[tokio::test]
+    async fn invalid_request_header_is_none_after_a_good_request() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert_eq!(http_stream.invalid_request_header(), None);
+    }
+
+    #[tokio::test]
+    async fn invalid_request_header_keeps_unparseable_bytes() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost : pingora.org\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let res = http_stream.read_request().await;
+        assert_eq!(&InvalidHTTPHeader, res.unwrap_err().etype());
+        assert_eq!(http_stream.invalid_request_header(), Some(&input[..]));
     }
 
     #[tokio::test]

@@ -61,6 +61,9 @@ pub struct Http2Session {
     /// The timeout is reset on every read. This is not a timeout on the overall duration of the
     /// response.
     pub read_timeout: Option<Duration>,
+    /// The read timeout for the response body and trailers; `None` applies `read_timeout`.
+    /// The timeout is reset on every read.
+    pub body_read_timeout: Option<Duration>,
     /// The write timeout which will be applied to writing request body.
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
@@ -88,6 +91,7 @@ impl Http2Session {
             response_header: None,
             response_body_reader: None,
             read_timeout: None,
+            body_read_timeout: None,
             write_timeout: None,
             conn,
             ended: false,
@@ -274,7 +278,7 @@ impl Http2Session {
         };
 
         let fut = body_reader.data();
-        let res = match self.read_timeout {
+        let res = match self.body_read_timeout.or(self.read_timeout) {
             Some(t) => timeout(t, fut)
                 .await
                 .map_err(|_| Error::explain(ReadTimedout, "while reading h2 response body"))?,
@@ -381,7 +385,7 @@ impl Http2Session {
         };
         let fut = reader.trailers();
 
-        let res = match self.read_timeout {
+        let res = match self.body_read_timeout.or(self.read_timeout) {
             Some(t) => timeout(t, fut)
                 .await
                 .map_err(|_| Error::explain(ReadTimedout, "while reading h2 trailer"))
