@@ -1,5 +1,7 @@
 //! Test support for Corridor's end-to-end tests: real upstream servers (HTTP/1.1, h2c,
-//! TLS, gRPC), real HTTP clients with exact protocol control, and a throwaway test PKI.
+//! TLS, gRPC) that record the exact bytes they receive, real HTTP clients with exact
+//! protocol control, a raw HTTP/2 client for malformed requests ([`h2raw`]), and a
+//! throwaway test PKI.
 //!
 //! Nothing here talks to the proxy's internals; the end-to-end tests drive the real
 //! `corridor` binary over sockets with these pieces on either side of it.
@@ -8,6 +10,7 @@
 
 pub mod client;
 pub mod grpc;
+pub mod h2raw;
 pub mod pki;
 pub mod proxy;
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! `/bytes?size&chunk&content_length`, `POST /sink`, `/status/<code>`, `/slow?ms`, `/hang`,
 //! `/silent?n`, `/reset`, `/refuse`, `/flaky?key&fail&status`; anything else is 404.
 //!
+//! Every connection also records the exact bytes it read from the peer (after TLS
+//! decryption), so tests can check what a proxy really forwarded: [`Upstream::wire`],
+//! [`Upstream::wire_text`], [`Upstream::wait_wire_quiet`].
+//!
 //! Cancellation (the peer going away before a response finished) is noticed within a
 //! millisecond or so on both protocols: HTTP/2 through hyper's RST_STREAM/connection
 //! handling; HTTP/1.1 through hyper's EOF check once the request body is complete, and
@@ -20,6 +24,7 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_faults;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -44,6 +49,7 @@ pub use state::{Cancellation, RecordedRequest};
 
 use bodies::Tracked;
 use state::{State, Tracker};
+use wire::{Recorder, WireTap};
 
 use crate::pki::{self, Leaf};
 use crate::BoxError;
@@ -257,6 +263,26 @@ impl Upstream {
         self.state.cancellations()
     }
 
+    /// The bytes each connection read from its peer (after TLS decryption), one entry per
+    /// connection in accept order: the last 256 connections, at most 4 MiB each.
+    pub fn wire(&self) -> Vec<Vec<u8>> {
+        self.state.wire.bytes()
+    }
+
+    /// [`Upstream::wire`] as readable text for assertion messages: each connection under a
+    /// `--- connection N (L bytes) ---` line (N as in [`RecordedRequest::connection`]),
+    /// non-printable bytes escaped (`\r`, `\n`, `\xNN`) and a line break after every `\n`.
+    pub fn wire_text(&self) -> String {
+        self.state.wire.text()
+    }
+
+    /// Waits until no byte has arrived on any connection for `quiet` (counting from the
+    /// later of this call and the last byte), or `max` has passed: lets a proxy finish
+    /// forwarding whatever it was going to before a test asserts on [`Upstream::wire`].
+    pub async fn wait_wire_quiet(&self, quiet: Duration, max: Duration) {
+        self.state.wire.wait_quiet(quiet, max).await
+    }
+
     /// Waits up to `timeout` for a request to `path` (no query) that arrived at or after
     /// `since`.
     pub async fn wait_request(
@@ -347,9 +373,11 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let id = state.connections_accepted.fetch_add(1, Ordering::Relaxed) + 1;
         state.connections_open.fetch_add(1, Ordering::Relaxed);
+        let recorder = state.wire.open(id);
         tokio::spawn(serve_conn(
             tcp,
             id,
+            recorder,
             state.clone(),
             protocol,
             tls.clone(),
@@ -376,6 +404,7 @@ impl Drop for OpenConn {
 async fn serve_conn(
     tcp: TcpStream,
     id: u64,
+    recorder: Recorder,
     state: Arc<State>,
     protocol: UpstreamProtocol,
     tls: Option<TlsAcceptor>,
@@ -389,7 +418,7 @@ async fn serve_conn(
                 UpstreamProtocol::H2c => Mode::H2,
                 _ => Mode::Auto,
             };
-            return serve_io(TokioIo::new(tcp), mode, state, id).await;
+            return serve_io(TokioIo::new(WireTap::new(tcp, recorder)), mode, state, id).await;
         };
         let stream = acceptor.accept(tcp).await?;
         let mode = match stream.get_ref().1.alpn_protocol() {
@@ -401,7 +430,13 @@ async fn serve_conn(
                 _ => Mode::Auto,
             },
         };
-        serve_io(TokioIo::new(stream), mode, state, id).await
+        serve_io(
+            TokioIo::new(WireTap::new(stream, recorder)),
+            mode,
+            state,
+            id,
+        )
+        .await
     };
     // Connection errors (resets, protocol errors, our own /reset) are expected here.
     tokio::select! {

@@ -1,5 +1,6 @@
 //! Shared per-server state of an [`Upstream`](super::Upstream): counters, the bounded
-//! request log, the cancellation record and the per-request [`Tracker`] that feeds it.
+//! request log, the cancellation record and the per-request [`Tracker`] that feeds it,
+//! and the per-connection record of received bytes ([`WireLog`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method, Version};
 use parking_lot::Mutex;
 use tokio::sync::watch;
+
+use super::wire::WireLog;
 
 /// How many requests [`State::log`] keeps (the oldest are dropped first).
 const LOG_CAPACITY: usize = 1000;
@@ -78,6 +81,8 @@ pub(crate) struct State {
     pub(crate) sse_sent: Mutex<HashMap<String, Vec<Instant>>>,
     /// Bumped on every logged request and every cancellation, so waiters never miss one.
     changed: watch::Sender<u64>,
+    /// The bytes each connection read from its peer (after TLS), in accept order.
+    pub(crate) wire: Arc<WireLog>,
 }
 
 impl State {
@@ -96,6 +101,7 @@ impl State {
             flaky: Mutex::new(HashMap::new()),
             sse_sent: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            wire: Arc::new(WireLog::new()),
         })
     }
 

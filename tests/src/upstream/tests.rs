@@ -456,3 +456,115 @@ async fn tls_alpn_selects_h2_or_http1() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Sends `parts` on one fresh TCP connection (pausing between them so they arrive as
+/// separate reads), then reads until the server closes; returns the response.
+async fn raw_exchange(up: &Upstream, parts: &[&[u8]]) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(up.addr()).await?;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tcp.write_all(part).await?;
+    }
+    let mut resp = Vec::new();
+    tcp.read_to_end(&mut resp).await?;
+    Ok(resp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_records_exactly_the_bytes_received_per_connection() -> anyhow::Result<()> {
+    within(async {
+        let up = Upstream::http1("wire-up").await;
+        assert!(up.wire().is_empty());
+        // Odd but acceptable bytes hyper would normalise away: case, spacing, obs-text.
+        let first: &[u8] =
+            b"GET /status/200?a=1 HTTP/1.1\r\nHost: wire\r\nX-Odd:  sp\xe9ced \r\nConnection: close\r\n\r\n";
+        let resp = raw_exchange(&up, &[first]).await?;
+        assert!(resp.starts_with(b"HTTP/1.1 200 OK\r\n"), "{resp:?}");
+        // A request that arrives in three reads, body included.
+        let second: [&[u8]; 3] = [
+            b"POST /sink HTTP/1.1\r\nhost: wire\r\n",
+            b"content-length: 5\r\nconnection: close\r\n\r\nhel",
+            b"lo",
+        ];
+        let resp = raw_exchange(&up, &second).await?;
+        assert!(resp.ends_with(br#"{"bytes":5}"#), "{resp:?}");
+        let t0 = Instant::now();
+        up.wait_wire_quiet(Duration::from_millis(50), Duration::from_secs(2))
+            .await;
+        assert!(t0.elapsed() >= Duration::from_millis(50), "quiet counts from the call");
+        assert_eq!(up.wire(), vec![first.to_vec(), second.concat()]);
+        let text = up.wire_text();
+        let expected = format!(
+            "--- connection 1 ({} bytes) ---\n\
+             GET /status/200?a=1 HTTP/1.1\\r\\n\n\
+             Host: wire\\r\\n\n\
+             X-Odd:  sp\\xe9ced \\r\\n\n\
+             Connection: close\\r\\n\n\
+             \\r\\n\n\
+             --- connection 2 ({} bytes) ---\n\
+             POST /sink HTTP/1.1\\r\\n\n",
+            first.len(),
+            second.concat().len(),
+        );
+        assert!(text.starts_with(&expected), "{text}");
+        assert!(text.ends_with("\\r\\n\nhello"), "{text}");
+
+        // Each connection keeps at most 4 MiB (the rest is counted), and h2 and TLS are
+        // recorded too (TLS after decryption).
+        let big = 5usize << 20;
+        let c = Client::h1(up.addr()).await?;
+        let req = Request::post("/sink").body(client::full(vec![b'x'; big]))?;
+        let resp = c.send(req).await?;
+        assert_eq!(resp.status(), StatusCode::OK);
+        client::read_all(resp.into_body()).await?;
+        let wire = up.wire();
+        assert_eq!(wire.len(), 3);
+        assert_eq!(wire[2].len(), wire::WIRE_CAP_PER_CONNECTION);
+        assert!(wire[2].starts_with(b"POST /sink HTTP/1.1\r\n"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_records_h2c_and_decrypted_tls() -> anyhow::Result<()> {
+    within(async {
+        let up = Upstream::h2c("wire-h2").await;
+        let c = Client::h2c(up.addr()).await?;
+        client::read_all(c.get("/status/204").await?.into_body()).await?;
+        up.wait_wire_quiet(Duration::from_millis(20), Duration::from_secs(2))
+            .await;
+        let wire = up.wire();
+        assert_eq!(wire.len(), 1);
+        assert!(wire[0].starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(up
+            .wire_text()
+            .contains("PRI * HTTP/2.0\\r\\n\n\\r\\n\nSM\\r\\n\n"));
+
+        let pki = TestPki::new("wire");
+        let leaf = pki.leaf(&["localhost"]);
+        let up = Upstream::tls("wire-tls", &leaf).await;
+        let c = Client::tls(up.addr(), "localhost", pki.client_config(&[b"http/1.1"])).await?;
+        let req = Request::get("/status/200")
+            .header("x-secret", "in the clear here")
+            .body(client::empty())?;
+        client::read_all(c.send(req).await?.into_body()).await?;
+        up.wait_wire_quiet(Duration::from_millis(20), Duration::from_secs(2))
+            .await;
+        let wire = up.wire();
+        assert_eq!(wire.len(), 1);
+        assert!(
+            wire[0].starts_with(b"GET /status/200 HTTP/1.1\r\n"),
+            "{}",
+            up.wire_text()
+        );
+        assert!(up
+            .wire_text()
+            .contains("x-secret: in the clear here\\r\\n\n"));
+        Ok(())
+    })
+    .await
+}
