@@ -63,6 +63,7 @@ fn route_match(c: &mut Criterion) {
                         path: black_box(path),
                         query: None,
                         headers: &headers,
+                        client: None,
                     };
                     black_box(t.find(black_box("api.example.com:8080"), &req))
                 })
@@ -100,6 +101,7 @@ fn host_and_subset(c: &mut Criterion) {
                 path: "/v1/chat/completions",
                 query: None,
                 headers: &headers,
+                client: None,
             };
             black_box(target.candidates(cluster, &req))
         })

@@ -80,6 +80,8 @@ pub struct RetryOn {
     pub server_error: bool,
     /// 502, 503, 504.
     pub gateway_error: bool,
+    /// The statuses listed in `RetryPolicy::statuses`.
+    pub status_codes: bool,
 }
 
 /// A route's retry policy.
@@ -118,7 +120,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Whether a response with `status` may be retried.
     pub fn retries_status(&self, status: u16) -> bool {
-        self.statuses.contains(&status)
+        (self.on.status_codes && self.statuses.contains(&status))
             || (self.on.server_error && (500..600).contains(&status))
             || (self.on.gateway_error && matches!(status, 502..=504))
     }
@@ -165,21 +167,47 @@ impl HeaderMutation {
         self.ops.extend(other.ops.iter().cloned());
     }
 
-    /// Applies the edits to a header map.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// Applies the edits in order to `headers` (a `HeaderMap`, or the data
+    /// plane's request and response heads).
+    pub fn apply<H: EditHeaders>(&self, headers: &mut H) -> Result<(), H::Error> {
         for op in &self.ops {
             match op {
-                HeaderOp::Remove(name) => {
-                    headers.remove(name);
-                }
-                HeaderOp::Set(name, value) => {
-                    headers.insert(name.clone(), value.clone());
-                }
-                HeaderOp::Add(name, value) => {
-                    headers.append(name.clone(), value.clone());
-                }
+                HeaderOp::Remove(name) => headers.remove(name),
+                HeaderOp::Set(name, value) => headers.set(name, value)?,
+                HeaderOp::Add(name, value) => headers.add(name, value)?,
             }
         }
+        Ok(())
+    }
+}
+
+/// Headers that take [`HeaderMutation`] edits.
+pub trait EditHeaders {
+    /// Why an edit failed.
+    type Error;
+    /// Removes every value of `name`.
+    fn remove(&mut self, name: &HeaderName);
+    /// Replaces every value of `name` with `value`.
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Self::Error>;
+    /// Appends `value` to `name`.
+    fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Self::Error>;
+}
+
+impl EditHeaders for HeaderMap {
+    type Error = std::convert::Infallible;
+
+    fn remove(&mut self, name: &HeaderName) {
+        HeaderMap::remove(self, name);
+    }
+
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Self::Error> {
+        self.insert(name.clone(), value.clone());
+        Ok(())
+    }
+
+    fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Self::Error> {
+        self.append(name.clone(), value.clone());
+        Ok(())
     }
 }
 
@@ -205,12 +233,19 @@ mod tests {
             statuses: Arc::from([429u16]),
             on: RetryOn {
                 gateway_error: true,
+                status_codes: true,
                 ..Default::default()
             },
             ..Default::default()
         };
         assert!(p.retries_status(429) && p.retries_status(503));
         assert!(!p.retries_status(500) && !p.retries_status(200));
+        // Listed statuses apply only with the retriable-status-codes condition.
+        let off = RetryPolicy {
+            on: RetryOn::default(),
+            ..p
+        };
+        assert!(!off.retries_status(429));
     }
 
     #[test]
@@ -240,7 +275,7 @@ mod tests {
         };
         let mut m = vhost.clone();
         m.extend(&route);
-        m.apply(&mut h);
+        let Ok(()) = m.apply(&mut h);
         let vals: Vec<_> = h.get_all("x-a").iter().collect();
         assert_eq!(vals, ["new", "more"]);
         assert!(!h.contains_key("x-gone"));

@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{ConfigError, FieldPath};
 use crate::proto;
+use crate::request::{Cidr, EscapedSlashes, HttpLimits, PathOptions};
 use crate::snapshot::{
-    AdminSettings, Listener, ListenerTls, LogFormat, Protocols, RuntimeSettings, Snapshot,
+    AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
+    LogFormat, Protocols, RuntimeSettings, Snapshot,
 };
 
 mod cluster;
@@ -191,6 +193,7 @@ fn compile_listeners(
                 None
             }
         };
+        let http = compile_listener_http(cx, l.http.as_ref(), &p.field("http"));
         if let (Some(address), Some(route_table)) = (address, route_table) {
             out.push(Listener {
                 name: l.name.as_str().into(),
@@ -198,9 +201,122 @@ fn compile_listeners(
                 protocols,
                 tls,
                 route_table,
+                http,
             });
         }
     }
+    out
+}
+
+/// Largest request head a listener may allow (Pingora's HTTP/1 parser stops at 1 MiB).
+const MAX_HEADERS_BYTES: u32 = 1024 * 1024;
+/// Most header fields a listener may allow (Pingora's HTTP/1 parser takes 256).
+const MAX_HEADERS_COUNT: u32 = 256;
+/// Default lines queued for the log writer (tracing-appender's default).
+const DEFAULT_LOG_QUEUE_LINES: usize = 128_000;
+
+fn compile_listener_http(
+    cx: &mut Ctx,
+    h: Option<&proto::HttpSettings>,
+    path: &FieldPath,
+) -> ListenerHttp {
+    let mut out = ListenerHttp::default();
+    let Some(h) = h else { return out };
+    let bounded = |cx: &mut Ctx, field: &str, v: u32, max: u32, default: usize| -> usize {
+        match v {
+            0 => default,
+            v if v > max => {
+                cx.err(
+                    &path.field(field),
+                    format!("{v} is over the maximum of {max}"),
+                );
+                default
+            }
+            v => v as usize,
+        }
+    };
+    let d = HttpLimits::default();
+    out.limits = HttpLimits {
+        max_headers_bytes: bounded(
+            cx,
+            "max_request_headers_bytes",
+            h.max_request_headers_bytes,
+            MAX_HEADERS_BYTES,
+            d.max_headers_bytes,
+        ),
+        max_headers_count: bounded(
+            cx,
+            "max_request_headers_count",
+            h.max_request_headers_count,
+            MAX_HEADERS_COUNT,
+            d.max_headers_count,
+        ),
+        max_request_line_bytes: bounded(
+            cx,
+            "max_request_line_bytes",
+            h.max_request_line_bytes,
+            MAX_HEADERS_BYTES,
+            d.max_request_line_bytes,
+        ),
+        max_body_bytes: (h.max_request_body_bytes > 0).then_some(h.max_request_body_bytes),
+    };
+    if let Some(p) = &h.path_normalization {
+        let pp = path.field("path_normalization");
+        use proto::path_normalization::EscapedSlashes as PE;
+        out.paths = PathOptions {
+            normalize: p.normalize.unwrap_or(true),
+            merge_slashes: p.merge_slashes.unwrap_or(true),
+            escaped_slashes: match enum_value::<PE>(
+                cx,
+                &pp.field("escaped_slashes"),
+                p.escaped_slashes,
+            ) {
+                Some(PE::Keep) => EscapedSlashes::Keep,
+                Some(PE::Unescape) => EscapedSlashes::Unescape,
+                _ => EscapedSlashes::Reject,
+            },
+        };
+    }
+    if let Some(f) = &h.forwarding {
+        let fp = path.field("forwarding");
+        use proto::forwarding::Mode as PM;
+        let mode = match enum_value::<PM>(cx, &fp.field("mode"), f.mode) {
+            Some(PM::Trusted) => ForwardingMode::Trusted,
+            Some(PM::Replace) => ForwardingMode::Replace,
+            Some(PM::Strip) => ForwardingMode::Strip,
+            _ => ForwardingMode::Append,
+        };
+        let mut trusted = Vec::with_capacity(f.trusted_cidrs.len());
+        for (i, c) in f.trusted_cidrs.iter().enumerate() {
+            match Cidr::parse(c) {
+                Ok(c) => trusted.push(c),
+                Err(e) => cx.err(&fp.field("trusted_cidrs").index(i), e.to_string()),
+            }
+        }
+        if mode == ForwardingMode::Trusted && f.trusted_cidrs.is_empty() {
+            cx.err(
+                &fp.field("trusted_cidrs"),
+                "mode trusted needs the CIDRs of the proxies in front (for example 10.0.0.0/8)",
+            );
+        }
+        if f.trusted_hops > 0 && mode != ForwardingMode::Trusted {
+            cx.err(
+                &fp.field("trusted_hops"),
+                "trusted_hops applies only to mode trusted",
+            );
+        }
+        out.forwarding = Forwarding {
+            mode,
+            trusted: trusted.into(),
+            trusted_hops: f.trusted_hops,
+        };
+    }
+    out.preserve_external_request_id = h.request_id.as_ref().is_some_and(|r| r.preserve_external);
+    use proto::http_settings::ErrorDetail as PD;
+    out.error_detail = match enum_value::<PD>(cx, &path.field("error_detail"), h.error_detail) {
+        Some(PD::Minimal) => ErrorDetail::Minimal,
+        _ => ErrorDetail::Full,
+    };
     out
 }
 
@@ -209,6 +325,8 @@ fn compile_admin(cx: &mut Ctx, admin: Option<&proto::Admin>, path: &FieldPath) -
         address: DEFAULT_ADMIN_ADDRESS.parse().expect("valid default"),
         access_log: false,
         log_format: LogFormat::Text,
+        log_queue_lines: DEFAULT_LOG_QUEUE_LINES,
+        config_dump_token_file: None,
     };
     let Some(a) = admin else { return default };
     let address = if a.address.is_empty() {
@@ -216,21 +334,33 @@ fn compile_admin(cx: &mut Ctx, admin: Option<&proto::Admin>, path: &FieldPath) -
     } else {
         parse_addr(cx, &path.field("address"), &a.address).unwrap_or(default.address)
     };
-    let (access_log, log_format) = match &a.access_log {
-        Some(l) => (
-            l.enabled,
-            match l.format() {
-                proto::access_log::Format::Json => LogFormat::Json,
-                _ => LogFormat::Text,
-            },
-        ),
-        None => (false, LogFormat::Text),
-    };
-    AdminSettings {
-        address,
-        access_log,
-        log_format,
+    let mut out = AdminSettings { address, ..default };
+    if let Some(l) = &a.access_log {
+        let lp = path.field("access_log");
+        out.access_log = l.enabled;
+        use proto::access_log::Format as PF;
+        out.log_format = match enum_value::<PF>(cx, &lp.field("format"), l.format) {
+            Some(PF::Json) => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+        match l.queue_lines {
+            0 => {}
+            n if n > 10_000_000 => cx.err(
+                &lp.field("queue_lines"),
+                format!("{n} lines is too many (at most 10000000)"),
+            ),
+            n => out.log_queue_lines = n as usize,
+        }
     }
+    if !a.config_dump_token_file.is_empty() {
+        require_file(
+            cx,
+            &path.field("config_dump_token_file"),
+            &a.config_dump_token_file,
+        );
+        out.config_dump_token_file = Some(a.config_dump_token_file.as_str().into());
+    }
+    out
 }
 
 fn compile_runtime(cx: &mut Ctx, rt: Option<&proto::Runtime>, path: &FieldPath) -> RuntimeSettings {
@@ -302,6 +432,19 @@ pub(crate) fn parse_addr(cx: &mut Ctx, path: &FieldPath, text: &str) -> Option<S
                 "; expected ip:port, for example 10.0.0.5:8080"
             };
             cx.err(path, format!("invalid address `{text}`{hint}"));
+            None
+        }
+    }
+}
+
+/// A protobuf enum field's value, or an error naming the field when the number
+/// is not one the schema defines (pushed resources are not checked by the YAML
+/// decoder, so this is where unknown numbers are caught).
+pub(crate) fn enum_value<E: TryFrom<i32>>(cx: &mut Ctx, path: &FieldPath, raw: i32) -> Option<E> {
+    match E::try_from(raw) {
+        Ok(e) => Some(e),
+        Err(_) => {
+            cx.err(path, format!("{raw} is not a known value of this enum"));
             None
         }
     }

@@ -11,12 +11,14 @@ mod endpoint_set;
 mod error;
 mod load;
 pub mod proto;
+mod request;
 mod route;
 mod snapshot;
 mod yaml;
 
 pub use action::{
-    DirectResponse, Forward, HeaderMutation, HeaderOp, RetryOn, RetryPolicy, RouteAction,
+    DirectResponse, EditHeaders, Forward, HeaderMutation, HeaderOp, RetryOn, RetryPolicy,
+    RouteAction,
 };
 pub use cluster::{
     glob_match, Cluster, Endpoint, Fallback, LabelSource, LbPolicy, Locality, RequestLabel,
@@ -27,11 +29,17 @@ pub use decode::{parse_duration, SourceMap};
 pub use endpoint_set::EndpointSet;
 pub use error::{ConfigError, ConfigErrors, FieldPath};
 pub use load::{compile_bootstrap, load_file, load_str, parse_bootstrap, to_json};
+pub use request::{
+    check_chunked_prefix, check_h1_head, check_h2_request, check_query, client_from_forwarded_for,
+    normalize_path, Cidr, CidrError, EscapedSlashes, Framing, H1Head, H2Request, HttpLimits,
+    PathOptions, Rejection,
+};
 pub use route::{
     normalize_host, percent_decode, HeaderCondition, PathMatch, QueryCondition, RequestView, Route,
     RouteMatch, RouteTable, ValueMatch, VirtualHost,
 };
 pub use snapshot::{
-    AdminSettings, Listener, ListenerTls, LogFormat, Protocols, RuntimeSettings, Snapshot,
+    AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
+    LogFormat, Protocols, RuntimeSettings, Snapshot,
 };
 pub use yaml::Pos;

@@ -5,12 +5,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 use regex::Regex;
 
 use crate::action::{HeaderMutation, RouteAction};
+use crate::request::Cidr;
 
 /// The parts of a request that routing reads.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,8 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// The trusted client address (see the listener's forwarding policy).
+    pub client: Option<IpAddr>,
 }
 
 impl<'a> RequestView<'a> {
@@ -95,6 +99,8 @@ pub struct RouteTable {
 #[derive(Debug, Default)]
 pub(crate) struct HostIndex {
     pub(crate) exact: HashMap<Box<str>, usize>,
+    /// Exact domains with a port, `host:port`; looked up first when the request names a port.
+    pub(crate) exact_port: HashMap<Box<str>, usize>,
     /// `*.example.com` stored as `.example.com`; longest suffix wins.
     pub(crate) suffix: HashMap<Box<str>, usize>,
     pub(crate) suffix_lens: Vec<usize>,
@@ -108,6 +114,11 @@ impl RouteTable {
     /// The virtual host serving `host` (a Host header or :authority value).
     pub fn virtual_host(&self, host: &str) -> Option<usize> {
         let h = &self.hosts;
+        if !h.exact_port.is_empty() {
+            if let Some(i) = host_with_port(host).and_then(|k| h.exact_port.get(k.as_ref())) {
+                return Some(*i);
+            }
+        }
         let host = normalize_host(host);
         if let Some(i) = h.exact.get(host.as_ref()) {
             return Some(*i);
@@ -153,6 +164,20 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(trimmed)
     }
+}
+
+/// `host:port` lower-cased with the host's trailing dot removed, when `host` names a port.
+fn host_with_port(host: &str) -> Option<Cow<'_, str>> {
+    // `port` includes its colon; an IPv6 literal without a port ends in `]` and has none.
+    let port = &host[host.rfind(':')?..];
+    if port.len() < 2 || !port[1..].bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let name = normalize_host(host);
+    let mut k = String::with_capacity(name.len() + port.len());
+    k.push_str(&name);
+    k.push_str(port);
+    Some(Cow::Owned(k))
 }
 
 /// A compiled virtual host.
@@ -249,6 +274,8 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderCondition>,
     /// Query parameter conditions.
     pub query: Vec<QueryCondition>,
+    /// Client address ranges; empty allows any client.
+    pub clients: Vec<Cidr>,
 }
 
 impl RouteMatch {
@@ -264,6 +291,10 @@ impl RouteMatch {
             && (self.methods.is_empty() || self.methods.contains(req.method))
             && self.headers.iter().all(|h| h.matches(req.headers))
             && self.query.iter().all(|q| q.matches(req))
+            && (self.clients.is_empty()
+                || req
+                    .client
+                    .is_some_and(|ip| self.clients.iter().any(|c| c.contains(ip))))
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::cluster::Cluster;
 use crate::error::ConfigError;
 use crate::proto;
+use crate::request::{Cidr, HttpLimits, PathOptions};
 use crate::route::RouteTable;
 
 /// A compiled, immutable configuration. Requests hold an `Arc<Snapshot>` for
@@ -81,6 +82,12 @@ impl Snapshot {
                 "process settings change only on restart",
             ));
         }
+        if self.admin.log_queue_lines != next.admin.log_queue_lines {
+            out.push(ConfigError::new(
+                "admin.access_log.queue_lines",
+                "the log queue is set when the process starts; it changes only on restart",
+            ));
+        }
         if self.admin.log_format != next.admin.log_format {
             out.push(ConfigError::new(
                 "admin.access_log.format",
@@ -133,6 +140,77 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Index of its route table.
     pub route_table: usize,
+    /// How requests are checked and annotated before routing.
+    pub http: ListenerHttp,
+}
+
+/// Request handling of a listener: limits, paths, forwarding headers, request
+/// ids and error detail. Read per request, so a reload changes it at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerHttp {
+    /// Head and body limits.
+    pub limits: HttpLimits,
+    /// Path normalization.
+    pub paths: PathOptions,
+    /// Forwarding headers and the trusted client address.
+    pub forwarding: Forwarding,
+    /// Keep a client's `x-request-id` even from untrusted peers.
+    pub preserve_external_request_id: bool,
+    /// What Corridor's own error responses reveal.
+    pub error_detail: ErrorDetail,
+}
+
+impl Default for ListenerHttp {
+    fn default() -> Self {
+        Self {
+            limits: HttpLimits::default(),
+            paths: PathOptions::default(),
+            forwarding: Forwarding::default(),
+            preserve_external_request_id: false,
+            error_detail: ErrorDetail::Full,
+        }
+    }
+}
+
+/// How forwarding headers are treated on a listener.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Forwarding {
+    /// What is believed and what is sent upstream.
+    pub mode: ForwardingMode,
+    /// Peers whose forwarding headers and request ids are believed.
+    pub trusted: Arc<[Cidr]>,
+    /// Most X-Forwarded-For entries walked past in `Trusted` mode; 0 is no limit.
+    pub trusted_hops: u32,
+}
+
+impl Forwarding {
+    /// Whether `peer` is one of the trusted proxies.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// Forwarding header modes (see `corridor.v1.Forwarding.Mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardingMode {
+    /// Keep the client's headers, append the peer; the client is the peer.
+    #[default]
+    Append,
+    /// Believe X-Forwarded-For from trusted peers; others get `Replace`.
+    Trusted,
+    /// Drop the client's headers and send Corridor's own.
+    Replace,
+    /// Drop them and send none.
+    Strip,
+}
+
+/// What Corridor's error bodies reveal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// Type, message and request id.
+    Full,
+    /// Type and request id only.
+    Minimal,
 }
 
 /// Access log format.
@@ -153,6 +231,10 @@ pub struct AdminSettings {
     pub access_log: bool,
     /// Access log format.
     pub log_format: LogFormat,
+    /// Lines queued for the log writer before lines are dropped.
+    pub log_queue_lines: usize,
+    /// File with the bearer token `/config_dump` requires, if any.
+    pub config_dump_token_file: Option<Arc<str>>,
 }
 
 /// Process-level settings.

@@ -22,6 +22,7 @@ fn view<'a>(h: &'a HeaderMap, query: Option<&'a str>) -> RequestView<'a> {
         path: "/",
         query,
         headers: h,
+        client: None,
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{duration, parse_addr, require_file, require_name, Ctx};
+use super::{duration, enum_value, parse_addr, require_file, require_name, Ctx};
 use crate::cluster::{Cluster, Endpoint, LbPolicy, Locality, UpstreamProtocol, UpstreamTls};
 use crate::endpoint_set::EndpointSet;
 use crate::error::FieldPath;
@@ -27,10 +27,10 @@ pub(super) fn compile_clusters(
 
 fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
     use proto::cluster::{LbPolicy as PLb, Protocol as PP};
-    let protocol = match c.protocol() {
-        PP::Unspecified | PP::Http1 => UpstreamProtocol::Http1,
-        PP::H2 => UpstreamProtocol::H2,
-        PP::H2c => UpstreamProtocol::H2c,
+    let protocol = match enum_value::<PP>(cx, &p.field("protocol"), c.protocol) {
+        None | Some(PP::Unspecified | PP::Http1) => UpstreamProtocol::Http1,
+        Some(PP::H2) => UpstreamProtocol::H2,
+        Some(PP::H2c) => UpstreamProtocol::H2c,
     };
     let tls = c.tls.as_ref().map(|t| {
         let tp = p.field("tls");
@@ -60,9 +60,9 @@ fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
         ),
         _ => {}
     }
-    let lb_policy = match c.lb_policy() {
-        PLb::Unspecified | PLb::RoundRobin => LbPolicy::RoundRobin,
-        PLb::Random => LbPolicy::Random,
+    let lb_policy = match enum_value::<PLb>(cx, &p.field("lb_policy"), c.lb_policy) {
+        None | Some(PLb::Unspecified | PLb::RoundRobin) => LbPolicy::RoundRobin,
+        Some(PLb::Random) => LbPolicy::Random,
     };
     let connect_timeout = duration(
         cx,

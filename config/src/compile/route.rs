@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{duration, require_name, Ctx};
+use super::{duration, enum_value, require_name, Ctx};
 use crate::action::{
     DirectResponse, Forward, HeaderMutation, HeaderOp, RetryOn, RetryPolicy, RouteAction,
 };
 use crate::cluster::{Cluster, Fallback, LabelSource, RequestLabel, Target};
 use crate::error::FieldPath;
 use crate::proto;
+use crate::request::Cidr;
 use crate::route::{
     full_regex, HeaderCondition, HostIndex, PathMatch, QueryCondition, Route, RouteIndex,
     RouteMatch, RouteTable, ValueMatch, VirtualHost,
@@ -137,26 +138,25 @@ pub(super) fn compile_route_tables(
 }
 
 fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &str, v: usize) {
-    let valid_chars = |s: &str| {
+    let name_chars = |s: &str| {
         !s.is_empty()
-            && s.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
-            })
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     };
     if domain == "*" {
         hosts.any = Some(v);
     } else if let Some(suffix) = domain.strip_prefix('*') {
-        if !valid_chars(suffix) {
+        if !name_chars(suffix) {
             cx.err(
                 path,
-                format!("invalid domain `{domain}`; a wildcard looks like \"*.example.com\""),
+                format!("invalid domain `{domain}`; a wildcard looks like \"*.example.com\" (without a port)"),
             );
             return;
         }
         hosts.suffix_lens.push(suffix.len());
         hosts.suffix.insert(suffix.into(), v);
     } else if let Some(prefix) = domain.strip_suffix('*') {
-        if !valid_chars(prefix) {
+        if !name_chars(prefix) {
             cx.err(
                 path,
                 format!("invalid domain `{domain}`; a wildcard looks like \"api.*\""),
@@ -165,15 +165,39 @@ fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &st
         }
         hosts.prefix_lens.push(prefix.len());
         hosts.prefix.insert(prefix.into(), v);
-    } else if valid_chars(domain) {
-        hosts.exact.insert(domain.into(), v);
     } else {
-        cx.err(
-            path,
-            format!(
-                "invalid domain `{domain}`; use a host name, \"*.suffix\", \"prefix.*\" or \"*\""
-            ),
-        );
+        // host, host:port, [v6] or [v6]:port
+        let (host, port) = match domain.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((inner, tail)) if inner.parse::<std::net::Ipv6Addr>().is_ok() => (
+                    &domain[..inner.len() + 2],
+                    tail.strip_prefix(':')
+                        .or(Some(tail).filter(|t| !t.is_empty())),
+                ),
+                _ => ("", None),
+            },
+            None => match domain.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (domain, None),
+            },
+        };
+        let host_ok = host.starts_with('[') || name_chars(host);
+        let port_ok = port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            cx.err(
+                path,
+                format!(
+                    "invalid domain `{domain}`; use a host name (optionally with :port), \"*.suffix\", \"prefix.*\" or \"*\"; IPv6 addresses go in brackets"
+                ),
+            );
+            return;
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match port {
+            Some(p) => hosts.exact_port.insert(format!("{host}:{p}").into(), v),
+            None => hosts.exact.insert(host.into(), v),
+        };
     }
 }
 
@@ -234,6 +258,7 @@ fn compile_match(cx: &mut Ctx, m: Option<&proto::RouteMatch>, p: &FieldPath) -> 
             methods: Vec::new(),
             headers: Vec::new(),
             query: Vec::new(),
+            clients: Vec::new(),
         };
     };
     let path = match &m.path_specifier {
@@ -284,21 +309,14 @@ fn compile_match(cx: &mut Ctx, m: Option<&proto::RouteMatch>, p: &FieldPath) -> 
             continue;
         };
         use proto::header_matcher::Match as HM;
-        let value = match &h.r#match {
-            Some(HM::Exact(s)) => Some(ValueMatch::Exact(s.as_str().into())),
-            Some(HM::Prefix(s)) => Some(ValueMatch::Prefix(s.as_str().into())),
-            Some(HM::Regex(s)) => regex_match(cx, &hp.field("regex"), s),
-            Some(HM::Present(true)) => Some(ValueMatch::Present),
-            Some(HM::Absent(true)) => Some(ValueMatch::Absent),
-            Some(HM::Present(false)) | Some(HM::Absent(false)) => {
-                cx.err(&hp, "`present: false` and `absent: false` never apply; use `absent: true` or `present: true`");
-                None
-            }
-            None => {
-                cx.err(&hp, "set one of exact, prefix, regex, present or absent");
-                None
-            }
-        };
+        let cond = h.r#match.as_ref().map(|m| match m {
+            HM::Exact(s) => Cond::Exact(s),
+            HM::Prefix(s) => Cond::Prefix(s),
+            HM::Regex(s) => Cond::Regex(s),
+            HM::Present(b) => Cond::Present(*b),
+            HM::Absent(b) => Cond::Absent(*b),
+        });
+        let value = value_match(cx, &hp, cond);
         if let Some(value) = value {
             headers.push(HeaderCondition {
                 name,
@@ -315,13 +333,14 @@ fn compile_match(cx: &mut Ctx, m: Option<&proto::RouteMatch>, p: &FieldPath) -> 
             continue;
         }
         use proto::query_parameter_matcher::Match as QM;
-        let value = match &q.r#match {
-            Some(QM::Exact(s)) => Some(ValueMatch::Exact(s.as_str().into())),
-            Some(QM::Prefix(s)) => Some(ValueMatch::Prefix(s.as_str().into())),
-            Some(QM::Regex(s)) => regex_match(cx, &qp.field("regex"), s),
-            Some(QM::Present(true)) | None => Some(ValueMatch::Present),
-            Some(QM::Present(false)) => Some(ValueMatch::Absent),
-        };
+        let cond = q.r#match.as_ref().map(|m| match m {
+            QM::Exact(s) => Cond::Exact(s),
+            QM::Prefix(s) => Cond::Prefix(s),
+            QM::Regex(s) => Cond::Regex(s),
+            QM::Present(b) => Cond::Present(*b),
+            QM::Absent(b) => Cond::Absent(*b),
+        });
+        let value = value_match(cx, &qp, cond);
         if let Some(value) = value {
             query.push(QueryCondition {
                 name: q.name.as_str().into(),
@@ -329,11 +348,51 @@ fn compile_match(cx: &mut Ctx, m: Option<&proto::RouteMatch>, p: &FieldPath) -> 
             });
         }
     }
+    let mut clients = Vec::new();
+    for (i, c) in m.client_cidrs.iter().enumerate() {
+        match Cidr::parse(c) {
+            Ok(c) => clients.push(c),
+            Err(e) => cx.err(&p.field("client_cidrs").index(i), e.to_string()),
+        }
+    }
     RouteMatch {
         path,
         methods,
         headers,
         query,
+        clients,
+    }
+}
+
+/// One header or query condition as configured (the two protos share this shape).
+enum Cond<'a> {
+    Exact(&'a str),
+    Prefix(&'a str),
+    Regex(&'a str),
+    Present(bool),
+    Absent(bool),
+}
+
+/// Compiles a header or query condition; both reject a missing condition and
+/// `present: false` / `absent: false`, which could never apply as written.
+fn value_match(cx: &mut Ctx, p: &FieldPath, cond: Option<Cond<'_>>) -> Option<ValueMatch> {
+    match cond {
+        Some(Cond::Exact(s)) => Some(ValueMatch::Exact(s.into())),
+        Some(Cond::Prefix(s)) => Some(ValueMatch::Prefix(s.into())),
+        Some(Cond::Regex(s)) => regex_match(cx, &p.field("regex"), s),
+        Some(Cond::Present(true)) => Some(ValueMatch::Present),
+        Some(Cond::Absent(true)) => Some(ValueMatch::Absent),
+        Some(Cond::Present(false) | Cond::Absent(false)) => {
+            cx.err(
+                p,
+                "`present: false` and `absent: false` never apply; use `absent: true` or `present: true`",
+            );
+            None
+        }
+        None => {
+            cx.err(p, "set one of exact, prefix, regex, present or absent");
+            None
+        }
     }
 }
 
@@ -551,10 +610,10 @@ fn subset_target(
         }
     }
     use proto::subset_selector::Fallback as PF;
-    let fallback = match s.fallback() {
-        PF::Unspecified | PF::None => Fallback::None,
-        PF::Any => Fallback::Any,
-        PF::DefaultSubset => Fallback::DefaultSubset,
+    let fallback = match enum_value::<PF>(cx, &p.field("fallback"), s.fallback) {
+        None | Some(PF::Unspecified | PF::None) => Fallback::None,
+        Some(PF::Any) => Fallback::Any,
+        Some(PF::DefaultSubset) => Fallback::DefaultSubset,
     };
     for k in s.default_subset.keys() {
         check_key(cx, k, p.field("default_subset").key(k));
@@ -600,6 +659,7 @@ fn retry_policy(cx: &mut Ctx, r: Option<&proto::RetryPolicy>, p: &FieldPath) -> 
             "5xx" => on.server_error = true,
             "gateway-error" => on.gateway_error = true,
             "retriable-status-codes" => {
+                on.status_codes = true;
                 if r.retriable_status_codes.is_empty() {
                     cx.err(&p.field("retriable_status_codes"), "retriable-status-codes needs at least one status");
                 }
@@ -627,6 +687,12 @@ fn retry_policy(cx: &mut Ctx, r: Option<&proto::RetryPolicy>, p: &FieldPath) -> 
                 format!("{s} is not an HTTP status"),
             );
         }
+    }
+    if !statuses.is_empty() && !on.status_codes {
+        cx.err(
+            &p.field("retriable_status_codes"),
+            "these statuses are retried only when retry_on lists \"retriable-status-codes\"; add it there",
+        );
     }
     out.statuses = statuses.into();
     out.per_try_timeout = duration(

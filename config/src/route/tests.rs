@@ -44,6 +44,7 @@ fn find(
         path,
         query,
         headers: &h,
+        client: None,
     };
     let t = &s.route_tables[0];
     let (v, r) = t.find(host, &req)?;
