@@ -1,6 +1,7 @@
 //! Owns the admin listener: `/ready`, `/live`, `/metrics` (Prometheus text) and
-//! `/config_dump` (the current snapshot as JSON with its version and load time).
-//! It is a separate Pingora service on its own socket (default 127.0.0.1:9901).
+//! `/config_dump` (the current snapshot as JSON with its version and load time,
+//! behind a bearer token when `admin.config_dump_token_file` is set). It is a
+//! separate Pingora service on its own socket (default 127.0.0.1:9901).
 
 use std::sync::Arc;
 
@@ -68,7 +69,10 @@ impl ServeHttp for Admin {
             "/ready" => text(StatusCode::OK, "ready\n"),
             "/live" => text(StatusCode::OK, "live\n"),
             "/metrics" => self.metrics(),
-            "/config_dump" => self.config_dump(),
+            "/config_dump" => match self.authorize_config_dump(session) {
+                Ok(()) => self.config_dump(),
+                Err(resp) => resp,
+            },
             "/" => text(
                 StatusCode::OK,
                 "corridor admin: /ready /live /metrics /config_dump\n",
@@ -79,6 +83,54 @@ impl ServeHttp for Admin {
             ),
         }
     }
+}
+
+impl Admin {
+    /// Checks `Authorization: Bearer <token>` against the token file, when one is configured.
+    /// The file is read on each request, so a rotated token takes effect at once.
+    #[allow(clippy::result_large_err)]
+    fn authorize_config_dump(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+        let Some(file) = self.shared.snapshot().admin.config_dump_token_file.clone() else {
+            return Ok(());
+        };
+        let token = match std::fs::read_to_string(file.as_ref()) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            Ok(_) | Err(_) => {
+                tracing::error!(file = %file, "config_dump token file is empty or unreadable; refusing /config_dump");
+                return Err(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the config_dump token file cannot be read\n",
+                ));
+            }
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Ok(());
+        }
+        let mut resp = text(
+            StatusCode::UNAUTHORIZED,
+            "/config_dump needs `Authorization: Bearer <token>`\n",
+        );
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        Err(resp)
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {

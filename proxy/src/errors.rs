@@ -1,9 +1,13 @@
 //! Owns the one map from a failure to what the client sees: a status, an
-//! `x-corridor-error` header and a JSON body `{"error":{"type","message"}}`, or
-//! for gRPC requests a trailers-only response with `grpc-status`.
+//! `x-corridor-error` header and a JSON body
+//! `{"error":{"type","message","request_id"}}` (without the message when the
+//! listener's error detail is minimal), or for gRPC requests a trailers-only
+//! response with `grpc-status`.
 
 use bytes::Bytes;
-use http::StatusCode;
+use corridor_config::{ErrorDetail, Rejection};
+use http::{HeaderValue, StatusCode};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -25,6 +29,18 @@ pub enum ErrorKind {
     BadUpstreamResponse,
     /// The request was malformed (400).
     BadRequest,
+    /// The method cannot be served, such as CONNECT (405).
+    MethodNotAllowed,
+    /// The request body is over the listener's limit (413).
+    PayloadTooLarge,
+    /// The request line or `:path` is over the listener's limit (414).
+    UriTooLong,
+    /// The request headers are over the listener's limits (431).
+    HeadersTooLarge,
+    /// The request uses a feature Corridor does not implement, such as a transfer coding (501).
+    NotImplemented,
+    /// The HTTP version is not supported (505).
+    VersionNotSupported,
     /// A bug or an unexpected internal state (500).
     Internal,
 }
@@ -38,7 +54,26 @@ impl ErrorKind {
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamReset | ErrorKind::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The kind for a rejection's status (anything unexpected is a bad request).
+    pub fn for_status(status: StatusCode) -> ErrorKind {
+        match status.as_u16() {
+            405 => ErrorKind::MethodNotAllowed,
+            413 => ErrorKind::PayloadTooLarge,
+            414 => ErrorKind::UriTooLong,
+            431 => ErrorKind::HeadersTooLarge,
+            501 => ErrorKind::NotImplemented,
+            505 => ErrorKind::VersionNotSupported,
+            _ => ErrorKind::BadRequest,
         }
     }
 
@@ -52,6 +87,12 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::BadUpstreamResponse => "bad_upstream_response",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::UriTooLong => "uri_too_long",
+            ErrorKind::HeadersTooLarge => "request_headers_too_large",
+            ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::VersionNotSupported => "http_version_not_supported",
             ErrorKind::Internal => "internal",
         }
     }
@@ -59,11 +100,12 @@ impl ErrorKind {
     /// gRPC status code for gRPC clients.
     fn grpc_status(self) -> u8 {
         match self {
-            ErrorKind::NoRoute => 12,   // UNIMPLEMENTED
-            ErrorKind::Timeout => 4,    // DEADLINE_EXCEEDED
-            ErrorKind::BadRequest => 3, // INVALID_ARGUMENT
-            ErrorKind::Internal => 13,  // INTERNAL
-            _ => 14,                    // UNAVAILABLE
+            ErrorKind::NoRoute | ErrorKind::MethodNotAllowed | ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
+            ErrorKind::Timeout => 4, // DEADLINE_EXCEEDED
+            ErrorKind::BadRequest | ErrorKind::UriTooLong | ErrorKind::VersionNotSupported => 3, // INVALID_ARGUMENT
+            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::Internal => 13,                                    // INTERNAL
+            _ => 14,                                                      // UNAVAILABLE
         }
     }
 }
@@ -95,6 +137,22 @@ impl LocalError {
         e.set_retry(false);
         e
     }
+}
+
+impl From<Rejection> for LocalError {
+    fn from(r: Rejection) -> Self {
+        LocalError::new(ErrorKind::for_status(r.status), r.message)
+    }
+}
+
+/// What an error response may carry besides the error: the request id, and
+/// how much detail the listener reveals.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorInfo<'a> {
+    /// The request's `x-request-id`.
+    pub request_id: Option<&'a HeaderValue>,
+    /// Full or minimal detail.
+    pub detail: ErrorDetail,
 }
 
 /// Classifies a pingora error that ended a request.
@@ -152,9 +210,9 @@ pub fn is_grpc(session: &Session) -> bool {
 
 /// Writes the error response for `err` and returns the status sent (0 if the
 /// client is gone).
-pub async fn respond(session: &mut Session, err: &LocalError) -> u16 {
+pub async fn respond(session: &mut Session, err: &LocalError, info: &ErrorInfo<'_>) -> u16 {
     let grpc = is_grpc(session);
-    let (resp, body) = build(err, grpc);
+    let (resp, body) = build(err, grpc, info);
     let status = resp.status.as_u16();
     let end = body.is_none();
     if session
@@ -170,23 +228,64 @@ pub async fn respond(session: &mut Session, err: &LocalError) -> u16 {
     status
 }
 
+/// Answers a request whose head could not be read (no request, so never
+/// gRPC) and returns the status sent (0 if the client is gone). The
+/// connection is closed afterwards.
+pub async fn respond_invalid(
+    session: &mut ServerSession,
+    err: &LocalError,
+    info: &ErrorInfo<'_>,
+) -> u16 {
+    let (resp, body) = build(err, false, info);
+    let status = resp.status.as_u16();
+    session.set_keepalive(None);
+    if session.write_response_header(Box::new(resp)).await.is_err() {
+        return 0;
+    }
+    let _ = session
+        .write_response_body(body.unwrap_or_default(), true)
+        .await;
+    status
+}
+
 /// Builds the response header and body for an error.
-pub fn build(err: &LocalError, grpc: bool) -> (ResponseHeader, Option<Bytes>) {
+pub fn build(
+    err: &LocalError,
+    grpc: bool,
+    info: &ErrorInfo<'_>,
+) -> (ResponseHeader, Option<Bytes>) {
     let name = err.kind.name();
+    let full = info.detail == ErrorDetail::Full;
+    let request_id = info.request_id.and_then(|v| v.to_str().ok());
     if grpc {
-        let mut resp = ResponseHeader::build(StatusCode::OK, Some(5)).expect("static status");
+        let mut resp = ResponseHeader::build(StatusCode::OK, Some(6)).expect("static status");
         let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/grpc");
         let _ = resp.insert_header("grpc-status", err.kind.grpc_status().to_string());
-        let _ = resp.insert_header("grpc-message", grpc_percent_encode(&err.message));
+        let message = if full { err.message.as_str() } else { name };
+        let _ = resp.insert_header("grpc-message", grpc_percent_encode(message));
         let _ = resp.insert_header("x-corridor-error", name);
+        if let Some(id) = info.request_id {
+            let _ = resp.insert_header("x-request-id", id.clone());
+        }
         return (resp, None);
     }
-    let body = serde_json::json!({"error": {"type": name, "message": err.message}}).to_string();
-    let mut resp = ResponseHeader::build(err.kind.status(), Some(4)).expect("static status");
+    let mut error = serde_json::Map::with_capacity(3);
+    error.insert("type".into(), name.into());
+    if full {
+        error.insert("message".into(), err.message.as_str().into());
+    }
+    if let Some(id) = request_id {
+        error.insert("request_id".into(), id.into());
+    }
+    let body = serde_json::json!({ "error": error }).to_string();
+    let mut resp = ResponseHeader::build(err.kind.status(), Some(5)).expect("static status");
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header("x-corridor-error", name);
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    if let Some(id) = info.request_id {
+        let _ = resp.insert_header("x-request-id", id.clone());
+    }
     (resp, Some(Bytes::from(body)))
 }
 
@@ -207,17 +306,53 @@ fn grpc_percent_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const FULL: ErrorInfo<'static> = ErrorInfo {
+        request_id: None,
+        detail: ErrorDetail::Full,
+    };
+
     #[test]
     fn json_body_and_header() {
+        let id = HeaderValue::from_static("abc-123");
+        let info = ErrorInfo {
+            request_id: Some(&id),
+            ..FULL
+        };
         let (resp, body) = build(
             &LocalError::new(ErrorKind::NoRoute, "no route for GET /x"),
             false,
+            &info,
         );
         assert_eq!(resp.status, StatusCode::NOT_FOUND);
         assert_eq!(resp.headers.get("x-corridor-error").unwrap(), "no_route");
+        assert_eq!(resp.headers.get("x-request-id").unwrap(), "abc-123");
         let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
         assert_eq!(v["error"]["type"], "no_route");
         assert_eq!(v["error"]["message"], "no route for GET /x");
+        assert_eq!(v["error"]["request_id"], "abc-123");
+    }
+
+    #[test]
+    fn minimal_detail_echoes_nothing_of_the_request() {
+        let info = ErrorInfo {
+            detail: ErrorDetail::Minimal,
+            ..FULL
+        };
+        let err = LocalError::new(ErrorKind::NoRoute, "no route for GET secret.example/admin");
+        let (_, body) = build(&err, false, &info);
+        let text = String::from_utf8(body.unwrap().to_vec()).unwrap();
+        assert_eq!(text, r#"{"error":{"type":"no_route"}}"#);
+        let (resp, _) = build(&err, true, &info);
+        assert_eq!(resp.headers.get("grpc-message").unwrap(), "no_route");
+    }
+
+    #[test]
+    fn rejections_map_to_their_status() {
+        for status in [400u16, 405, 413, 414, 431, 501, 505] {
+            let s = StatusCode::from_u16(status).unwrap();
+            let err = LocalError::from(Rejection::new(s, "x"));
+            assert_eq!(err.kind.status(), s);
+        }
     }
 
     #[test]
@@ -225,6 +360,7 @@ mod tests {
         let (resp, body) = build(
             &LocalError::new(ErrorKind::Timeout, "deadline 50% gone"),
             true,
+            &FULL,
         );
         assert_eq!(resp.status, StatusCode::OK);
         assert_eq!(resp.headers.get("grpc-status").unwrap(), "4");

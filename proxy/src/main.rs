@@ -125,7 +125,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
 }
 
 fn serve(snapshot: corridor_config::Snapshot, file: Option<PathBuf>, demo: bool) -> ExitCode {
-    init_logging(snapshot.admin.log_format);
+    init_logging(snapshot.admin.log_format, snapshot.admin.log_queue_lines);
     if let Err(e) = check_bindable(&snapshot) {
         eprintln!("corridor: {e}");
         return ExitCode::FAILURE;

@@ -61,6 +61,8 @@ pub struct Metrics {
     /// Responses currently streaming to clients.
     pub active_streams: IntGauge,
     reloads: IntCounterVec,
+    rejected: IntCounterVec,
+    log_dropped: IntCounter,
     /// Unix time of the last successful configuration load.
     pub config_loaded_at: IntGauge,
     #[cfg(feature = "alloc-count")]
@@ -112,6 +114,17 @@ impl Metrics {
                 Opts::new("corridor_config_reloads_total", "Configuration loads by result"),
                 &["result"],
             )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "corridor_rejected_requests_total",
+                    "Requests refused before routing (malformed, over a limit, unsupported), by error type",
+                ),
+                &["type"],
+            )?,
+            log_dropped: IntCounter::new(
+                "corridor_log_lines_dropped_total",
+                "Log lines dropped because the log writer's queue was full (requests never wait for it)",
+            )?,
             config_loaded_at: IntGauge::new(
                 "corridor_config_last_reload_success_timestamp_seconds",
                 "Unix time of the last configuration accepted",
@@ -128,6 +141,8 @@ impl Metrics {
         registry.register(Box::new(m.active_requests.clone()))?;
         registry.register(Box::new(m.active_streams.clone()))?;
         registry.register(Box::new(m.reloads.clone()))?;
+        registry.register(Box::new(m.rejected.clone()))?;
+        registry.register(Box::new(m.log_dropped.clone()))?;
         registry.register(Box::new(m.config_loaded_at.clone()))?;
         #[cfg(feature = "alloc-count")]
         registry.register(Box::new(m.allocations.clone()))?;
@@ -142,6 +157,11 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+
+    /// Counts a request refused before routing.
+    pub(crate) fn rejected(&self, kind: crate::errors::ErrorKind) {
+        self.rejected.with_label_values(&[kind.name()]).inc();
     }
 
     /// Handles for one route/cluster pair.
@@ -172,6 +192,9 @@ impl Metrics {
 
     /// Refreshes gauges computed at scrape time.
     pub(crate) fn before_scrape(&self) {
+        let dropped = crate::logging::dropped_lines();
+        self.log_dropped
+            .inc_by(dropped.saturating_sub(self.log_dropped.get()));
         #[cfg(feature = "alloc-count")]
         {
             let n = crate::alloc::allocations();

@@ -3,8 +3,9 @@
 //! selection), `lb` (endpoint pick), `retry` (decisions) and `errors` (what the
 //! client sees).
 //!
-//! Per request: `request_filter` matches the route and answers direct and
-//! no-route responses; `upstream_peer` runs once per try and picks an endpoint
+//! Per request: `early_request_filter` admits the request (strict head checks,
+//! path normalization, client address, request id; see `edge`);
+//! `request_filter` matches the route and answers direct and no-route responses; `upstream_peer` runs once per try and picks an endpoint
 //! not tried before; `fail_to_connect` / `error_while_proxy` /
 //! `upstream_response_filter` decide retries (Pingora then calls
 //! `upstream_peer` again); the response filters edit headers and count bytes;
@@ -14,20 +15,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use corridor_config::{HeaderMutation, HeaderOp, RequestView, RouteAction, SubsetError};
+use bytes::Bytes;
+use corridor_config::{check_h1_head, EditHeaders, RequestView, RouteAction, SubsetError};
 use http::header;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
-use crate::errors::{self, ErrorKind, LocalError};
+use crate::errors::{self, ErrorInfo, ErrorKind, LocalError};
 use crate::lb;
 use crate::metrics::RetryReason;
 use crate::shared::Shared;
 
 mod access_log;
 mod ctx;
+mod edge;
 mod retry;
 
 pub use ctx::RequestCtx;
@@ -52,7 +56,49 @@ impl ProxyHttp for Corridor {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.shared.routing())
+        RequestCtx::new(self.shared.routing(), self.listener)
+    }
+
+    /// Answers a request whose head Pingora could not read (unparseable, too
+    /// large, or failing its framing checks) in Corridor's format, with the
+    /// status the strict head checks give its bytes. No request phase runs.
+    async fn invalid_request_response(&self, session: &mut ServerSession, _e: &Error) -> bool {
+        let routing = self.shared.routing();
+        let http = &routing.config.listeners[self.listener].http;
+        let err = session
+            .invalid_request_header()
+            .and_then(|raw| check_h1_head(raw, &http.limits).err())
+            .map_or_else(
+                || LocalError::new(ErrorKind::BadRequest, "malformed request head"),
+                LocalError::from,
+            );
+        let id = edge::new_request_id();
+        let info = ErrorInfo {
+            request_id: Some(&id),
+            detail: http.error_detail,
+        };
+        let status = errors::respond_invalid(session, &err, &info).await;
+        routing.no_route.finish(status, 0.0);
+        self.shared.metrics.rejected(err.kind);
+        if routing.config.admin.access_log {
+            access_log::write_rejected(session, &err, &id, status);
+        }
+        true
+    }
+
+    /// Admits the request before anything else: strict head checks, path
+    /// normalization, the trusted client address and the request id. A
+    /// rejection is answered in Corridor's format and nothing is forwarded.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Err(err) = edge::admit(session, ctx) {
+            self.shared.metrics.rejected(err.kind);
+            return Err(local(ctx, err));
+        }
+        Ok(())
     }
 
     /// Matches the route; answers direct responses and requests no route or
@@ -123,8 +169,11 @@ impl ProxyHttp for Corridor {
         if let Some(p) = per_try {
             read = read.min(p);
         }
+        // Response headers must arrive within the remaining deadline and the per-try
+        // timeout; after them only the idle timeout bounds the gaps in the body.
         let o = &mut peer.options;
         o.read_timeout = Some(read);
+        o.body_read_timeout = Some(idle);
         o.write_timeout = Some(idle);
         if let Some(c) = o.connection_timeout {
             o.connection_timeout = Some(c.min(remaining));
@@ -133,13 +182,16 @@ impl ProxyHttp for Corridor {
         Ok(peer)
     }
 
-    /// Rewrites the path and host and applies the route's request header edits.
+    /// Sets the forwarding headers, rewrites the path and host and applies the
+    /// route's request header edits. Runs on each try's copy of the request.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let tls = ctx.routing.config.listeners[ctx.listener].tls.is_some();
+        edge::forwarding_headers(req, ctx, tls);
         let Some(route) = ctx.route() else {
             return Ok(());
         };
@@ -151,7 +203,33 @@ impl ProxyHttp for Corridor {
                 req.insert_header(header::HOST, host.clone())?;
             }
         }
-        apply_edits(req, &route.request_headers)
+        route.request_headers.apply(&mut Headers(req))
+    }
+
+    /// Enforces the listener's request body limit on bodies without a
+    /// Content-Length (those with one were checked before routing).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(max) = ctx.http().limits.max_body_bytes else {
+            return Ok(());
+        };
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > max {
+            let err = LocalError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the request body is over this listener's limit of {max} bytes"),
+            );
+            self.shared.metrics.rejected(err.kind);
+            let mut e = local(ctx, err);
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Retries on a configured status before anything reaches the client; the
@@ -196,8 +274,11 @@ impl ProxyHttp for Corridor {
         }
         ctx.response_started = true;
         ctx.start_streaming();
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(edge::X_REQUEST_ID.clone(), id.clone())?;
+        }
         if let Some(route) = ctx.route() {
-            apply_edits(resp, &route.response_headers)?;
+            route.response_headers.apply(&mut Headers(resp))?;
         }
         Ok(())
     }
@@ -350,8 +431,10 @@ fn select_route(
         path,
         query: req.uri.query(),
         headers: &req.headers,
+        client: ctx.client,
     };
-    let config = &ctx.routing.config;
+    let routing = Arc::clone(&ctx.routing);
+    let config = &routing.config;
     let table_index = config.listeners[listener].route_table;
     let table = &config.route_tables[table_index];
     let Some((vhost, route)) = table.find(host, &view) else {
@@ -377,6 +460,8 @@ fn select_route(
         RouteAction::Forward(f) => f,
     };
     let target_index = f.pick_target();
+    // Set before subset selection, so a failure is counted and logged under this target.
+    ctx.target = target_index;
     let target = &f.targets[target_index];
     let cluster = &config.clusters[target.cluster];
     let candidates = target.candidates(cluster, &view).map_err(|e| {
@@ -391,7 +476,6 @@ fn select_route(
     })?;
     ctx.tried = corridor_config::EndpointSet::empty(cluster.endpoints.len());
     ctx.candidates = candidates;
-    ctx.target = target_index;
     ctx.deadline = Some(ctx.start + f.timeout);
     Ok(None)
 }
@@ -407,8 +491,11 @@ async fn write_direct(
         resp.insert_header(header::CONTENT_TYPE, ct.clone())?;
     }
     resp.insert_header(header::CONTENT_LENGTH, d.body.len())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(edge::X_REQUEST_ID.clone(), id.clone())?;
+    }
     if let Some(route) = ctx.route() {
-        apply_edits(&mut resp, &route.response_headers)?;
+        route.response_headers.apply(&mut Headers(&mut resp))?;
     }
     ctx.response_started = true;
     let empty = d.body.is_empty();
@@ -451,24 +538,25 @@ fn rewrite_path(req: &mut RequestHeader, matched: &str, replacement: &str) -> Re
     Ok(())
 }
 
-/// Request and response headers both take edits.
-trait EditHeaders {
-    fn remove(&mut self, name: &http::HeaderName);
-    fn set(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()>;
-    fn add(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()>;
-}
+/// Pingora's request or response head, taking the route's header edits
+/// (`HeaderMutation::apply`, the one implementation) through Pingora's own
+/// methods so that HTTP/1 header-name case stays in step.
+struct Headers<'a, T>(&'a mut T);
 
 macro_rules! edit_headers {
     ($t:ty) => {
-        impl EditHeaders for $t {
+        impl EditHeaders for Headers<'_, $t> {
+            type Error = Box<Error>;
             fn remove(&mut self, name: &http::HeaderName) {
-                self.remove_header(name);
+                self.0.remove_header(name);
             }
             fn set(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()> {
-                self.insert_header(name.clone(), value.clone())
+                self.0.insert_header(name.clone(), value.clone())
             }
             fn add(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()> {
-                self.append_header(name.clone(), value.clone()).map(|_| ())
+                self.0
+                    .append_header(name.clone(), value.clone())
+                    .map(|_| ())
             }
         }
     };
@@ -476,21 +564,9 @@ macro_rules! edit_headers {
 edit_headers!(RequestHeader);
 edit_headers!(ResponseHeader);
 
-/// Applies header edits in order (virtual host's, then route's).
-fn apply_edits(h: &mut impl EditHeaders, m: &HeaderMutation) -> Result<()> {
-    for op in &m.ops {
-        match op {
-            HeaderOp::Remove(n) => h.remove(n),
-            HeaderOp::Set(n, v) => h.set(n, v)?,
-            HeaderOp::Add(n, v) => h.add(n, v)?,
-        }
-    }
-    Ok(())
-}
-
 /// Answers a failure in Corridor's error format and remembers it for the log.
 async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalError) -> u16 {
-    let status = errors::respond(session, &err).await;
+    let status = errors::respond(session, &err, &ctx.error_info()).await;
     ctx.local_error = Some(err);
     status
 }

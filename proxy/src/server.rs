@@ -9,6 +9,7 @@ use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig, ALPN};
+use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -54,7 +55,18 @@ pub fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
         if let Some(app) = svc.app_logic_mut() {
             let mut options = HttpServerOptions::default();
             options.h2c = l.tls.is_none() && l.protocols.h2c;
+            // Illegal bytes in a request-target are rejected, not percent-encoded and
+            // forwarded; CONNECT reaches Corridor's checks, which answer 405 themselves.
+            options.reject_illegal_request_target = true;
+            options.allow_connect_method_proxying = true;
             app.server_options = Some(options);
+            // The listener's limits are checked per request (and follow reloads); the
+            // codec's bound, set once here with room to spare, caps what it decodes first.
+            let mut h2 = default_h2_options();
+            let limits = &l.http.limits;
+            let list = 2 * (limits.max_headers_bytes + 32 * limits.max_headers_count);
+            h2.max_header_list_size(list.clamp(64 * 1024, 4 * 1024 * 1024) as u32);
+            app.h2_options = Some(h2);
         }
         // Unbuffered writes: every body chunk (an SSE event, a token) leaves at once.
         let mut endpoint = ListenerConfig::tcp(l.address.to_string()).l4_buffer(L4BufferSettings {
@@ -92,6 +104,14 @@ pub fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
     lifecycle.threads = Some(1);
     server.add_service(lifecycle);
 
+    if !snap.admin.address.ip().is_loopback() {
+        tracing::warn!(
+            admin = %snap.admin.address,
+            token = snap.admin.config_dump_token_file.is_some(),
+            "the admin listener is not on loopback: /metrics and /config_dump are reachable from the network; \
+             bind it to 127.0.0.1 or set admin.config_dump_token_file"
+        );
+    }
     tracing::info!(
         listeners = ?snap.listeners.iter().map(|l| format!("{}={}", l.name, l.address)).collect::<Vec<_>>(),
         admin = %snap.admin.address,

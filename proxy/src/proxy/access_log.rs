@@ -1,10 +1,13 @@
 //! Owns the access log line: one `tracing` event per finished request on the
 //! `access` target, formatted as text or JSON by the subscriber (see `logging`).
 
+use http::HeaderValue;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::Error;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use crate::errors::LocalError;
 
 /// Emits the access log event for a finished request.
 pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) {
@@ -19,9 +22,17 @@ pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, stat
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("-");
-    let client = session
+    let peer = session
         .client_addr()
         .map_or_else(|| "-".to_string(), |a| a.to_string());
+    let client = ctx
+        .client
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    let request_id = ctx
+        .request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
     let upstream = ctx
         .endpoint_addr()
         .map_or_else(|| "-".to_string(), |a| a.to_string());
@@ -34,6 +45,8 @@ pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, stat
     tracing::info!(
         target: "access",
         client = %client,
+        peer = %peer,
+        request_id = request_id,
         method = %req.method,
         host = host,
         path = %req.uri.path(),
@@ -48,5 +61,29 @@ pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, stat
         bytes_in = session.body_bytes_read(),
         bytes_out = session.body_bytes_sent(),
         error = error,
+    );
+}
+
+/// Emits the access log event for a request whose head could not be read:
+/// only the connection, the status and the error are known.
+pub(super) fn write_rejected(
+    session: &ServerSession,
+    err: &LocalError,
+    request_id: &HeaderValue,
+    status: u16,
+) {
+    let peer = session
+        .client_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    tracing::info!(
+        target: "access",
+        client = %peer,
+        peer = %peer,
+        request_id = request_id.to_str().unwrap_or("-"),
+        method = "-",
+        host = "-",
+        path = "-",
+        status = status,
+        error = err.kind.name(),
     );
 }

@@ -2,10 +2,12 @@
 //! phase: the snapshot the request started with, the matched route, the tries
 //! so far and what was sent.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use corridor_config::{EndpointSet, Forward, Route, RouteAction, Target};
+use corridor_config::{EndpointSet, Forward, ListenerHttp, Route, RouteAction, Target};
+use http::HeaderValue;
 
 use crate::errors::LocalError;
 use crate::metrics::RouteStats;
@@ -23,7 +25,19 @@ pub(crate) struct RouteRef {
 pub struct RequestCtx {
     /// The routing state the request started with; kept to the end.
     pub(crate) routing: Arc<Routing>,
+    /// Index of the listener in `routing.config.listeners`.
+    pub(crate) listener: usize,
     pub(crate) start: Instant,
+    /// The connection's peer address.
+    pub(crate) peer: Option<IpAddr>,
+    /// The peer is one of the listener's trusted proxies.
+    pub(crate) trusted_peer: bool,
+    /// The trusted client address (the peer, or from trusted forwarding headers).
+    pub(crate) client: Option<IpAddr>,
+    /// The request's `x-request-id`, as forwarded and returned.
+    pub(crate) request_id: Option<HeaderValue>,
+    /// Request body bytes seen so far (for the listener's body limit).
+    pub(crate) body_bytes: u64,
     pub(crate) route: Option<RouteRef>,
     /// Index of the chosen target within the route's targets.
     pub(crate) target: usize,
@@ -53,11 +67,17 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A context for a new request holding `routing`; counts it as active.
-    pub(crate) fn new(routing: Arc<Routing>) -> Self {
+    pub(crate) fn new(routing: Arc<Routing>, listener: usize) -> Self {
         routing.active_requests.inc();
         Self {
             routing,
+            listener,
             start: Instant::now(),
+            peer: None,
+            trusted_peer: false,
+            client: None,
+            request_id: None,
+            body_bytes: 0,
             route: None,
             target: 0,
             candidates: EndpointSet::default(),
@@ -71,6 +91,19 @@ impl RequestCtx {
             local_error: None,
             upstream_status: 0,
             streaming: false,
+        }
+    }
+
+    /// The listener's request handling settings.
+    pub(crate) fn http(&self) -> &ListenerHttp {
+        &self.routing.config.listeners[self.listener].http
+    }
+
+    /// What an error response for this request may carry.
+    pub(crate) fn error_info(&self) -> crate::errors::ErrorInfo<'_> {
+        crate::errors::ErrorInfo {
+            request_id: self.request_id.as_ref(),
+            detail: self.http().error_detail,
         }
     }
 
