@@ -176,6 +176,13 @@ pub fn classify(e: &Error) -> ErrorKind {
         InvalidHTTPHeader | H1Error | InvalidH2 if *e.esource() == ErrorSource::Downstream => {
             ErrorKind::BadRequest
         }
+        Custom("InvalidChunk" | "InvalidTrailerEnd") => {
+            if *e.esource() == ErrorSource::Downstream {
+                ErrorKind::BadRequest
+            } else {
+                ErrorKind::BadUpstreamResponse
+            }
+        }
         ConnectionClosed | ReadError | WriteError | H2Error | H2Downgrade | InvalidH2 | H1Error => {
             if *e.esource() == ErrorSource::Downstream {
                 ErrorKind::BadRequest

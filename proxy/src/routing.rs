@@ -4,6 +4,7 @@
 //! is the only thing a request loads.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use corridor_config::{Cluster, ConfigError, RouteAction, Snapshot, UpstreamProtocol};
@@ -134,9 +135,21 @@ fn peer_templates(
         Some(file) => Some(tls::load_ca(file)?),
         None => None,
     };
+    // Pingora's pool key covers address, scheme, SNI, verification flags and the
+    // client certificate, but not the trust roots: two clusters with the same
+    // address and SNI but different CA bundles (or protocols) must not share
+    // pooled connections, so those go into the peer's group key.
+    let mut group = std::hash::DefaultHasher::new();
+    (c.protocol as u8).hash(&mut group);
+    c.tls
+        .as_ref()
+        .map(|t| t.insecure_skip_verify)
+        .hash(&mut group);
     for cert in ca.iter().flat_map(|certs| certs.iter()) {
         ca_hash.write(cert.borrow_raw_cert());
+        group.write(cert.borrow_raw_cert());
     }
+    let group_key = group.finish();
     Ok(c.endpoints
         .iter()
         .map(|e| {
@@ -146,6 +159,7 @@ fn peer_templates(
                 _ => String::new(),
             };
             let mut peer = HttpPeer::new(e.address, c.tls.is_some(), sni);
+            peer.group_key = group_key;
             let o = &mut peer.options;
             o.alpn = match c.protocol {
                 UpstreamProtocol::Http1 => ALPN::H1,

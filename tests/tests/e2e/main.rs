@@ -5,6 +5,7 @@
 mod admin;
 mod demo;
 mod errors;
+mod framing;
 mod reload;
 mod retries;
 mod routing;

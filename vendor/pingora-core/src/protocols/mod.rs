@@ -79,6 +79,16 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Whether the stream starts with `prefix`, without consuming anything. Unlike
+    /// [`Self::try_peek`] with a buffer of `prefix.len()`, an implementation may answer as soon
+    /// as the bytes received differ from `prefix`, so that a message shorter than `prefix`
+    /// (a small HTTP/1 request on an h2c port) is not held up waiting for more bytes.
+    /// Return `None` if peeking is not supported/allowed.
+    async fn peek_prefix(&mut self, prefix: &[u8]) -> std::io::Result<Option<bool>> {
+        let mut buf = vec![0u8; prefix.len()];
+        Ok(self.try_peek(&mut buf).await?.then(|| buf == prefix))
+    }
 }
 
 use std::any::Any;

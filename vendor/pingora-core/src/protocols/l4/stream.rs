@@ -750,6 +750,35 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    async fn peek_prefix(&mut self, prefix: &[u8]) -> std::io::Result<Option<bool>> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; prefix.len()];
+        let mut filled = 0;
+        let matched = loop {
+            if filled == prefix.len() {
+                break true;
+            }
+            let n = match self.read(&mut buf[filled..]).await {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rewind(&buf[..filled]);
+                    return Err(e);
+                }
+            };
+            if n == 0 {
+                self.rewind(&buf[..filled]);
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+            if buf[..filled] != prefix[..filled] {
+                break false;
+            }
+        };
+        // rewind regardless of what is read
+        self.rewind(&buf[..filled]);
+        Ok(Some(matched))
+    }
 }
 
 #[async_trait]
@@ -1095,6 +1124,51 @@ mod tests {
         let mut buffer = vec![];
         stream.read_to_end(&mut buffer).await.unwrap();
         assert_eq!(buffer, message);
+    }
+
+    #[tokio::test]
+    async fn test_stream_peek_prefix_answers_on_first_mismatch() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // A short message, then silence: peeking must not wait for more.
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            let _ = released.await;
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        let prefix = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let matched = tokio::time::timeout(Duration::from_secs(5), stream.peek_prefix(prefix))
+            .await
+            .expect("peek_prefix waited for more bytes")
+            .unwrap();
+        assert_eq!(matched, Some(false));
+        let mut buffer = vec![0u8; 18];
+        stream.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(buffer, b"GET / HTTP/1.0\r\n\r\n");
+        drop(release);
+    }
+
+    #[tokio::test]
+    async fn test_stream_peek_prefix_waits_while_bytes_match() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let prefix = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // The preface split across two writes is still recognized.
+            stream.write_all(&prefix[..10]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stream.write_all(&prefix[10..]).await.unwrap();
+            stream.write_all(b"rest").await.unwrap();
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        assert_eq!(stream.peek_prefix(prefix).await.unwrap(), Some(true));
+        let mut buffer = vec![];
+        stream.read_to_end(&mut buffer).await.unwrap();
+        assert_eq!(&buffer[..prefix.len()], prefix);
+        assert_eq!(&buffer[prefix.len()..], b"rest");
     }
 
     #[tokio::test]
