@@ -32,7 +32,7 @@ pub use load::{compile_bootstrap, load_file, load_str, parse_bootstrap, to_json}
 pub use request::{
     check_chunked_prefix, check_h1_head, check_h2_request, check_query, client_from_forwarded_for,
     normalize_path, Cidr, CidrError, EscapedSlashes, Framing, H1Head, H2Request, HttpLimits,
-    PathOptions, Rejection,
+    PathOptions, Rejection, MAX_CHUNK_EXTENSION,
 };
 pub use route::{
     normalize_host, percent_decode, HeaderCondition, PathMatch, QueryCondition, RequestView, Route,

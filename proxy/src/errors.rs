@@ -276,15 +276,20 @@ pub fn build(
         }
         return (resp, None);
     }
-    let mut error = serde_json::Map::with_capacity(3);
-    error.insert("type".into(), name.into());
+    // Written by hand to keep the field order (type, message, request_id).
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let mut body = String::with_capacity(64 + err.message.len());
+    body.push_str(r#"{"error":{"type":"#);
+    body.push_str(&quote(name));
     if full {
-        error.insert("message".into(), err.message.as_str().into());
+        body.push_str(r#","message":"#);
+        body.push_str(&quote(&err.message));
     }
     if let Some(id) = request_id {
-        error.insert("request_id".into(), id.into());
+        body.push_str(r#","request_id":"#);
+        body.push_str(&quote(id));
     }
-    let body = serde_json::json!({ "error": error }).to_string();
+    body.push_str("}}");
     let mut resp = ResponseHeader::build(err.kind.status(), Some(5)).expect("static status");
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());

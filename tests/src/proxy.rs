@@ -4,7 +4,7 @@
 //!
 //! Templates use `{{LISTEN}}` for the first listener, `{{LISTEN2}}` for a
 //! second one and `{{ADMIN}}` for the admin listener; each becomes
-//! `127.0.0.1:<free port>`.
+//! `127.0.0.1:<free port>`. `{{ADMIN_PORT}}` is the admin port alone.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -289,11 +289,14 @@ pub fn spawn(args: &[&str]) -> (Child, Arc<Mutex<String>>) {
     (child, logs)
 }
 
-fn fill(template: &str, addr: SocketAddr, addr2: SocketAddr, admin: SocketAddr) -> String {
+/// Fills a config template: `{{LISTEN}}`, `{{LISTEN2}}` and `{{ADMIN}}` become addresses,
+/// `{{ADMIN_PORT}}` the admin port alone (to bind it on another interface).
+pub fn fill(template: &str, addr: SocketAddr, addr2: SocketAddr, admin: SocketAddr) -> String {
     template
         .replace("{{LISTEN}}", &addr.to_string())
         .replace("{{LISTEN2}}", &addr2.to_string())
         .replace("{{ADMIN}}", &admin.to_string())
+        .replace("{{ADMIN_PORT}}", &admin.port().to_string())
 }
 
 /// A plain HTTP/1.1 GET over a fresh connection: status and body.

@@ -191,3 +191,183 @@ fn plaintext_listeners_always_speak_http1() {
         "{s}"
     );
 }
+
+/// A config with one listener (`listener` extra fields), one route (`route` extra fields,
+/// and `matcher` inside `match`) and one cluster.
+fn one_route(listener: &str, matcher: &str, route: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: l, address: "127.0.0.1:1", route_table: t{listener} }}]
+clusters: [{{ name: c, endpoints: [{{ address: "127.0.0.1:2" }}] }}]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes: [{{ match: {{ prefix: /{matcher} }}, route: {{ cluster: c{route} }} }}]
+"#
+    )
+}
+
+#[test]
+fn query_matchers_are_as_strict_as_header_matchers() {
+    for (cond, ok) in [
+        ("", false),
+        ("present: false", false),
+        ("absent: false", false),
+        ("present: true", true),
+        ("absent: true", true),
+        ("exact: v", true),
+    ] {
+        for kind in ["headers", "query_parameters"] {
+            let m = format!(", {kind}: [{{ name: x, {cond} }}]");
+            let text = one_route("", &m, "");
+            let res = load_str(&text, "q.yaml");
+            assert_eq!(
+                res.is_ok(),
+                ok,
+                "{kind} {{ {cond} }}: {:?}",
+                res.err().map(|e| e.to_string())
+            );
+            if let Err(e) = res {
+                assert!(e.to_string().contains(&format!("match.{kind}[0]")), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn retriable_statuses_need_the_retriable_status_codes_condition() {
+    let text = one_route(
+        "",
+        "",
+        ", retry_policy: { num_retries: 2, retry_on: [5xx], retriable_status_codes: [429] }",
+    );
+    let e = load_str(&text, "r.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("retry_policy.retriable_status_codes: these statuses are retried only when retry_on lists \"retriable-status-codes\""),
+        "{e}"
+    );
+    let text = one_route("", "", ", retry_policy: { num_retries: 2, retry_on: [retriable-status-codes], retriable_status_codes: [429] }");
+    let snap = load_str(&text, "r.yaml").unwrap();
+    let crate::RouteAction::Forward(f) = &snap.route_tables[0].virtual_hosts[0].routes[0].action
+    else {
+        panic!("forward")
+    };
+    assert!(f.retry.retries_status(429) && !f.retry.retries_status(503));
+}
+
+#[test]
+fn enum_numbers_outside_the_schema_are_rejected_with_their_field() {
+    // A pushed resource is decoded from protobuf, where any number fits an enum field.
+    let text = one_route("", "", ", subset: { fallback: any }");
+    let (mut b, _) = crate::parse_bootstrap(&text, "e").unwrap();
+    b.clusters[0].lb_policy = 99;
+    b.clusters[0].protocol = 42;
+    b.route_tables[0].virtual_hosts[0].routes[0]
+        .action
+        .as_mut()
+        .map(|a| match a {
+            crate::proto::route::Action::Route(r) => r.subset.as_mut().unwrap().fallback = 7,
+            _ => unreachable!(),
+        });
+    b.admin = Some(crate::proto::Admin {
+        access_log: Some(crate::proto::AccessLog {
+            format: 5,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = crate::compile_bootstrap(b, "push").unwrap_err().to_string();
+    for needle in [
+        "push: clusters[0].lb_policy: 99 is not a known value of this enum",
+        "push: clusters[0].protocol: 42 is not a known value of this enum",
+        "push: route_tables[0].virtual_hosts[0].routes[0].route.subset.fallback: 7 is not a known value",
+        "push: admin.access_log.format: 5 is not a known value",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn listener_http_settings_are_validated() {
+    let text = one_route(
+        ", http: { max_request_headers_count: 1000, forwarding: { mode: trusted, trusted_cidrs: [\"10.0.0.1/8\", nonsense] }, path_normalization: { escaped_slashes: keep } }",
+        "",
+        "",
+    );
+    let e = load_str(&text, "h.yaml").unwrap_err().to_string();
+    for needle in [
+        "listeners[0].http.max_request_headers_count: 1000 is over the maximum of 256",
+        "listeners[0].http.forwarding.trusted_cidrs[0]: `10.0.0.1/8` is not a CIDR: host bits are set",
+        "listeners[0].http.forwarding.trusted_cidrs[1]: `nonsense` is not a CIDR",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+    let e = load_str(
+        &one_route(", http: { forwarding: { mode: trusted } }", "", ""),
+        "h.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("mode trusted needs the CIDRs"), "{e}");
+    let e = load_str(
+        &one_route(", http: { forwarding: { trusted_hops: 2 } }", "", ""),
+        "h.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("trusted_hops applies only to mode trusted"),
+        "{e}"
+    );
+    let snap = load_str(
+        &one_route(
+            ", http: { error_detail: minimal, max_request_body_bytes: 10 }",
+            "",
+            "",
+        ),
+        "h.yaml",
+    )
+    .unwrap();
+    let http = &snap.listeners[0].http;
+    assert_eq!(http.error_detail, crate::ErrorDetail::Minimal);
+    assert_eq!(http.limits.max_body_bytes, Some(10));
+    assert_eq!(http.limits.max_headers_count, 100);
+}
+
+#[test]
+fn domains_with_ports_match_only_that_port_and_wildcards_take_none() {
+    let text = r#"
+listeners: [{ name: l, address: "127.0.0.1:1", route_table: t }]
+clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - { name: tls, domains: ["api.example.com:8443", "[::1]:8443"], routes: [{ name: tls, route: { cluster: c } }] }
+      - { name: plain, domains: ["api.example.com", "[::1]"], routes: [{ name: plain, route: { cluster: c } }] }
+"#;
+    let snap = load_str(text, "d.yaml").unwrap();
+    let t = &snap.route_tables[0];
+    let vhost = |h: &str| {
+        t.virtual_host(h)
+            .map(|i| t.virtual_hosts[i].name.to_string())
+    };
+    assert_eq!(vhost("api.example.com:8443").as_deref(), Some("tls"));
+    assert_eq!(vhost("API.Example.com.:8443").as_deref(), Some("tls"));
+    assert_eq!(vhost("api.example.com:443").as_deref(), Some("plain"));
+    assert_eq!(vhost("api.example.com").as_deref(), Some("plain"));
+    assert_eq!(vhost("[::1]:8443").as_deref(), Some("tls"));
+    assert_eq!(vhost("[::1]").as_deref(), Some("plain"));
+    for bad in [
+        "*.example.com:8443",
+        "api.*:80",
+        "api.example.com:",
+        "api.example.com:http",
+        "::1",
+    ] {
+        let text =
+            one_route("", "", "").replace("domains: [\"*\"]", &format!("domains: [\"{bad}\"]"));
+        let e = load_str(&text, "d.yaml").unwrap_err().to_string();
+        assert!(e.contains("domains[0]: invalid domain"), "{bad}: {e}");
+    }
+}

@@ -144,3 +144,138 @@ async fn access_log_in_json_and_text() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_dump_token_and_a_warning_for_an_admin_listener_off_loopback() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let config = single_route(&[(up.addr(), "")], "", "").replace(
+        "admin:\n  address: \"{{ADMIN}}\"",
+        &format!(
+            "admin:\n  address: \"0.0.0.0:{{{{ADMIN_PORT}}}}\"\n  config_dump_token_file: \"{}\"",
+            token_file.display()
+        ),
+    );
+    let proxy = Corridor::start_with_dir(&config, dir).await;
+    assert!(
+        proxy
+            .wait_for_log(
+                "the admin listener is not on loopback",
+                Duration::from_secs(3)
+            )
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    let get = |auth: Option<&'static str>| {
+        let admin = proxy.admin;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+            let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+            let req =
+                format!("GET /config_dump HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic s3cret-token"),
+        Some("Bearer s3cret-token-and-more"),
+    ] {
+        let out = get(auth).await;
+        assert!(out.starts_with("HTTP/1.1 401"), "{auth:?}: {out}");
+        assert!(!out.contains("listeners"), "{auth:?}: {out}");
+    }
+    let out = get(Some("Bearer s3cret-token")).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("\"listeners\""),
+        "{out}"
+    );
+    // Health and metrics stay open.
+    assert_eq!(proxy.admin_get("/ready").await.0, 200);
+    assert_eq!(proxy.admin_get("/metrics").await.0, 200);
+}
+
+/// The log writer is stuck (nobody reads Corridor's stdout): requests still complete at
+/// once, and the lines that did not fit the queue are counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_log_writer_never_blocks_requests() {
+    use std::process::{Command, Stdio};
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let (addr, admin) = (
+        corridor_tests::proxy::free_addr(),
+        corridor_tests::proxy::free_addr(),
+    );
+    let template = single_route(&[(up.addr(), "")], "", "").replace(
+        "admin:\n  address: \"{{ADMIN}}\"",
+        "admin:\n  address: \"{{ADMIN}}\"\n  access_log: { enabled: true, format: json, queue_lines: 16 }",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corridor.yaml");
+    std::fs::write(
+        &path,
+        corridor_tests::proxy::fill(&template, addr, addr, admin),
+    )
+    .unwrap();
+    let mut child = Command::new(corridor_tests::proxy::corridor_binary())
+        .args(["run", "-c", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // held, never read: the pipe fills and the writer blocks
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdout = child.stdout.take();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while corridor_tests::proxy::admin_get(admin, "/ready")
+        .await
+        .map(|r| r.0)
+        != Ok(200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "corridor did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = Client::h1(addr).await.unwrap();
+    // ~2000 access lines of ~500 bytes each: far more than a 64 KiB pipe holds.
+    let start = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..2000 {
+        let t = std::time::Instant::now();
+        assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+        slowest = slowest.max(t.elapsed());
+    }
+    let (_, metrics) = corridor_tests::proxy::admin_get(admin, "/metrics")
+        .await
+        .unwrap();
+    let dropped =
+        corridor_tests::proxy::metric_sum(&metrics, "corridor_log_lines_dropped_total", &[]);
+    assert!(dropped > 0.0, "no line was dropped:\n{metrics}");
+    // No request waited for the writer: none took anywhere near the time a blocked write
+    // would have (forever), and all finished promptly.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest request took {slowest:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}

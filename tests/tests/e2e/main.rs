@@ -4,6 +4,7 @@
 
 mod admin;
 mod demo;
+mod edge;
 mod errors;
 mod framing;
 mod reload;

@@ -419,3 +419,109 @@ async fn empty_subset_with_fallback_none_is_a_503_json_error() {
     );
     assert_eq!(up.requests(), 1);
 }
+
+/// Two clusters with the same address and SNI but different CA bundles: a connection that
+/// one cluster verified and pooled is never reused by the other, which must verify itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_with_different_trust_never_share_pooled_connections() {
+    let trusted = corridor_tests::TestPki::new("trusted-ca");
+    let other = corridor_tests::TestPki::new("other-ca");
+    let leaf = trusted.leaf(&["up.test"]);
+    let up = corridor_tests::Upstream::tls("up", &leaf).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good.pem"), dir.path().join("bad.pem"));
+    std::fs::write(&good, trusted.ca_pem()).unwrap();
+    std::fs::write(&bad, other.ca_pem()).unwrap();
+    let config = format!(
+        r#"
+{HEAD}route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ match: {{ prefix: /a/ }}, route: {{ cluster: a, prefix_rewrite: / }} }}
+          - {{ match: {{ prefix: /b/ }}, route: {{ cluster: b, prefix_rewrite: / }} }}
+clusters:
+  - {{ name: a, tls: {{ sni: up.test, ca_file: "{good}" }}, endpoints: [{{ address: "{addr}" }}] }}
+  - {{ name: b, tls: {{ sni: up.test, ca_file: "{bad}" }}, endpoints: [{{ address: "{addr}" }}] }}
+"#,
+        good = good.display(),
+        bad = bad.display(),
+        addr = up.addr()
+    );
+    let proxy = Corridor::start_with_dir(&config, dir).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/a/status/200").await.status, 200);
+    assert_eq!(up.open_connections(), 1, "cluster a's connection is pooled");
+    let r = fetch_get(&c, "/b/status/200").await;
+    assert_eq!(
+        r.status,
+        503,
+        "cluster b does not trust the upstream: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("x-corridor-error"), "upstream_connect_failed");
+    assert_eq!(
+        up.requests(),
+        1,
+        "only cluster a's request reached the upstream"
+    );
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/a/status/200").await.status, 200);
+}
+
+/// A weighted route whose picked target has no endpoint for the request's subset counts the
+/// failure under that target's cluster, not the route's first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subset_failures_on_weighted_routes_count_under_the_picked_cluster() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let config = format!(
+        r#"
+{HEAD}route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - name: w
+            match: {{ prefix: / }}
+            route:
+              weighted_clusters: {{ clusters: [{{ name: x, weight: 1 }}, {{ name: y, weight: 1 }}] }}
+              subset: {{ from_request: [{{ header: x-model, label: model }}] }}
+clusters:
+  - {{ name: x, endpoints: [{{ address: "{addr}", labels: {{ model: m1 }} }}] }}
+  - {{ name: y, endpoints: [{{ address: "{addr}", labels: {{ model: m2 }} }}] }}
+"#,
+        addr = up.addr()
+    );
+    let proxy = Corridor::start(&config).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let mut failed = 0;
+    for _ in 0..40 {
+        let req = Request::get("/status/200")
+            .header("x-model", "m1")
+            .body(client::empty())
+            .unwrap();
+        if fetch(&c, req).await.status == 503 {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed > 0 && failed < 40,
+        "both targets were picked ({failed} failures)"
+    );
+    let m = proxy.metrics().await;
+    let count = |cluster: &str, class: &str| {
+        corridor_tests::proxy::metric_sum(
+            &m,
+            "corridor_requests_total",
+            &[
+                ("route", "w"),
+                ("cluster", cluster),
+                ("status_class", class),
+            ],
+        )
+    };
+    assert_eq!(count("y", "5xx"), f64::from(failed), "{m}");
+    assert_eq!(count("x", "5xx"), 0.0, "{m}");
+    assert_eq!(count("x", "2xx"), f64::from(40 - failed), "{m}");
+}

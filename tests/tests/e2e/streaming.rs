@@ -413,3 +413,39 @@ async fn long_streams_outlive_the_deadline_but_silence_hits_the_idle_timeout() {
         .await
         .is_some());
 }
+
+/// After the response headers only the idle timeout applies: a model that thinks longer
+/// than the whole-request deadline between two events keeps its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_gap_longer_than_the_deadline_survives_after_headers() {
+    let up = upstream("sse", UpstreamProtocol::Http1).await;
+    let proxy = Corridor::start(&single_route(
+        &[(up.addr(), "")],
+        "timeout: 300ms, idle_timeout: 10s",
+        "",
+    ))
+    .await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let resp = c
+        .send(
+            Request::get("/sse?n=3&interval_ms=900&tag=gaps")
+                .body(client::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut r = BodyReader::new(resp.into_body());
+    let mut n = 0;
+    while let Some(_event) = r.next_sse().await.unwrap() {
+        n += 1;
+    }
+    assert_eq!(n, 3, "every event arrives");
+    // The upstream really was silent for longer than the deadline between events.
+    let sent = up.sse_sent_times("gaps");
+    let gaps = corridor_tests::client::gaps(&sent);
+    assert!(
+        gaps.iter().any(|g| *g >= Duration::from_millis(600)),
+        "upstream gaps {gaps:?}"
+    );
+}
