@@ -9,7 +9,6 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)   # the tests send signals
 
 if ((${#need[@]})); then

@@ -263,13 +263,11 @@ fn enum_numbers_outside_the_schema_are_rejected_with_their_field() {
     let (mut b, _) = crate::parse_bootstrap(&text, "e").unwrap();
     b.clusters[0].lb_policy = 99;
     b.clusters[0].protocol = 42;
-    b.route_tables[0].virtual_hosts[0].routes[0]
-        .action
-        .as_mut()
-        .map(|a| match a {
-            crate::proto::route::Action::Route(r) => r.subset.as_mut().unwrap().fallback = 7,
-            _ => unreachable!(),
-        });
+    if let Some(crate::proto::route::Action::Route(r)) =
+        &mut b.route_tables[0].virtual_hosts[0].routes[0].action
+    {
+        r.subset.as_mut().unwrap().fallback = 7;
+    }
     b.admin = Some(crate::proto::Admin {
         access_log: Some(crate::proto::AccessLog {
             format: 5,

@@ -131,39 +131,44 @@ async fn forwarding_headers_follow_the_listener_policy() {
         ("x-forwarded-host", "evil.example"),
         ("host", "svc.example"),
     ];
-    // (forwarding settings, XFF, Forwarded, X-Forwarded-Proto, X-Forwarded-Host upstream)
-    let cases: &[(&str, Option<&str>, Option<&str>, Option<&str>, Option<&str>)] = &[
+    /// X-Forwarded-For, Forwarded, X-Forwarded-Proto and X-Forwarded-Host as the upstream sees them.
+    type Seen<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    // (forwarding settings, what the upstream sees)
+    let cases: &[(&str, Seen)] = &[
         (
             "",
-            Some("6.6.6.6, 127.0.0.1"),
-            Some("for=6.6.6.6"),
-            Some("http"),
-            Some("svc.example"),
+            (
+                Some("6.6.6.6, 127.0.0.1"),
+                Some("for=6.6.6.6"),
+                Some("http"),
+                Some("svc.example"),
+            ),
         ),
         (
             "mode: trusted, trusted_cidrs: [127.0.0.0/8]",
-            Some("6.6.6.6, 127.0.0.1"),
-            Some("for=6.6.6.6"),
-            Some("https"),
-            Some("evil.example"),
+            (
+                Some("6.6.6.6, 127.0.0.1"),
+                Some("for=6.6.6.6"),
+                Some("https"),
+                Some("evil.example"),
+            ),
         ),
         (
             "mode: trusted, trusted_cidrs: [10.0.0.0/8]",
-            Some("127.0.0.1"),
-            None,
-            Some("http"),
-            Some("svc.example"),
+            (Some("127.0.0.1"), None, Some("http"), Some("svc.example")),
         ),
         (
             "mode: replace",
-            Some("127.0.0.1"),
-            None,
-            Some("http"),
-            Some("svc.example"),
+            (Some("127.0.0.1"), None, Some("http"), Some("svc.example")),
         ),
-        ("mode: strip", None, None, None, None),
+        ("mode: strip", (None, None, None, None)),
     ];
-    for (policy, xff, fwd, proto, host) in cases {
+    for (policy, (xff, fwd, proto, host)) in cases {
         let proxy =
             Corridor::start(&config(up.addr(), &format!("forwarding: {{ {policy} }}"))).await;
         let c = Client::h1(proxy.addr).await.unwrap();

@@ -744,7 +744,8 @@ async fn malformed_http2_requests_are_refused_before_any_upstream() {
         .map(|i| (format!("x-f{i}").into_bytes(), b"v".to_vec()))
         .collect();
     let long_path = format!("/echo?q={}", "q".repeat(20 * 1024)).into_bytes();
-    let mut cases: Vec<(&str, Vec<(Vec<u8>, Vec<u8>)>, H2Refusal)> = Vec::new();
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+    let mut cases: Vec<(&str, Fields, H2Refusal)> = Vec::new();
     let mut add = |name: &'static str, fields: Vec<(&[u8], &[u8])>, want: H2Refusal| {
         cases.push((
             name,
