@@ -210,16 +210,17 @@ impl ProxyHttp for Corridor {
     /// Content-Length (those with one were checked before routing).
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let Some(max) = ctx.http().limits.max_body_bytes else {
             return Ok(());
         };
-        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > max {
+        // Bytes read from the client so far; a retry replays its buffer through this
+        // filter again, which must not count twice.
+        if session.body_bytes_read() as u64 > max {
             let err = LocalError::new(
                 ErrorKind::PayloadTooLarge,
                 format!("the request body is over this listener's limit of {max} bytes"),

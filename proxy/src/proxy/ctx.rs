@@ -36,8 +36,7 @@ pub struct RequestCtx {
     pub(crate) client: Option<IpAddr>,
     /// The request's `x-request-id`, as forwarded and returned.
     pub(crate) request_id: Option<HeaderValue>,
-    /// Request body bytes seen so far (for the listener's body limit).
-    pub(crate) body_bytes: u64,
+
     pub(crate) route: Option<RouteRef>,
     /// Index of the chosen target within the route's targets.
     pub(crate) target: usize,
@@ -77,7 +76,6 @@ impl RequestCtx {
             trusted_peer: false,
             client: None,
             request_id: None,
-            body_bytes: 0,
             route: None,
             target: 0,
             candidates: EndpointSet::default(),

@@ -389,3 +389,34 @@ async fn listener_limits_apply_to_http1_and_http2() {
         assert_eq!((r.status, r.body.len()), (200, 100), "{v:?}");
     }
 }
+
+/// The body limit counts what the client sent, not what retries replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_bodies_are_not_counted_twice_against_the_body_limit() {
+    let up = Upstream::http1("up").await;
+    let config = super::single_route(
+        &[(up.addr(), "")],
+        "retry_policy: { num_retries: 2, retry_on: [retriable-status-codes], retriable_status_codes: [503], retry_non_idempotent: true, base_interval: 1ms, max_interval: 2ms }",
+        "",
+    )
+    .replace(
+        "    route_table: t\n",
+        "    route_table: t\n    http: { max_request_body_bytes: 100 }\n",
+    );
+    let proxy = Corridor::start(&config).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let r = fetch(
+        &c,
+        Request::post("/status/503")
+            .body(client::repeat_chunked(Bytes::from(vec![b'x'; 20]), 4))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("x-upstream"),
+        "up",
+        "the upstream's own 503 after the last try"
+    );
+    assert_eq!(up.requests(), 3);
+}
