@@ -15,7 +15,9 @@ use crate::snapshot::{
     LogFormat, Protocols, RuntimeSettings, Snapshot,
 };
 
+mod action;
 mod cluster;
+mod matcher;
 mod route;
 
 /// Default admin listener.

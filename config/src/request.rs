@@ -15,12 +15,14 @@ use http::StatusCode;
 
 mod chunked;
 mod forwarded;
+mod h2;
 mod head;
 mod path;
 
 pub use chunked::{check_chunked_prefix, MAX_CHUNK_EXTENSION};
 pub use forwarded::{client_from_forwarded_for, Cidr, CidrError};
-pub use head::{check_h1_head, check_h2_request, Framing, H1Head, H2Request};
+pub use h2::{check_h2_request, H2Request};
+pub use head::{check_h1_head, Framing, H1Head};
 pub use path::{check_query, normalize_path, EscapedSlashes, PathOptions};
 
 /// Limits a listener enforces on request heads and bodies.

@@ -1,9 +1,9 @@
-//! Owns the strict request-head checks: the raw HTTP/1.1 head as the client
-//! sent it (RFC 9112 syntax, framing and limits), and a decoded HTTP/2 request
-//! (RFC 9113 §8.2–8.3 rules the `h2` crate does not enforce). Where an RFC
-//! allows either reading, the stricter one is taken, as nginx does.
+//! Owns the strict HTTP/1.1 request-head check: the raw head as the client sent
+//! it (RFC 9112 syntax, framing and limits), and the field, host and length
+//! rules that the HTTP/2 checks (`h2.rs`) share. Where an RFC allows either
+//! reading, the stricter one is taken, as nginx does.
 
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::StatusCode;
 
 use super::{shown, HttpLimits, Rejection};
 
@@ -152,116 +152,6 @@ pub fn check_h1_head(raw: &[u8], limits: &HttpLimits) -> Result<H1Head, Rejectio
     })
 }
 
-/// What [`check_h2_request`] needs from a decoded HTTP/2 request.
-#[derive(Debug, Clone, Copy)]
-pub struct H2Request<'a> {
-    /// `:method`.
-    pub method: &'a http::Method,
-    /// `:path` (path and query), empty when absent.
-    pub path: &'a str,
-    /// `:authority`, if sent.
-    pub authority: Option<&'a str>,
-    /// Regular header fields.
-    pub headers: &'a HeaderMap,
-}
-
-/// Checks a decoded HTTP/2 request for what RFC 9113 §8.2–8.3 call malformed
-/// and the `h2` crate lets through, and for the listener's limits.
-pub fn check_h2_request(req: &H2Request<'_>, limits: &HttpLimits) -> Result<Framing, Rejection> {
-    if req.method == http::Method::CONNECT {
-        return Err(connect_not_supported());
-    }
-    if req.path.len() > limits.max_request_line_bytes {
-        return Err(Rejection::new(
-            StatusCode::URI_TOO_LONG,
-            format!(
-                ":path is {} bytes; this listener allows {}",
-                req.path.len(),
-                limits.max_request_line_bytes
-            ),
-        ));
-    }
-    let fields = req.headers.len();
-    if fields > limits.max_headers_count {
-        return Err(Rejection::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "{fields} header fields; this listener allows {}",
-                limits.max_headers_count
-            ),
-        ));
-    }
-    let mut size = req.path.len() + req.method.as_str().len() + req.authority.map_or(0, str::len);
-    let mut hosts = 0usize;
-    let mut content_length: Option<&[u8]> = None;
-    for (name, value) in req.headers {
-        size += name.as_str().len() + value.len();
-        let v = value.as_bytes();
-        if is_connection_specific(name) {
-            return Err(Rejection::bad(format!(
-                "`{name}` is a connection-specific header field, not allowed in HTTP/2"
-            )));
-        }
-        if name == http::header::TE && v != b"trailers" {
-            return Err(Rejection::bad(
-                "te in an HTTP/2 request may only be `trailers`",
-            ));
-        }
-        if v.first().is_some_and(|b| matches!(b, b' ' | b'\t'))
-            || v.last().is_some_and(|b| matches!(b, b' ' | b'\t'))
-        {
-            return Err(Rejection::bad(format!(
-                "the value of `{name}` starts or ends with whitespace"
-            )));
-        }
-        if let Some(b) = v
-            .iter()
-            .find(|&&b| !is_field_vchar(b) && !matches!(b, b' ' | b'\t'))
-        {
-            return Err(Rejection::bad(format!(
-                "the value of `{name}` contains the control byte 0x{b:02x}"
-            )));
-        }
-        if name == http::header::HOST {
-            hosts += 1;
-            if hosts > 1 {
-                return Err(Rejection::bad("more than one host header field"));
-            }
-            check_host(v)?;
-            if let Some(a) = req.authority {
-                if !a.as_bytes().eq_ignore_ascii_case(v) {
-                    return Err(Rejection::bad(format!(
-                        "host `{}` differs from :authority `{}`",
-                        shown(v, 64),
-                        shown(a.as_bytes(), 64)
-                    )));
-                }
-            }
-        } else if name == http::header::CONTENT_LENGTH {
-            if content_length.is_some() {
-                return Err(Rejection::bad("more than one content-length header field"));
-            }
-            content_length = Some(v);
-        }
-    }
-    if size > limits.max_headers_bytes {
-        return Err(Rejection::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "the request headers are {size} bytes; this listener allows {}",
-                limits.max_headers_bytes
-            ),
-        ));
-    }
-    if let Some(a) = req.authority {
-        check_host(a.as_bytes())?;
-    }
-    match content_length {
-        Some(v) => Ok(Framing::Length(parse_content_length(v, limits)?)),
-        None => Ok(Framing::None),
-    }
-}
-
 // === request line ===
 
 struct Target<'a> {
@@ -369,7 +259,7 @@ fn absolute_form_authority(target: &[u8]) -> Result<&[u8], Rejection> {
     Ok(authority)
 }
 
-fn connect_not_supported() -> Rejection {
+pub(super) fn connect_not_supported() -> Rejection {
     Rejection::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "CONNECT tunnels are not supported",
@@ -483,7 +373,7 @@ impl TransferCodings {
     }
 }
 
-fn parse_content_length(v: &[u8], limits: &HttpLimits) -> Result<u64, Rejection> {
+pub(super) fn parse_content_length(v: &[u8], limits: &HttpLimits) -> Result<u64, Rejection> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(Rejection::bad(format!(
             "Content-Length `{}` is not a decimal number",
@@ -509,7 +399,7 @@ fn parse_content_length(v: &[u8], limits: &HttpLimits) -> Result<u64, Rejection>
 }
 
 /// Checks a Host or authority: a host (reg-name, IPv4 or bracketed IPv6) and an optional port.
-fn check_host(v: &[u8]) -> Result<(), Rejection> {
+pub(super) fn check_host(v: &[u8]) -> Result<(), Rejection> {
     let bad = |why: &str| {
         Err(Rejection::bad(format!(
             "host `{}` is invalid: {why}",
@@ -638,7 +528,7 @@ pub(super) fn is_tchar(b: u8) -> bool {
 }
 
 /// VCHAR or obs-text.
-fn is_field_vchar(b: u8) -> bool {
+pub(super) fn is_field_vchar(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
@@ -658,11 +548,4 @@ fn trim_ows(v: &[u8]) -> &[u8] {
         .rposition(|b| !matches!(b, b' ' | b'\t'))
         .map_or(start, |e| e + 1);
     &v[start..end]
-}
-
-fn is_connection_specific(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
-    )
 }

@@ -7,6 +7,7 @@ mod demo;
 mod edge;
 mod errors;
 mod framing;
+mod framing_h2;
 mod reload;
 mod retries;
 mod routing;

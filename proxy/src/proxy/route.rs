@@ -1,0 +1,197 @@
+//! Owns the request-phase helpers of the proxy: matching a request to its
+//! route and target (`select_route`), direct responses, path rewrites, and
+//! the adapter through which the one header-edit implementation
+//! (`HeaderMutation::apply`) edits Pingora's request and response heads.
+
+use std::sync::Arc;
+
+use corridor_config::{EditHeaders, RequestView, RouteAction, SubsetError};
+use http::header;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use super::ctx::{RequestCtx, RouteRef};
+use super::edge;
+use crate::errors::{ErrorKind, LocalError};
+
+/// Matches the request to a route. `Ok(Some)` is a direct response to send,
+/// `Ok(None)` means forward, `Err` is a local error to answer.
+pub(super) fn select_route(
+    listener: usize,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<Option<corridor_config::DirectResponse>, LocalError> {
+    let req = session.req_header();
+    let host = match req.uri.authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers.get(header::HOST).map(|h| h.to_str()) {
+            Some(Ok(h)) => h,
+            Some(Err(_)) => {
+                return Err(LocalError::new(
+                    ErrorKind::BadRequest,
+                    "the Host header is not valid text",
+                ))
+            }
+            None => "",
+        },
+    };
+    let path = req.uri.path();
+    if !path.starts_with('/') {
+        return Err(LocalError::new(
+            ErrorKind::BadRequest,
+            format!("request target `{}` is not a path", truncate(path, 128)),
+        ));
+    }
+    let view = RequestView {
+        method: &req.method,
+        path,
+        query: req.uri.query(),
+        headers: &req.headers,
+        client: ctx.client,
+    };
+    let routing = Arc::clone(&ctx.routing);
+    let config = &routing.config;
+    let table_index = config.listeners[listener].route_table;
+    let table = &config.route_tables[table_index];
+    let Some((vhost, route)) = table.find(host, &view) else {
+        return Err(LocalError::new(
+            ErrorKind::NoRoute,
+            format!(
+                "no route for {} {}{} in route table `{}`",
+                req.method,
+                truncate(host, 128),
+                truncate(path, 256),
+                table.name
+            ),
+        ));
+    };
+    ctx.route = Some(RouteRef {
+        table: table_index,
+        vhost,
+        route,
+    });
+    let r = &table.virtual_hosts[vhost].routes[route];
+    let f = match &r.action {
+        RouteAction::Direct(d) => return Ok(Some(d.clone())),
+        RouteAction::Forward(f) => f,
+    };
+    let target_index = f.pick_target();
+    // Set before subset selection, so a failure is counted and logged under this target.
+    ctx.target = target_index;
+    let target = &f.targets[target_index];
+    let cluster = &config.clusters[target.cluster];
+    let candidates = target.candidates(cluster, &view).map_err(|e| {
+        let why = match e {
+            SubsetError::Empty => format!(
+                "no endpoint of cluster `{}` matches the subset for this request",
+                cluster.name
+            ),
+            SubsetError::NoEndpoints => format!("cluster `{}` has no endpoints", cluster.name),
+        };
+        LocalError::new(ErrorKind::NoEndpoint, why)
+    })?;
+    ctx.tried = corridor_config::EndpointSet::empty(cluster.endpoints.len());
+    ctx.candidates = candidates;
+    ctx.deadline = Some(ctx.start + f.timeout);
+    Ok(None)
+}
+
+/// Sends a route's direct response with its header edits.
+pub(super) async fn write_direct(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    d: corridor_config::DirectResponse,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(d.status, Some(4))?;
+    if let Some(ct) = &d.content_type {
+        resp.insert_header(header::CONTENT_TYPE, ct.clone())?;
+    }
+    resp.insert_header(header::CONTENT_LENGTH, d.body.len())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(edge::X_REQUEST_ID.clone(), id.clone())?;
+    }
+    if let Some(route) = ctx.route() {
+        route.response_headers.apply(&mut Headers(&mut resp))?;
+    }
+    ctx.response_started = true;
+    let empty = d.body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session.write_response_body(Some(d.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Replaces the matched prefix (or the whole path) and keeps the query.
+pub(super) fn rewrite_path(
+    req: &mut RequestHeader,
+    matched: &str,
+    replacement: &str,
+) -> Result<()> {
+    let path = req.uri.path();
+    let rest = if matched.is_empty() {
+        ""
+    } else {
+        path.strip_prefix(matched).unwrap_or(path)
+    };
+    let mut new = String::with_capacity(replacement.len() + rest.len() + 16);
+    new.push_str(replacement);
+    new.push_str(rest);
+    if let Some(q) = req.uri.query() {
+        new.push('?');
+        new.push_str(q);
+    }
+    let mut builder = http::Uri::builder();
+    if let Some(scheme) = req.uri.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = req.uri.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    let uri = builder.path_and_query(new).build().map_err(|e| {
+        Error::explain(
+            ErrorType::InternalError,
+            format!("rewritten path is invalid: {e}"),
+        )
+    })?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+/// Pingora's request or response head, taking the route's header edits
+/// (`HeaderMutation::apply`, the one implementation) through Pingora's own
+/// methods so that HTTP/1 header-name case stays in step.
+pub(super) struct Headers<'a, T>(pub(super) &'a mut T);
+
+macro_rules! edit_headers {
+    ($t:ty) => {
+        impl EditHeaders for Headers<'_, $t> {
+            type Error = Box<Error>;
+            fn remove(&mut self, name: &http::HeaderName) {
+                self.0.remove_header(name);
+            }
+            fn set(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()> {
+                self.0.insert_header(name.clone(), value.clone())
+            }
+            fn add(&mut self, name: &http::HeaderName, value: &http::HeaderValue) -> Result<()> {
+                self.0
+                    .append_header(name.clone(), value.clone())
+                    .map(|_| ())
+            }
+        }
+    };
+}
+edit_headers!(RequestHeader);
+edit_headers!(ResponseHeader);
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
