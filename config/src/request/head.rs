@@ -437,10 +437,10 @@ pub(super) fn check_host(v: &[u8]) -> Result<(), Rejection> {
             return bad("the port is not a number");
         }
     }
+    if host.is_empty() {
+        return bad("no host name");
+    }
     if host[0] != b'[' {
-        if host.is_empty() {
-            return bad("no host name");
-        }
         if !host.iter().all(|&b| {
             b.is_ascii_alphanumeric()
                 || matches!(

@@ -398,3 +398,20 @@ fn chunked_prefixes_are_checked_strictly() {
     let long_partial = format!("3;{}", "a".repeat(MAX_CHUNK_EXTENSION + 1));
     assert!(check_chunked_prefix(long_partial.as_bytes()).is_err());
 }
+
+/// Found by the `request_head` fuzz target: an empty host before the port panicked.
+#[test]
+fn fuzz_regression_empty_host_with_port() {
+    let raw = b"OPTIONS * HTTP/1.1\r\nHost::8080\r\n\r\n";
+    let r = check_h1_head(raw, &HttpLimits::default()).unwrap_err();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.message.contains("no host name"), "{}", r.message);
+    let headers = HeaderMap::new();
+    let req = H2Request {
+        method: &Method::GET,
+        path: "/",
+        authority: Some(":443"),
+        headers: &headers,
+    };
+    assert!(check_h2_request(&req, &HttpLimits::default()).is_err());
+}
