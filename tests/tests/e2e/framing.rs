@@ -367,6 +367,12 @@ fn malformed_corpus() -> Vec<(&'static str, Vec<u8>, u16)> {
             get("GET /echo HTTP/1.1", "Host: a b\r\n"),
             400,
         ),
+        // Found by fuzzing: an empty host before the port once panicked the request task.
+        (
+            "Host with only a port",
+            get("GET /echo HTTP/1.1", "Host: :8080\r\n"),
+            400,
+        ),
         (
             "absolute-form mismatch",
             get(
