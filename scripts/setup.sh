@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test Corridor:
-# cmake (pingora's zlib-ng), a C compiler, curl (the demo and tests use it).
+# cmake (pingora's zlib-ng), a C compiler, curl (the demo and tests use it),
+# patch (vendor/sync.sh).
 # Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v patch >/dev/null 2>&1 || need+=(patch)   # vendor/sync.sh --check
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)   # the tests send signals
 
 if ((${#need[@]})); then
