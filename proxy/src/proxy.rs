@@ -5,8 +5,9 @@
 //!
 //! Per request: `early_request_filter` admits the request (strict head checks,
 //! path normalization, client address, request id; see `edge`);
-//! `request_filter` matches the route and answers direct and no-route responses; `upstream_peer` runs once per try and picks an endpoint
-//! not tried before; `fail_to_connect` / `error_while_proxy` /
+//! `request_filter` matches the route and answers direct and no-route
+//! responses; `upstream_peer` runs once per try and picks an endpoint not tried
+//! before; `fail_to_connect` / `error_while_proxy` /
 //! `upstream_response_filter` decide retries (Pingora then calls
 //! `upstream_peer` again); the response filters edit headers and count bytes;
 //! `logging` records metrics and the access log.
