@@ -278,7 +278,7 @@ impl ProxyHttp for Corridor {
         ctx.response_started = true;
         ctx.start_streaming();
         if let Some(id) = &ctx.request_id {
-            resp.insert_header(edge::X_REQUEST_ID.clone(), id.clone())?;
+            resp.insert_header(edge::X_REQUEST_ID_STR, id.clone())?;
         }
         if let Some(route) = ctx.route() {
             route.response_headers.apply(&mut Headers(resp))?;

@@ -17,8 +17,12 @@ use pingora_proxy::Session;
 use super::ctx::RequestCtx;
 use crate::errors::LocalError;
 
+// Headers are looked up by `HeaderName` and inserted by `&'static str`: Pingora
+// keeps an HTTP/1 header's case in a side map, and a static name costs it no copy.
+
 /// `x-request-id`.
-pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID_STR: &str = "x-request-id";
+static X_REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID_STR);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -67,7 +71,7 @@ fn identify(session: &mut Session, ctx: &mut RequestCtx, http: &ListenerHttp) {
         (Some(v), None) if keep && valid_request_id(v) => v.clone(),
         _ => {
             let id = new_request_id();
-            let _ = req.insert_header(X_REQUEST_ID.clone(), id.clone());
+            let _ = req.insert_header(X_REQUEST_ID_STR, id.clone());
             id
         }
     };
@@ -191,7 +195,7 @@ pub(super) fn forwarding_headers(req: &mut RequestHeader, ctx: &RequestCtx, tls:
     let xff = forwarded_for(req, ctx.peer, keep_client_headers);
     match xff {
         Some(v) => {
-            let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
+            let _ = req.insert_header("x-forwarded-for", v);
         }
         None => {
             req.remove_header(&X_FORWARDED_FOR);
@@ -203,12 +207,12 @@ pub(super) fn forwarding_headers(req: &mut RequestHeader, ctx: &RequestCtx, tls:
     let believe_proto_host = f.mode == ForwardingMode::Trusted && ctx.trusted_peer;
     if !(believe_proto_host && req.headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
-        let _ = req.insert_header(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto));
     }
     if !(believe_proto_host && req.headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
             Some(h) => {
-                let _ = req.insert_header(X_FORWARDED_HOST.clone(), h);
+                let _ = req.insert_header("x-forwarded-host", h);
             }
             None => {
                 req.remove_header(&X_FORWARDED_HOST);
@@ -220,7 +224,7 @@ pub(super) fn forwarding_headers(req: &mut RequestHeader, ctx: &RequestCtx, tls:
 /// The X-Forwarded-For value to send: the client's entries (when kept), then the peer.
 fn forwarded_for(req: &RequestHeader, peer: Option<IpAddr>, keep: bool) -> Option<HeaderValue> {
     use std::fmt::Write as _;
-    let mut out = String::new();
+    let mut out = bytes::BytesMut::with_capacity(48);
     if keep {
         for v in req.headers.get_all(&X_FORWARDED_FOR) {
             let Ok(v) = v.to_str() else { continue };
@@ -229,21 +233,22 @@ fn forwarded_for(req: &RequestHeader, peer: Option<IpAddr>, keep: bool) -> Optio
                 continue;
             }
             if !out.is_empty() {
-                out.push_str(", ");
+                out.extend_from_slice(b", ");
             }
-            out.push_str(v);
+            out.extend_from_slice(v.as_bytes());
         }
     }
     if let Some(p) = peer {
         if !out.is_empty() {
-            out.push_str(", ");
+            out.extend_from_slice(b", ");
         }
         let _ = write!(out, "{p}");
     }
     if out.is_empty() {
         return None;
     }
-    HeaderValue::from_str(&out).ok()
+    // Shares the buffer: no second copy.
+    HeaderValue::from_maybe_shared(out.freeze()).ok()
 }
 
 #[cfg(test)]

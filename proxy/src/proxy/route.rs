@@ -109,7 +109,7 @@ pub(super) async fn write_direct(
     }
     resp.insert_header(header::CONTENT_LENGTH, d.body.len())?;
     if let Some(id) = &ctx.request_id {
-        resp.insert_header(edge::X_REQUEST_ID.clone(), id.clone())?;
+        resp.insert_header(edge::X_REQUEST_ID_STR, id.clone())?;
     }
     if let Some(route) = ctx.route() {
         route.response_headers.apply(&mut Headers(&mut resp))?;
