@@ -184,16 +184,14 @@ impl ProxyHttp for Corridor {
         Ok(peer)
     }
 
-    /// Sets the forwarding headers, rewrites the path and host and applies the
-    /// route's request header edits. Runs on each try's copy of the request.
+    /// Rewrites the path and host and applies the route's request header edits.
+    /// Runs on each try's copy of the request.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let tls = ctx.routing.config.listeners[ctx.listener].tls.is_some();
-        edge::forwarding_headers(req, ctx, tls);
         let Some(route) = ctx.route() else {
             return Ok(());
         };

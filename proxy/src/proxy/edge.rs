@@ -1,8 +1,8 @@
 //! Owns what a listener does to a request before routing (the
 //! `early_request_filter` phase): the strict head checks, path normalization,
-//! the trusted client address and the request id; and the forwarding headers
-//! put on each upstream request. The checks themselves live in
-//! `corridor_config::request`; this module applies them to Pingora's session.
+//! the trusted client address, the request id and the forwarding headers. The
+//! checks themselves live in `corridor_config::request`; this module applies
+//! them to Pingora's session.
 
 use std::net::IpAddr;
 
@@ -36,10 +36,15 @@ const MAX_REQUEST_ID_LEN: usize = 200;
 /// answered in Corridor's format and nothing is forwarded.
 pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), LocalError> {
     let routing = std::sync::Arc::clone(&ctx.routing);
-    let http = &routing.config.listeners[ctx.listener].http;
+    let listener = &routing.config.listeners[ctx.listener];
+    let http = &listener.http;
     identify(session, ctx, http);
     check_head(session, http)?;
-    normalize(session.req_header_mut(), http)?;
+    let req = session.req_header_mut();
+    normalize(req, http)?;
+    // Once per request, before routing (as Envoy does): routes see the forwarding
+    // headers that will be sent, and every try's copy of the request carries them.
+    forwarding_headers(req, ctx, listener.tls.is_some());
     Ok(())
 }
 
@@ -167,9 +172,9 @@ fn normalize(req: &mut RequestHeader, http: &ListenerHttp) -> Result<(), Rejecti
     Ok(())
 }
 
-/// Puts the listener's forwarding headers on an upstream request: what the
-/// client sent is kept only where the policy believes it.
-pub(super) fn forwarding_headers(req: &mut RequestHeader, ctx: &RequestCtx, tls: bool) {
+/// Puts the listener's forwarding headers on the request: what the client sent
+/// is kept only where the policy believes it.
+fn forwarding_headers(req: &mut RequestHeader, ctx: &RequestCtx, tls: bool) {
     let f: &Forwarding = &ctx.http().forwarding;
     let keep_client_headers = match f.mode {
         ForwardingMode::Append => true,

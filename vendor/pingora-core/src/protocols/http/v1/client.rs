@@ -31,6 +31,10 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
+/// Extra header-map capacity for a parsed response: headers that proxies commonly add
+/// then fit without reallocating.
+const RESPONSE_HEADER_HEADROOM: usize = 4;
+
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
@@ -290,7 +294,8 @@ impl HttpSession {
 
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            // Room for the few headers a proxy adds (a request id, Via, ...).
+                            Some(resp.headers.len() + RESPONSE_HEADER_HEADROOM),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
@@ -1262,6 +1267,17 @@ mod tests_stream {
         http_stream.read_response().await.unwrap();
         let res = http_stream.read_body_ref().await;
         assert_eq!(res.unwrap_err().etype(), &ErrorType::ReadTimedout);
+    }
+
+    #[tokio::test]
+    async fn parsed_response_has_room_for_added_headers() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nServer: pingora\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_response().await.unwrap();
+        let headers = &http_stream.resp_header().unwrap().headers;
+        assert!(headers.capacity() >= headers.len() + RESPONSE_HEADER_HEADROOM);
     }
 
     #[tokio::test]

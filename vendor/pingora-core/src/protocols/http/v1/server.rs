@@ -392,7 +392,9 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // Room for the few headers a proxy adds (forwarding headers, a
+                            // request id), so that adding them does not grow the maps.
+                            Some(req.headers.len() + REQUEST_HEADER_HEADROOM),
                         );
                         let mut request_header = match request_header {
                             Ok(h) => Box::new(h),
@@ -1816,6 +1818,10 @@ impl HttpSession {
     }
 }
 
+/// Extra header-map capacity for a parsed request: headers that proxies commonly add
+/// (X-Forwarded-For/-Proto/-Host, a request id, Via) then fit without reallocating.
+const REQUEST_HEADER_HEADROOM: usize = 8;
+
 // Regex to parse request line that has illegal chars in it
 static REQUEST_LINE_REGEX: Lazy<Regex> =
     Lazy::new(|| Regex::new(r"^\w+ (?P<uri>.+) HTTP/\d(?:\.\d)?").unwrap());
@@ -2319,6 +2325,17 @@ mod tests_stream {
         let res = http_stream.read_body().await.unwrap().unwrap();
         assert_eq!(http_stream.get_body(&res), b"abc");
         assert_eq!(http_stream.preread_body(), None);
+    }
+
+    #[tokio::test]
+    async fn parsed_request_has_room_for_added_headers() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let headers = &http_stream.req_header().headers;
+        assert!(headers.capacity() >= headers.len() + REQUEST_HEADER_HEADROOM);
     }
 
     #[tokio::test]
