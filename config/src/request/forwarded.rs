@@ -31,7 +31,7 @@ impl Cidr {
         };
         let addr: IpAddr = a.parse().map_err(|_| err("not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
+        let mut prefix = match p {
             None => max,
             Some(p) => p
                 .parse::<u8>()
@@ -39,6 +39,17 @@ impl Cidr {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| err("the prefix length is out of range"))?,
         };
+        // An IPv4-mapped range (::ffff:10.0.0.0/104) is the IPv4 range it maps.
+        let mut addr = addr;
+        if let IpAddr::V6(v6) = addr {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                if prefix < 96 {
+                    return Err(err("an IPv4-mapped range needs a prefix of at least 96"));
+                }
+                addr = IpAddr::V4(v4);
+                prefix -= 96;
+            }
+        }
         let c = Cidr { addr, prefix };
         if c.mask(addr) != addr {
             return Err(err("host bits are set below the prefix"));

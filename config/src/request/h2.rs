@@ -30,6 +30,9 @@ pub fn check_h2_request(req: &H2Request<'_>, limits: &HttpLimits) -> Result<Fram
     if req.method == http::Method::CONNECT {
         return Err(connect_not_supported());
     }
+    if req.path == "*" && req.method != http::Method::OPTIONS {
+        return Err(Rejection::bad("the asterisk :path is only for OPTIONS"));
+    }
     if req.path.len() > limits.max_request_line_bytes {
         return Err(Rejection::new(
             StatusCode::URI_TOO_LONG,

@@ -84,8 +84,8 @@ pub fn check_h1_head(raw: &[u8], limits: &HttpLimits) -> Result<H1Head, Rejectio
             return Err(Rejection::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!(
-                    "more than {} header fields; this listener allows {}",
-                    limits.max_headers_count, limits.max_headers_count
+                    "too many header fields; this listener allows {}",
+                    limits.max_headers_count
                 ),
             ));
         }
@@ -210,7 +210,20 @@ fn request_line<'a>(line: &'a [u8], limits: &HttpLimits) -> Result<Target<'a>, R
     if target.is_empty() {
         return Err(Rejection::bad("empty request-target"));
     }
-    if let Some(&b) = target.iter().find(|&&b| !is_target_byte(b)) {
+    // `\` is refused in the path but allowed in the query, where browsers send it raw.
+    let query_start = target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len());
+    let bad_byte = target[..query_start]
+        .iter()
+        .find(|&&b| !is_target_byte(b))
+        .or_else(|| {
+            target[query_start..]
+                .iter()
+                .find(|&&b| !is_target_byte(b) && b != b'\\')
+        });
+    if let Some(&b) = bad_byte {
         return Err(Rejection::bad(format!(
             "the request-target contains the byte 0x{b:02x} (`{}`), which must be percent-encoded",
             shown(&[b], 4)
@@ -311,8 +324,6 @@ fn check_field_value(name: &[u8], value: &[u8], line: usize) -> Result<(), Rejec
 struct TransferCodings {
     present: bool,
     chunked_seen: bool,
-    /// `chunked` was followed by another coding.
-    chunked_not_last: bool,
     last_is_chunked: bool,
     /// A coding other than `chunked` (Corridor decodes none).
     other: Option<String>,
@@ -328,13 +339,14 @@ impl TransferCodings {
                 .next()
                 .map(trim_ows)
                 .unwrap_or_default();
+            if coding.is_empty() {
+                // RFC 9110 §5.6.1: empty list elements are ignored.
+                continue;
+            }
             if token.is_empty() {
                 return Err(Rejection::bad(format!(
-                    "line {line}: empty element in Transfer-Encoding"
+                    "line {line}: malformed element in Transfer-Encoding"
                 )));
-            }
-            if self.chunked_seen {
-                self.chunked_not_last = true;
             }
             if token.eq_ignore_ascii_case(b"chunked") {
                 if self.chunked_seen {
@@ -358,7 +370,7 @@ impl TransferCodings {
     }
 
     fn verdict(&self) -> Result<(), Rejection> {
-        if !self.last_is_chunked || self.chunked_not_last {
+        if !self.last_is_chunked {
             return Err(Rejection::bad(
                 "chunked must be the final transfer coding of a request",
             ));
@@ -462,7 +474,7 @@ pub(super) fn check_host(v: &[u8]) -> Result<(), Rejection> {
                         | b'%'
                 )
         }) {
-            return bad("a host name has letters, digits, `-`, `.` and `_` only");
+            return bad("a host name has letters, digits and `-._~!$&'()*+,;=%` only");
         }
     }
     Ok(())

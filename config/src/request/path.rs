@@ -115,6 +115,7 @@ pub fn normalize_path<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, s
         i += 1;
     }
     if !change {
+        reject_dot_parameters(b)?;
         return Ok(Cow::Borrowed(path));
     }
 
@@ -145,6 +146,7 @@ pub fn normalize_path<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, s
     if opts.merge_slashes {
         out.dedup_by(|a, b| *a == b'/' && *b == b'/');
     }
+    reject_dot_parameters(&out)?;
     if opts.normalize {
         out = remove_dot_segments(&out);
     }
@@ -154,7 +156,8 @@ pub fn normalize_path<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, s
     ))
 }
 
-/// Validates a query string (without `?`): printable ASCII, no `#`, well-formed escapes.
+/// Validates a query string (without `?`): printable ASCII, no `#`, `"`, `<` or `>`,
+/// well-formed escapes.
 pub fn check_query(query: &str) -> Result<(), Rejection> {
     let b = query.as_bytes();
     let mut i = 0;
@@ -172,7 +175,8 @@ pub fn check_query(query: &str) -> Result<(), Rejection> {
                 i += 3;
                 continue;
             }
-            c if !is_path_byte(c) && c != b'?' => {
+            // Browsers send `\` unencoded in queries (the WHATWG query set leaves it).
+            c if !is_path_byte(c) && c != b'?' && c != b'\\' => {
                 return Err(Rejection::bad(format!(
                     "the query contains the byte 0x{c:02x}, which must be percent-encoded"
                 )))
@@ -180,6 +184,21 @@ pub fn check_query(query: &str) -> Result<(), Rejection> {
             _ => {}
         }
         i += 1;
+    }
+    Ok(())
+}
+
+/// Rejects `.` or `..` segments with path parameters (`/..;x/`): Tomcat, Jetty and
+/// Spring resolve them as dot segments, which would walk around a prefix route.
+fn reject_dot_parameters(path: &[u8]) -> Result<(), Rejection> {
+    for seg in path.split(|&c| c == b'/') {
+        let name = seg.split(|&c| c == b';').next().unwrap_or_default();
+        if name.len() < seg.len() && (name == b"." || name == b"..") {
+            return Err(Rejection::bad(format!(
+                "the path has a dot segment with parameters (`{}`)",
+                shown(seg, 32)
+            )));
+        }
     }
     Ok(())
 }

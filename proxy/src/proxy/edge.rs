@@ -40,8 +40,12 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
     let http = &listener.http;
     identify(session, ctx, http);
     check_head(session, http)?;
+    let h2 = session.as_downstream().is_http2();
     let req = session.req_header_mut();
     normalize(req, http)?;
+    if h2 {
+        join_cookie_crumbs(req);
+    }
     // Once per request, before routing (as Envoy does): routes see the forwarding
     // headers that will be sent, and every try's copy of the request carries them.
     forwarding_headers(req, ctx, listener.tls.is_some());
@@ -50,10 +54,11 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
 
 /// Sets the peer, the trusted client address and the request id.
 fn identify(session: &mut Session, ctx: &mut RequestCtx, http: &ListenerHttp) {
+    // IPv4-mapped peers of a dual-stack listener are logged and forwarded as IPv4.
     let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+        .map(|a| a.ip().to_canonical());
     ctx.peer = peer;
     let f = &http.forwarding;
     ctx.trusted_peer = peer.is_some_and(|p| f.trusts(p));
@@ -81,6 +86,23 @@ fn identify(session: &mut Session, ctx: &mut RequestCtx, http: &ListenerHttp) {
         }
     };
     ctx.request_id = Some(id);
+}
+
+/// RFC 9113 §8.2.3: an HTTP/2 client may split `cookie` into several fields; they
+/// are joined with "; " into one, as HTTP/1.1 upstreams expect.
+fn join_cookie_crumbs(req: &mut RequestHeader) {
+    let mut crumbs = req.headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (crumbs.next(), crumbs.next()) else {
+        return;
+    };
+    let mut joined = bytes::BytesMut::from(first.as_bytes());
+    for c in req.headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(c.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+        let _ = req.insert_header(http::header::COOKIE, v);
+    }
 }
 
 /// A fresh request id: a random (version 4) UUID.
@@ -206,10 +228,12 @@ fn forwarding_headers(req: &mut RequestHeader, ctx: &RequestCtx, tls: bool) {
             req.remove_header(&X_FORWARDED_FOR);
         }
     }
-    if !keep_client_headers {
+    // Forwarded (RFC 7239) is not produced; a client's is passed on only from a trusted
+    // peer, never from anyone else, whatever the mode.
+    let believe_proto_host = f.mode == ForwardingMode::Trusted && ctx.trusted_peer;
+    if !believe_proto_host {
         req.remove_header(&FORWARDED);
     }
-    let believe_proto_host = f.mode == ForwardingMode::Trusted && ctx.trusted_peer;
     if !(believe_proto_host && req.headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if tls { "https" } else { "http" };
         let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto));

@@ -198,6 +198,9 @@ async fn config_dump_token_and_a_warning_for_an_admin_listener_off_loopback() {
         out.starts_with("HTTP/1.1 200") && out.contains("\"listeners\""),
         "{out}"
     );
+    // The auth-scheme is case-insensitive (RFC 9110 §11.1).
+    let out = get(Some("bearer s3cret-token")).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     // Health and metrics stay open.
     assert_eq!(proxy.admin_get("/ready").await.0, 200);
     assert_eq!(proxy.admin_get("/metrics").await.0, 200);

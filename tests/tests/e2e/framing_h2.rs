@@ -149,6 +149,11 @@ async fn malformed_http2_requests_are_refused_before_any_upstream() {
         Status(431),
     );
     add(
+        "asterisk :path for GET",
+        replace(b":path", Some(b"*")),
+        Status(400),
+    );
+    add(
         "20 KiB :path",
         replace(b":path", Some(Box::leak(long_path.into_boxed_slice()))),
         Status(414),
@@ -230,4 +235,30 @@ async fn malformed_http2_requests_are_refused_before_any_upstream() {
             "{name}: {new:?}"
         );
     }
+}
+
+/// RFC 9113 §8.2.3: cookie crumbs from an HTTP/2 client reach an HTTP/1.1 upstream as one
+/// `cookie` field joined with "; ".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_crumbs_reach_an_http1_upstream_joined() {
+    let up = Upstream::http1("up").await;
+    let proxy = Corridor::start(&config(up.addr())).await;
+    let mut h2 = RawH2::connect(proxy.addr).await.unwrap();
+    let id = h2.next_stream_id();
+    let fields: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":authority", b"a"),
+        (b":path", b"/echo"),
+        (b"cookie", b"a=1"),
+        (b"x-mid", b"m"),
+        (b"cookie", b"b=2"),
+        (b"cookie", b"c=3"),
+    ];
+    h2.send_headers(id, &fields, true).await.unwrap();
+    let out = h2.read_until_done(id, Duration::from_secs(5)).await;
+    assert_eq!(out.status, Some(200), "{out:?}");
+    let seen = up.request_log().pop().unwrap();
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"], "{}", up.wire_text());
 }
