@@ -609,33 +609,46 @@ async fn bad_chunk_after_the_head_aborts_the_upstream_request() {
     // `/sink` answers only once it has the whole body, so the response has not started.
     let head: &[u8] =
         b"POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
-    let rest: &[u8] = b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n0\r\n\r\n";
-    let ex = exchange(proxy.addr, &[head, rest], Duration::from_millis(300)).await;
-    assert!(ex.closed, "{}", ex.text);
-    assert_eq!(ex.status(), 400, "{}", ex.text);
-    assert_eq!(
-        ex.header("x-corridor-error"),
-        Some("bad_request"),
-        "{}",
-        ex.text
-    );
-    up.wait_wire_quiet(Duration::from_millis(200), Duration::from_secs(3))
-        .await;
-    let wire = up.wire_text();
-    assert!(!wire.contains("smuggled"), "{wire}");
-    assert!(
-        !wire.contains("0\\r\\n\\r\\n"),
-        "the upstream got a complete chunked body:\n{wire}"
-    );
-    assert!(
-        up.request_log().iter().all(|r| r.path() == "/sink"),
-        "{wire}"
-    );
-    assert_eq!(
-        up.open_connections(),
-        0,
-        "the upstream connection must be closed:\n{wire}"
-    );
+    let long_extension = format!("3;{}\r\nabc\r\n0\r\n\r\n", "x".repeat(9000));
+    let later: [(&str, &[u8]); 4] = [
+        (
+            "size not hex",
+            b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n0\r\n\r\n",
+        ),
+        // A bare LF inside an extension is a line end to some parsers in front (smuggling).
+        (
+            "bare LF in an extension",
+            b"3;a\nGET /smuggled HTTP/1.1\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("NUL in an extension", b"3;a\x00b\r\nabc\r\n0\r\n\r\n"),
+        ("extension over 8 KiB", long_extension.as_bytes()),
+    ];
+    for (name, rest) in later {
+        let log_before = up.request_log().len();
+        let ex = exchange(proxy.addr, &[head, rest], Duration::from_millis(300)).await;
+        assert!(ex.closed, "{name}: {}", ex.text);
+        assert_eq!(ex.status(), 400, "{name}: {}", ex.text);
+        assert_eq!(ex.header("x-corridor-error"), Some("bad_request"), "{name}");
+        up.wait_wire_quiet(Duration::from_millis(200), Duration::from_secs(3))
+            .await;
+        let wire = up.wire_text();
+        assert!(!wire.contains("smuggled"), "{name}: {wire}");
+        assert!(
+            !wire.contains("0\\r\\n\\r\\n"),
+            "{name}: the upstream got a complete chunked body:\n{wire}"
+        );
+        assert!(
+            up.request_log()[log_before..]
+                .iter()
+                .all(|r| r.path() == "/sink"),
+            "{name}: {wire}"
+        );
+        assert_eq!(
+            up.open_connections(),
+            0,
+            "{name}: the upstream connection must be closed:\n{wire}"
+        );
+    }
 }
 
 /// HTTP/2 POSTs without content-length whose body ends with an empty DATA frame carrying

@@ -671,6 +671,22 @@ impl BodyReader {
             Ok(status) => {
                 match status {
                     httparse::Status::Complete((payload_index, chunk_size)) => {
+                        // httparse accepts any byte in a chunk extension, including a bare LF
+                        // or NUL, which other parsers in front of this one may read as a line
+                        // end (a request smuggling vector). RFC 9112 §7.1.1 allows none of
+                        // them, and the line is held to the same length limit as a partial one.
+                        let size_line = &buf[..payload_index.saturating_sub(2)];
+                        if payload_index > PARTIAL_CHUNK_HEAD_LIMIT
+                            || size_line
+                                .iter()
+                                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+                        {
+                            self.body_state = self.body_state.done(0);
+                            return Error::e_explain(
+                                INVALID_CHUNK,
+                                "control character or over-long extension in chunk size line",
+                            );
+                        }
                         trace!(
                             "Got size {chunk_size}, payload_index: {payload_index}, chunk: {:?}",
                             String::from_utf8_lossy(buf).escape_default(),
@@ -3276,6 +3292,25 @@ mod tests {
         let res = body_writer.finish(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(res, 1);
         assert_eq!(body_writer.body_mode, BodyMode::Complete(1));
+    }
+
+    #[tokio::test]
+    async fn read_chunked_rejects_control_bytes_in_extensions() {
+        init_log();
+        for input in [&b"3;a\nb\r\nabc\r\n0\r\n\r\n"[..], b"3;a\x00\r\nabc\r\n0\r\n\r\n"] {
+            let mut mock_io = Builder::new().read(input).build();
+            let mut body_reader = BodyReader::new(false);
+            body_reader.init_chunked(b"");
+            let res = body_reader.read_body(&mut mock_io).await;
+            assert_eq!(res.unwrap_err().etype(), &INVALID_CHUNK, "{input:?}");
+        }
+        // A well-formed extension still reads.
+        let input = b"3;name=\"v\"\r\nabc\r\n0\r\n\r\n";
+        let mut mock_io = Builder::new().read(&input[..]).build();
+        let mut body_reader = BodyReader::new(false);
+        body_reader.init_chunked(b"");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
     }
 
     #[tokio::test]

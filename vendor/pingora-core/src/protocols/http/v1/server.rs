@@ -508,24 +508,30 @@ impl HttpSession {
                                 already_read = buf.len();
                             } else {
                                 debug!("Invalid request header from {:?}", self.underlying_stream);
-                                self.invalid_request_header = Some(Bytes::copy_from_slice(&buf));
-                                buf.truncate(MAX_ERR_BUF_LEN);
-                                return Error::e_because(
+                                // Kept without a copy; the error message shows the start.
+                                let buf = buf.freeze();
+                                let shown = &buf[..buf.len().min(MAX_ERR_BUF_LEN)];
+                                let err = Error::e_because(
                                     InvalidHTTPHeader,
-                                    format!("buf: {}", buf.escape_ascii()),
+                                    format!("buf: {}", shown.escape_ascii()),
                                     e,
                                 );
+                                self.invalid_request_header = Some(buf);
+                                return err;
                             }
                         }
                         _ => {
                             debug!("Invalid request header from {:?}", self.underlying_stream);
-                            self.invalid_request_header = Some(Bytes::copy_from_slice(&buf));
-                            buf.truncate(MAX_ERR_BUF_LEN);
-                            return Error::e_because(
+                            // Kept without a copy; the error message shows the start.
+                            let buf = buf.freeze();
+                            let shown = &buf[..buf.len().min(MAX_ERR_BUF_LEN)];
+                            let err = Error::e_because(
                                 InvalidHTTPHeader,
-                                format!("buf: {:?}", buf.as_bstr()),
+                                format!("buf: {:?}", shown.as_bstr()),
                                 e,
                             );
+                            self.invalid_request_header = Some(buf);
+                            return err;
                         }
                     },
                 }
@@ -1370,7 +1376,6 @@ impl HttpSession {
     pub fn preread_body(&self) -> Option<&[u8]> {
         self.preread_body.as_deref().filter(|b| !b.is_empty())
     }
-
 
     /// Close the connection abruptly. This allows to signal the client that the connection is closed
     /// before dropping [`HttpSession`]
