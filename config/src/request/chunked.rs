@@ -3,8 +3,6 @@
 //! the same packet as its head is refused before anything is forwarded. The
 //! rest of a streamed body is framed by the data plane's own parser.
 
-use http::StatusCode;
-
 use super::head::is_tchar;
 use super::{shown, Rejection};
 
@@ -79,13 +77,10 @@ fn chunk_size_line(line: &[u8], n: usize) -> Result<u64, Rejection> {
     }
     let ext = &line[digits..];
     if ext.len() > MAX_CHUNK_EXTENSION {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "chunk {n}: chunk extensions of {} bytes; at most {MAX_CHUNK_EXTENSION} are accepted",
-                ext.len()
-            ),
-        ));
+        return Err(Rejection::bad(format!(
+            "chunk {n}: chunk extensions of {} bytes; at most {MAX_CHUNK_EXTENSION} are accepted",
+            ext.len()
+        )));
     }
     check_extensions(ext, n)?;
     Ok(size)

@@ -2,7 +2,10 @@
 //! malformed and the `h2` codec lets through (whitespace around values, more
 //! than one `content-length`, `host` against `:authority`), plus the
 //! listener's limits. The codec itself refuses uppercase names, CR/LF/NUL,
-//! pseudo-header misuse and bodies that disagree with `content-length`.
+//! pseudo-header misuse and bodies that disagree with `content-length`, and
+//! Pingora's acceptor refuses authority conflicts; the checks here that repeat
+//! those stay as defense in depth, so that a change below cannot let such a
+//! request through.
 
 use http::{HeaderMap, HeaderName, StatusCode};
 
