@@ -452,30 +452,9 @@ pub(super) fn check_host(v: &[u8]) -> Result<(), Rejection> {
     if host.is_empty() {
         return bad("no host name");
     }
-    if host[0] != b'[' {
-        if !host.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
-        }) {
-            return bad("a host name has letters, digits and `-._~!$&'()*+,;=%` only");
-        }
+    let reg_name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+    if host[0] != b'[' && !host.iter().all(|&b| reg_name_byte(b)) {
+        return bad("a host name has letters, digits and `-._~!$&'()*+,;=%` only");
     }
     Ok(())
 }
