@@ -59,6 +59,8 @@ pub fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
             // forwarded; CONNECT reaches Corridor's checks, which answer 405 themselves.
             options.reject_illegal_request_target = true;
             options.allow_connect_method_proxying = true;
+            // HTTP/2 authority conflicts reach Corridor's checks and get its own 400.
+            options.h2_defer_authority_validation = true;
             app.server_options = Some(options);
             // The listener's limits are checked per request (and follow reloads); the
             // codec's bound, set once here with room to spare, caps what it decodes first.

@@ -118,8 +118,14 @@ pub fn check_h2_request(req: &H2Request<'_>, limits: &HttpLimits) -> Result<Fram
             ),
         ));
     }
-    if let Some(a) = req.authority {
-        check_host(a.as_bytes())?;
+    match req.authority {
+        Some(a) => check_host(a.as_bytes())?,
+        None if hosts == 0 => {
+            return Err(Rejection::bad(
+                "the request has neither :authority nor a host header",
+            ))
+        }
+        None => {}
     }
     match content_length {
         Some(v) => Ok(Framing::Length(parse_content_length(v, limits)?)),

@@ -13,8 +13,7 @@ use super::framing::{config, wire_bytes};
 /// How Corridor (or the `h2` codec in front of it) must refuse a malformed HTTP/2 request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum H2Refusal {
-    /// A stream error (RST_STREAM) or a connection error (GOAWAY) from the codec, or the
-    /// bare 400 of Pingora's HTTP/2 acceptor (authority checks run there, before Corridor).
+    /// A stream error (RST_STREAM) or a connection error (GOAWAY) from the codec.
     Reset,
     /// Corridor's own error response with this status.
     Status(u16),
@@ -117,7 +116,7 @@ async fn malformed_http2_requests_are_refused_before_any_upstream() {
     add(
         "host differs from :authority",
         with(&[(b"host", b"evil")]),
-        Reset,
+        Status(400),
     );
     add(
         "two content-length fields",
@@ -132,7 +131,22 @@ async fn malformed_http2_requests_are_refused_before_any_upstream() {
     add(
         "userinfo in :authority",
         replace(b":authority", Some(b"u@a")),
-        Reset,
+        Status(400),
+    );
+    add(
+        "no authority at all",
+        replace(b":authority", None),
+        Status(400),
+    );
+    add(
+        "two host fields",
+        {
+            let mut f = replace(b":authority", None);
+            f.push((b"host", b"a"));
+            f.push((b"host", b"a"));
+            f
+        },
+        Status(400),
     );
     add(
         "CONNECT",
@@ -173,7 +187,7 @@ async fn malformed_http2_requests_are_refused_before_any_upstream() {
         let reset =
             out.rst.is_some() || out.goaway.is_some() || (out.closed && out.status.is_none());
         let ok = match want {
-            Reset => reset || out.status == Some(400),
+            Reset => reset,
             Status(s) => {
                 out.status == Some(*s)
                     && out.header("x-corridor-error").is_some()

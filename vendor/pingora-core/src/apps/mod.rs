@@ -95,6 +95,13 @@ pub struct HttpServerOptions {
     ///
     /// Default: `false` (encode them, as before)
     pub reject_illegal_request_target: bool,
+
+    /// Hand HTTP/2 requests whose authority fields conflict (`host` differing from
+    /// `:authority`, userinfo, no authority at all) to the application instead of answering
+    /// them with a bare 400; the application must then validate the authority itself.
+    ///
+    /// Default: `false` (answer them with 400, as before)
+    pub h2_defer_authority_validation: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -328,11 +335,15 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            let defer_authority = self
+                .server_options()
+                .is_some_and(|o| o.h2_defer_authority_validation);
+            server::accept_downstream_sessions_with_options(
                 h2_conn,
                 digest,
                 shutdown.clone(),
                 h2_idle_timeout,
+                defer_authority,
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();

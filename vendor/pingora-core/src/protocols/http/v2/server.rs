@@ -130,11 +130,37 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// that bound during drain.
 // TODO: add a per-connection drain timeout to bound how long a single
 // misbehaving client can keep this task alive after GOAWAY.
+#[cfg(test)]
 pub(crate) async fn accept_downstream_sessions<F>(
+    conn: H2Connection<Stream>,
+    digest: Arc<Digest>,
+    shutdown: ShutdownWatch,
+    idle_timeout: Option<Duration>,
+    on_session: F,
+) where
+    F: FnMut(HttpSession, StreamGuard),
+{
+    accept_downstream_sessions_with_options(
+        conn,
+        digest,
+        shutdown,
+        idle_timeout,
+        false,
+        on_session,
+    )
+    .await
+}
+
+/// [`accept_downstream_sessions`], where `defer_authority_validation` hands streams whose
+/// authority fields conflict (see `invalid_request_authority`) to `on_session` instead of
+/// answering them with a bare 400, for an application that validates them itself and
+/// answers in its own format.
+pub(crate) async fn accept_downstream_sessions_with_options<F>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
+    defer_authority_validation: bool,
     mut on_session: F,
 ) where
     F: FnMut(HttpSession, StreamGuard),
@@ -146,10 +172,11 @@ pub(crate) async fn accept_downstream_sessions<F>(
     let active = Arc::new(ActiveSessions::new());
     loop {
         let h2_stream = if shutdown_initiated {
-            HttpSession::from_h2_conn_with_malformed_budget(
+            HttpSession::from_h2_conn_with_options(
                 &mut conn,
                 digest.clone(),
                 &mut malformed_streams,
+                defer_authority_validation,
             )
             .await
         } else {
@@ -163,10 +190,11 @@ pub(crate) async fn accept_downstream_sessions<F>(
                     shutdown_initiated = true;
                     continue;
                 }
-                h2_stream = HttpSession::from_h2_conn_with_malformed_budget(
+                h2_stream = HttpSession::from_h2_conn_with_options(
                     &mut conn,
                     digest.clone(),
                     &mut malformed_streams,
+                    defer_authority_validation,
                 ) => h2_stream,
                 // Any accepted stream cancels this future. The next iteration
                 // waits for all active streams to finish before starting a fresh
@@ -428,6 +456,18 @@ impl HttpSession {
         digest: Arc<Digest>,
         malformed_streams: &mut usize,
     ) -> Result<Option<H2Accept>> {
+        Self::from_h2_conn_with_options(conn, digest, malformed_streams, false).await
+    }
+
+    /// [`Self::from_h2_conn_with_malformed_budget`]; with `defer_authority_validation`, a
+    /// stream whose authority fields conflict is returned as a session for the application
+    /// to answer instead of being answered here with a bare 400.
+    async fn from_h2_conn_with_options(
+        conn: &mut H2Connection<Stream>,
+        digest: Arc<Digest>,
+        malformed_streams: &mut usize,
+        defer_authority_validation: bool,
+    ) -> Result<Option<H2Accept>> {
         // NOTE: conn.accept().await is what drives the entire connection.
         let res = conn.accept().await.transpose().or_err(
             ErrorType::H2Error,
@@ -473,7 +513,7 @@ impl HttpSession {
 
         // RFC 9113 section 8.1.1 forbids forwarding a malformed request:
         // https://www.rfc-editor.org/rfc/rfc9113.html#section-8.1.1
-        if invalid_request_authority(&request_header) {
+        if !defer_authority_validation && invalid_request_authority(&request_header) {
             let mut response = Response::new(());
             *response.status_mut() = StatusCode::BAD_REQUEST;
             // An immediate PROTOCOL_ERROR reset would replace this observable 400 in h2. Dropping
@@ -1166,6 +1206,50 @@ mod test {
             "/test",
             &["host.example", "host.example"]
         )));
+    }
+
+    #[tokio::test]
+    async fn test_deferred_authority_validation_hands_the_stream_to_the_application() {
+        let (client, server) = duplex(65536);
+        let client = tokio::spawn(async move {
+            let (h2, connection) = h2::client::handshake(client).await.unwrap();
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut h2 = h2.ready().await.unwrap();
+            let mismatched = Request::builder()
+                .method(Method::GET)
+                .uri("https://authority.example/test")
+                .header(header::HOST, "other.example")
+                .body(())
+                .unwrap();
+            let (response, _) = h2.send_request(mismatched, true).unwrap();
+            // The application answers (here with 421); nothing was answered for it.
+            assert_eq!(response.await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
+        });
+
+        let mut connection = handshake(Box::new(server), None).await.unwrap();
+        let mut malformed_streams = 0;
+        let accepted = HttpSession::from_h2_conn_with_options(
+            &mut connection,
+            Arc::new(Digest::default()),
+            &mut malformed_streams,
+            true,
+        )
+        .await
+        .unwrap();
+        let Some(H2Accept::Session(mut session)) = accepted else {
+            panic!("the stream was not handed over");
+        };
+        assert_eq!(session.req_header().headers[header::HOST], "other.example");
+        assert_eq!(malformed_streams, 0);
+        let response = ResponseHeader::build(StatusCode::MISDIRECTED_REQUEST, None).unwrap();
+        session
+            .write_response_header(Box::new(response), true)
+            .unwrap();
+        // Drive the connection so the response is flushed.
+        tokio::spawn(async move { while connection.accept().await.is_some() {} });
+        client.await.unwrap();
     }
 
     #[tokio::test]
