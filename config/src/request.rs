@@ -80,6 +80,11 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+/// A port: one to five decimal digits.
+pub(crate) fn is_port(p: &[u8]) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit)
+}
+
 /// Bytes shown in messages: printable ASCII as is, the rest escaped, at most `max` bytes.
 pub(crate) fn shown(bytes: &[u8], max: usize) -> String {
     let cut = &bytes[..bytes.len().min(max)];

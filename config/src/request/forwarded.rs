@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::is_port;
+
 /// An address range such as `10.0.0.0/8` or `2001:db8::/32` (or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -136,18 +138,18 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     }
     if let Some(rest) = s.strip_prefix('[') {
         let (inner, tail) = rest.split_once(']')?;
-        if !(tail.is_empty() || tail.strip_prefix(':').is_some_and(is_port)) {
+        if !(tail.is_empty()
+            || tail
+                .strip_prefix(':')
+                .is_some_and(|p| is_port(p.as_bytes())))
+        {
             return None;
         }
         return inner.parse().ok();
     }
     let (a, port) = s.rsplit_once(':')?;
-    if !is_port(port) {
+    if !is_port(port.as_bytes()) {
         return None;
     }
     a.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
-}
-
-fn is_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }

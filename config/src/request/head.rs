@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 
-use super::{shown, HttpLimits, Rejection};
+use super::{is_port, shown, HttpLimits, Rejection};
 
 /// How a valid request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,7 +445,7 @@ pub(super) fn check_host(v: &[u8]) -> Result<(), Rejection> {
         }
     };
     if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+        if !is_port(port) {
             return bad("the port is not a number");
         }
     }

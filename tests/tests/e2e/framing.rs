@@ -12,8 +12,6 @@ use std::time::Duration;
 use corridor_tests::{Corridor, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::HEAD;
-
 /// A listener with a 1 MiB body limit in front of one HTTP/1.1 upstream.
 pub(super) fn config(up: SocketAddr) -> String {
     format!(
@@ -658,11 +656,7 @@ async fn bad_chunk_after_the_head_aborts_the_upstream_request() {
 async fn h2_to_h1_empty_end_stream_data_frame_does_not_desync_the_upstream() {
     use corridor_tests::h2raw::RawH2;
     let up = Upstream::http1("up").await;
-    let proxy = Corridor::start(&format!(
-        "{HEAD}route_tables:\n  - name: t\n    virtual_hosts:\n      - domains: [\"*\"]\n        routes:\n          - {{ match: {{ prefix: / }}, route: {{ cluster: up }} }}\nclusters:\n  - {{ name: up, endpoints: [{{ address: \"{}\" }}] }}\n",
-        up.addr()
-    ))
-    .await;
+    let proxy = Corridor::start(&config(up.addr())).await;
     let mut h2 = RawH2::connect(proxy.addr).await.unwrap();
     for (i, body) in ["first", "second", "third"].iter().enumerate() {
         let id = h2.next_stream_id();
