@@ -91,7 +91,7 @@ fn host_and_subset(c: &mut Criterion) {
         panic!("chat forwards")
     };
     let target = &f.targets[0];
-    let cluster = &demo.clusters[target.cluster];
+    let cluster = demo.cluster(&target.cluster).expect("chat cluster");
     let mut headers = HeaderMap::new();
     headers.insert("x-model", HeaderValue::from_static("claude-3-5-sonnet"));
     c.bench_function("subset/glob_model_header", |b| {

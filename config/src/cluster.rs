@@ -71,13 +71,53 @@ pub struct Endpoint {
     pub hostname: Option<Arc<str>>,
 }
 
-/// A compiled cluster.
-#[derive(Debug)]
+/// A cluster's endpoints with their label index: compiled from the cluster's
+/// inline list or from an `Endpoints` resource, and replaced whole when the
+/// endpoints change (route tables are not touched).
+#[derive(Debug, Default)]
+pub struct EndpointTable {
+    /// Endpoints; an index into this list identifies an endpoint within this table.
+    pub list: Vec<Endpoint>,
+    /// Label key → value → endpoints carrying it.
+    pub(crate) labels: HashMap<Arc<str>, HashMap<Arc<str>, EndpointSet>>,
+}
+
+impl EndpointTable {
+    /// Indexes `list` by label.
+    pub fn new(list: Vec<Endpoint>) -> Self {
+        let n = list.len();
+        let mut labels: HashMap<Arc<str>, HashMap<Arc<str>, EndpointSet>> = HashMap::new();
+        for (i, e) in list.iter().enumerate() {
+            for (k, v) in &e.labels {
+                labels
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_insert_with(|| EndpointSet::empty(n))
+                    .insert(i);
+            }
+        }
+        Self { list, labels }
+    }
+}
+
+impl std::ops::Deref for EndpointTable {
+    type Target = [Endpoint];
+
+    fn deref(&self) -> &[Endpoint] {
+        &self.list
+    }
+}
+
+/// A compiled cluster: its settings and its current endpoints. Cheap to clone
+/// (the endpoint table is shared), so an endpoint update makes a new cluster
+/// without copying or recompiling anything else.
+#[derive(Debug, Clone)]
 pub struct Cluster {
     /// Unique name.
     pub name: Arc<str>,
-    /// Endpoints; an index into this list identifies an endpoint within this snapshot.
-    pub endpoints: Vec<Endpoint>,
+    /// Current endpoints (the cluster's inline ones, or its `Endpoints` resource).
+    pub endpoints: Arc<EndpointTable>,
     /// Protocol to the endpoints.
     pub protocol: UpstreamProtocol,
     /// TLS, when the endpoints speak it.
@@ -90,8 +130,6 @@ pub struct Cluster {
     pub max_h2_streams: usize,
     /// Endpoint picking policy.
     pub lb_policy: LbPolicy,
-    /// Label key → value → endpoints carrying it.
-    pub(crate) labels: HashMap<Arc<str>, HashMap<Arc<str>, EndpointSet>>,
 }
 
 impl Cluster {
@@ -102,14 +140,25 @@ impl Cluster {
 
     /// Whether any endpoint carries label `key`.
     pub fn has_label(&self, key: &str) -> bool {
-        self.labels.contains_key(key)
+        self.endpoints.labels.contains_key(key)
+    }
+
+    /// Whether the settings (everything but the endpoints) equal `other`'s.
+    pub fn same_settings(&self, other: &Cluster) -> bool {
+        self.name == other.name
+            && self.protocol == other.protocol
+            && self.tls == other.tls
+            && self.connect_timeout == other.connect_timeout
+            && self.pool_idle_timeout == other.pool_idle_timeout
+            && self.max_h2_streams == other.max_h2_streams
+            && self.lb_policy == other.lb_policy
     }
 
     /// Endpoints whose labels include all of `labels`.
     pub fn matching(&self, labels: &BTreeMap<Arc<str>, Arc<str>>) -> EndpointSet {
         let mut set = self.all();
         for (k, v) in labels {
-            match self.labels.get(k).and_then(|vals| vals.get(v)) {
+            match self.endpoints.labels.get(k).and_then(|vals| vals.get(v)) {
                 Some(s) => set.intersect(s),
                 None => return EndpointSet::empty(self.endpoints.len()),
             }
@@ -121,7 +170,7 @@ impl Cluster {
     /// value is a glob pattern matching `value`.
     fn with_label_value(&self, key: &str, value: &str, glob: bool) -> EndpointSet {
         let n = self.endpoints.len();
-        let Some(values) = self.labels.get(key) else {
+        let Some(values) = self.endpoints.labels.get(key) else {
             return EndpointSet::empty(n);
         };
         if !glob {
@@ -171,21 +220,24 @@ pub enum Fallback {
     DefaultSubset,
 }
 
-/// One cluster a route can send to, with its precomputed subsets.
+/// One cluster a route can send to, by name, with its subset selector. The
+/// subset is resolved against the cluster's endpoints at the time of the
+/// request, so endpoint updates never touch route tables, and a subset with
+/// no endpoints yet is not an error (its fallback applies until they arrive).
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Index of the cluster in the snapshot.
-    pub cluster: usize,
+    /// Name of the cluster.
+    pub cluster: Arc<str>,
     /// Relative weight among the route's targets.
     pub weight: u32,
-    /// Endpoints matching the route's fixed labels (all endpoints when none).
-    pub fixed: EndpointSet,
+    /// Labels every selected endpoint must carry (empty: all endpoints).
+    pub labels: BTreeMap<Arc<str>, Arc<str>>,
     /// Labels read from the request.
     pub from_request: Arc<[RequestLabel]>,
     /// Fallback when the subset is empty.
     pub fallback: Fallback,
-    /// Endpoints of the default subset.
-    pub default_subset: EndpointSet,
+    /// Labels of the default subset.
+    pub default_subset: BTreeMap<Arc<str>, Arc<str>>,
 }
 
 /// Why no endpoint set could be chosen.
@@ -207,7 +259,11 @@ impl Target {
         if cluster.endpoints.is_empty() {
             return Err(SubsetError::NoEndpoints);
         }
-        let mut set = self.fixed.clone();
+        let mut set = if self.labels.is_empty() {
+            cluster.all()
+        } else {
+            cluster.matching(&self.labels)
+        };
         for rl in self.from_request.iter() {
             if set.is_empty() {
                 break;
@@ -227,10 +283,14 @@ impl Target {
         match self.fallback {
             Fallback::None => Err(SubsetError::Empty),
             Fallback::Any => Ok(cluster.all()),
-            Fallback::DefaultSubset if !self.default_subset.is_empty() => {
-                Ok(self.default_subset.clone())
+            Fallback::DefaultSubset => {
+                let d = cluster.matching(&self.default_subset);
+                if d.is_empty() {
+                    Err(SubsetError::Empty)
+                } else {
+                    Ok(d)
+                }
             }
-            Fallback::DefaultSubset => Err(SubsetError::Empty),
         }
     }
 }

@@ -2,212 +2,146 @@
 //! `Snapshot` out, or every error found with its field path. This is the one
 //! validator, whether the messages came from a file or a control-plane push.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::error::{ConfigError, FieldPath};
+use crate::files::{DiskFiles, Files};
 use crate::proto;
 use crate::request::{Cidr, EscapedSlashes, HttpLimits, PathOptions};
 use crate::snapshot::{
     AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
-    LogFormat, Protocols, RuntimeSettings, Snapshot,
+    LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings,
 };
+use crate::store::Store;
 
 mod action;
 mod cluster;
 mod matcher;
 mod route;
 
+pub(crate) use cluster::{compile_cluster, compile_endpoints};
+pub(crate) use route::compile_route_table;
+
 /// Default admin listener.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
-/// Collects errors while compiling.
-pub(crate) struct Ctx {
+/// Collects errors while compiling, and reaches files through the one seam.
+pub(crate) struct Ctx<'f> {
     pub(crate) errors: Vec<ConfigError>,
+    pub(crate) files: &'f dyn Files,
+    /// Clusters named by the routes compiled so far, with the naming field.
+    pub(crate) cluster_refs: Vec<(Arc<str>, FieldPath)>,
 }
 
-impl Ctx {
+impl<'f> Ctx<'f> {
+    pub(crate) fn new(files: &'f dyn Files) -> Self {
+        Self {
+            errors: Vec::new(),
+            files,
+            cluster_refs: Vec::new(),
+        }
+    }
+
     pub(crate) fn err(&mut self, path: &FieldPath, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path.as_str(), message));
     }
 }
 
-/// Validates and compiles a bootstrap into a snapshot, or returns every error.
+/// Validates and compiles a whole bootstrap (a configuration file) into a
+/// snapshot, or returns every error. It goes through the same resource store
+/// as pushes, with every reference required to resolve.
 pub fn compile(bootstrap: proto::Bootstrap) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut cx = Ctx { errors: Vec::new() };
+    Ok(Store::from_bootstrap(bootstrap, &DiskFiles)?.snapshot())
+}
+
+/// Compiles the process settings of a bootstrap (admin, runtime, control stream).
+pub(crate) fn compile_settings(cx: &mut Ctx, b: &proto::Bootstrap) -> Settings {
     let root = FieldPath::root();
-
-    let clusters = cluster::compile_clusters(&mut cx, &bootstrap.clusters, &root.field("clusters"));
-    let cluster_index: HashMap<&str, usize> = clusters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_ref(), i))
-        .collect();
-
-    let route_tables = route::compile_route_tables(
-        &mut cx,
-        &bootstrap.route_tables,
-        &root.field("route_tables"),
-        &clusters,
-        &cluster_index,
-    );
-    let table_index: HashMap<&str, usize> = route_tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_ref(), i))
-        .collect();
-
-    let listeners = compile_listeners(
-        &mut cx,
-        &bootstrap.listeners,
-        &root.field("listeners"),
-        &table_index,
-    );
-    let admin = compile_admin(&mut cx, bootstrap.admin.as_ref(), &root.field("admin"));
-    let runtime = compile_runtime(&mut cx, bootstrap.runtime.as_ref(), &root.field("runtime"));
-    if let Some(l) = listeners.iter().find(|l| l.address == admin.address) {
-        cx.err(
-            &root.field("admin").field("address"),
-            format!(
-                "{} is also the address of listener `{}`",
-                admin.address, l.name
-            ),
-        );
-    }
-
-    if !cx.errors.is_empty() {
-        return Err(cx.errors);
-    }
-    Ok(Snapshot {
-        version: version_of(&bootstrap).into(),
-        loaded_at: SystemTime::now(),
-        listeners,
-        route_tables,
-        clusters: clusters.into_iter().map(Arc::new).collect(),
+    let admin = compile_admin(cx, b.admin.as_ref(), &root.field("admin"));
+    let runtime = compile_runtime(cx, b.runtime.as_ref(), &root.field("runtime"));
+    let xds = b
+        .xds
+        .as_ref()
+        .and_then(|x| compile_xds(cx, x, &root.field("xds")));
+    Settings {
         admin,
         runtime,
-        source: bootstrap,
-    })
-}
-
-/// FNV-1a of the encoded message: the same config always has the same version.
-fn version_of(b: &proto::Bootstrap) -> String {
-    let bytes = prost::Message::encode_to_vec(b);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        xds,
     }
-    format!("{h:016x}")
 }
 
-fn compile_listeners(
+/// Compiles one listener resource; `p` is its path.
+pub(crate) fn compile_listener(
     cx: &mut Ctx,
-    listeners: &[proto::Listener],
-    path: &FieldPath,
-    tables: &HashMap<&str, usize>,
-) -> Vec<Listener> {
-    let mut out = Vec::new();
-    let mut names = HashSet::new();
-    let mut addrs = HashSet::new();
-    if listeners.is_empty() {
-        cx.err(path, "at least one listener is required");
+    l: &proto::Listener,
+    p: &FieldPath,
+) -> Option<Listener> {
+    let address = parse_addr(cx, &p.field("address"), &l.address);
+    let mut protocols = Protocols {
+        http1: false,
+        h2c: false,
+    };
+    for (j, raw) in l.protocols.iter().enumerate() {
+        match proto::listener::Protocol::try_from(*raw) {
+            Ok(proto::listener::Protocol::Http1) => protocols.http1 = true,
+            Ok(proto::listener::Protocol::H2c) => protocols.h2c = true,
+            _ => cx.err(
+                &p.field("protocols").index(j),
+                "unknown protocol; use http1 or h2c",
+            ),
+        }
     }
-    for (i, l) in listeners.iter().enumerate() {
-        let p = path.index(i);
-        require_name(cx, &p, &l.name, &mut names, "listener");
-        let address = parse_addr(cx, &p.field("address"), &l.address);
-        if let Some(a) = address {
-            if !addrs.insert(a) {
-                cx.err(
-                    &p.field("address"),
-                    format!("address {a} is used by another listener"),
-                );
-            }
-        }
-        let mut protocols = Protocols {
-            http1: false,
-            h2c: false,
+    if l.protocols.is_empty() {
+        protocols = Protocols {
+            http1: true,
+            h2c: true,
         };
-        for (j, raw) in l.protocols.iter().enumerate() {
-            match proto::listener::Protocol::try_from(*raw) {
-                Ok(proto::listener::Protocol::Http1) => protocols.http1 = true,
-                Ok(proto::listener::Protocol::H2c) => protocols.h2c = true,
-                _ => cx.err(
-                    &p.field("protocols").index(j),
-                    "unknown protocol; use http1 or h2c",
-                ),
-            }
-        }
-        if l.protocols.is_empty() {
-            protocols = Protocols {
-                http1: true,
-                h2c: true,
-            };
-        } else if !protocols.http1 && l.tls.is_none() {
+    } else if !protocols.http1 && l.tls.is_none() {
+        cx.err(
+            &p.field("protocols"),
+            "http1 cannot be turned off on a plaintext listener (HTTP/1.1 is always served); list [http1] or [http1, h2c]",
+        );
+    }
+    let tls = l.tls.as_ref().map(|t| {
+        let tp = p.field("tls");
+        if !l.protocols.is_empty() {
             cx.err(
                 &p.field("protocols"),
-                "http1 cannot be turned off on a plaintext listener (HTTP/1.1 is always served); list [http1] or [http1, h2c]",
+                "protocols applies to plaintext listeners; on a TLS listener ALPN chooses (see tls.alpn)",
             );
         }
-        let tls = l.tls.as_ref().map(|t| {
-            let tp = p.field("tls");
-            if !l.protocols.is_empty() {
-                cx.err(
-                    &p.field("protocols"),
-                    "protocols applies to plaintext listeners; on a TLS listener ALPN chooses (see tls.alpn)",
-                );
+        require_file(cx, &tp.field("cert_file"), &t.cert_file);
+        require_file(cx, &tp.field("key_file"), &t.key_file);
+        for (j, a) in t.alpn.iter().enumerate() {
+            if a != "h2" && a != "http/1.1" {
+                cx.err(&tp.field("alpn").index(j), format!("unsupported ALPN `{a}`; use \"h2\" or \"http/1.1\""));
             }
-            require_file(cx, &tp.field("cert_file"), &t.cert_file);
-            require_file(cx, &tp.field("key_file"), &t.key_file);
-            for (j, a) in t.alpn.iter().enumerate() {
-                if a != "h2" && a != "http/1.1" {
-                    cx.err(&tp.field("alpn").index(j), format!("unsupported ALPN `{a}`; use \"h2\" or \"http/1.1\""));
-                }
-            }
-            let alpn = if t.alpn.is_empty() {
-                vec!["h2".into(), "http/1.1".into()]
-            } else {
-                t.alpn.iter().map(|a| Arc::from(a.as_str())).collect()
-            };
-            ListenerTls {
-                cert_file: t.cert_file.as_str().into(),
-                key_file: t.key_file.as_str().into(),
-                alpn,
-            }
-        });
-        let route_table = match tables.get(l.route_table.as_str()) {
-            Some(i) => Some(*i),
-            None if l.route_table.is_empty() => {
-                cx.err(&p.field("route_table"), "a route table is required");
-                None
-            }
-            None => {
-                cx.err(
-                    &p.field("route_table"),
-                    format!(
-                        "route table `{}` is not defined in route_tables",
-                        l.route_table
-                    ),
-                );
-                None
-            }
-        };
-        let http = compile_listener_http(cx, l.http.as_ref(), &p.field("http"));
-        if let (Some(address), Some(route_table)) = (address, route_table) {
-            out.push(Listener {
-                name: l.name.as_str().into(),
-                address,
-                protocols,
-                tls,
-                route_table,
-                http,
-            });
         }
+        let alpn = if t.alpn.is_empty() {
+            vec!["h2".into(), "http/1.1".into()]
+        } else {
+            t.alpn.iter().map(|a| Arc::from(a.as_str())).collect()
+        };
+        ListenerTls {
+            cert_file: t.cert_file.as_str().into(),
+            key_file: t.key_file.as_str().into(),
+            alpn,
+        }
+    });
+    if l.route_table.is_empty() {
+        cx.err(&p.field("route_table"), "a route table is required");
     }
-    out
+    let http = compile_listener_http(cx, l.http.as_ref(), &p.field("http"));
+    Some(Listener {
+        name: l.name.as_str().into(),
+        address: address?,
+        protocols,
+        tls,
+        route_table: l.route_table.as_str().into(),
+        http,
+    })
 }
 
 /// Largest request head a listener may allow (Pingora's HTTP/1 parser stops at 1 MiB).
@@ -365,6 +299,56 @@ fn compile_admin(cx: &mut Ctx, admin: Option<&proto::Admin>, path: &FieldPath) -
     out
 }
 
+/// Default wait for the first complete configuration from the control plane (Envoy's).
+const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn compile_xds(cx: &mut Ctx, x: &proto::Xds, path: &FieldPath) -> Option<XdsSettings> {
+    if x.server.is_empty() {
+        cx.err(
+            &path.field("server"),
+            "the control-plane address is required, for example http://10.0.0.2:18000",
+        );
+    } else if !(x.server.starts_with("http://") || x.server.starts_with("https://"))
+        || x.server.parse::<http::Uri>().is_err()
+    {
+        cx.err(
+            &path.field("server"),
+            format!(
+                "`{}` is not a control-plane URL; write it as http://host:port",
+                x.server
+            ),
+        );
+    }
+    if x.node_id.is_empty() {
+        cx.err(&path.field("node_id"), "a node id is required");
+    }
+    use proto::xds::Role as PR;
+    let role = match enum_value::<PR>(cx, &path.field("role"), x.role) {
+        Some(PR::Ingress) => XdsRole::Ingress,
+        _ => XdsRole::Sidecar,
+    };
+    let initial_fetch_timeout = duration(
+        cx,
+        &path.field("initial_fetch_timeout"),
+        x.initial_fetch_timeout.as_ref(),
+        false,
+    )
+    .unwrap_or(DEFAULT_INITIAL_FETCH_TIMEOUT);
+    let l = x.locality.clone().unwrap_or_default();
+    Some(XdsSettings {
+        server: x.server.as_str().into(),
+        node_id: x.node_id.as_str().into(),
+        node_cluster: x.node_cluster.as_str().into(),
+        cloud: l.cloud.into(),
+        region: l.region.into(),
+        zone: l.zone.into(),
+        role,
+        delta: x.delta,
+        initial_fetch_timeout,
+        persist_file: (!x.persist_file.is_empty()).then(|| x.persist_file.as_str().into()),
+    })
+}
+
 fn compile_runtime(cx: &mut Ctx, rt: Option<&proto::Runtime>, path: &FieldPath) -> RuntimeSettings {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = RuntimeSettings {
@@ -392,29 +376,6 @@ fn compile_runtime(cx: &mut Ctx, rt: Option<&proto::Runtime>, path: &FieldPath) 
 }
 
 // === shared helpers ===
-
-/// Checks a required, unique resource name.
-pub(crate) fn require_name<'a>(
-    cx: &mut Ctx,
-    path: &FieldPath,
-    name: &'a str,
-    seen: &mut HashSet<&'a str>,
-    what: &str,
-) {
-    if name.is_empty() {
-        cx.err(&path.field("name"), format!("a {what} needs a name"));
-    } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        cx.err(
-            &path.field("name"),
-            format!("{what} name `{name}` must not contain spaces or control characters"),
-        );
-    } else if !seen.insert(name) {
-        cx.err(
-            &path.field("name"),
-            format!("{what} name `{name}` is used twice"),
-        );
-    }
-}
 
 /// Parses an `ip:port` socket address.
 pub(crate) fn parse_addr(cx: &mut Ctx, path: &FieldPath, text: &str) -> Option<SocketAddr> {
@@ -452,11 +413,11 @@ pub(crate) fn enum_value<E: TryFrom<i32>>(cx: &mut Ctx, path: &FieldPath, raw: i
     }
 }
 
-/// Checks that a required file exists and can be read.
+/// Checks that a required file exists and can be read (through the files seam).
 pub(crate) fn require_file(cx: &mut Ctx, path: &FieldPath, file: &str) {
     if file.is_empty() {
         cx.err(path, "a file path is required");
-    } else if let Err(e) = std::fs::File::open(file) {
+    } else if let Err(e) = cx.files.check(file) {
         cx.err(path, format!("cannot read `{file}`: {e}"));
     }
 }

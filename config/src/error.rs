@@ -15,6 +15,11 @@ impl FieldPath {
         Self(String::new())
     }
 
+    /// The root of a pushed resource's paths: `Kind(name)`.
+    pub fn resource(kind: &str, name: &str) -> Self {
+        Self(format!("{kind}({name})"))
+    }
+
     /// The path of a field below this one.
     pub fn field(&self, name: &str) -> Self {
         if self.0.is_empty() {

@@ -9,11 +9,13 @@ mod compile;
 mod decode;
 mod endpoint_set;
 mod error;
+mod files;
 mod load;
 pub mod proto;
 mod request;
 mod route;
 mod snapshot;
+mod store;
 mod yaml;
 
 pub use action::{
@@ -21,14 +23,18 @@ pub use action::{
     RouteAction,
 };
 pub use cluster::{
-    glob_match, Cluster, Endpoint, Fallback, LabelSource, LbPolicy, Locality, RequestLabel,
-    SubsetError, Target, UpstreamProtocol, UpstreamTls,
+    glob_match, Cluster, Endpoint, EndpointTable, Fallback, LabelSource, LbPolicy, Locality,
+    RequestLabel, SubsetError, Target, UpstreamProtocol, UpstreamTls,
 };
 pub use compile::{compile, DEFAULT_ADMIN_ADDRESS};
 pub use decode::{parse_duration, SourceMap};
 pub use endpoint_set::EndpointSet;
 pub use error::{ConfigError, ConfigErrors, FieldPath};
-pub use load::{compile_bootstrap, load_file, load_str, parse_bootstrap, to_json};
+pub use files::{DiskFiles, Files};
+pub use load::{
+    compile_bootstrap, load_file, load_store_file, load_store_str, load_str, locate_errors,
+    message_json, parse_bootstrap, read_bootstrap, to_json,
+};
 pub use request::{
     check_chunked_prefix, check_h1_head, check_h2_request, check_query, client_from_forwarded_for,
     normalize_path, Cidr, CidrError, EscapedSlashes, Framing, H1Head, H2Request, HttpLimits,
@@ -40,6 +46,7 @@ pub use route::{
 };
 pub use snapshot::{
     AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
-    LogFormat, Protocols, RuntimeSettings, Snapshot,
+    LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings,
 };
+pub use store::{Change, Entry, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX};
 pub use yaml::Pos;

@@ -5,8 +5,10 @@ use std::path::Path;
 
 use crate::decode::{decode_message, SourceMap};
 use crate::error::{ConfigError, ConfigErrors};
+use crate::files::DiskFiles;
 use crate::proto;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
 use crate::yaml;
 
 /// Parses YAML or JSON text into a `Bootstrap`, with the positions of its fields.
@@ -41,23 +43,37 @@ pub fn parse_bootstrap(
     Ok((bootstrap, map))
 }
 
-/// Parses and compiles text; errors carry `source_name:line:column`.
-pub fn load_str(text: &str, source_name: &str) -> Result<Snapshot, ConfigErrors> {
-    let (bootstrap, map) = parse_bootstrap(text, source_name)?;
-    crate::compile::compile(bootstrap).map_err(|mut errors| {
-        for e in &mut errors {
-            e.pos = map.locate(&e.path);
-        }
-        errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.column)));
-        ConfigErrors {
-            source_name: source_name.to_string(),
-            errors,
-        }
-    })
+/// Places errors at their `file:line:column` through `map`, in document order.
+pub fn locate_errors(
+    mut errors: Vec<ConfigError>,
+    map: &SourceMap,
+    source_name: &str,
+) -> ConfigErrors {
+    for e in &mut errors {
+        e.pos = map.locate(&e.path);
+    }
+    errors.sort_by_key(|e| e.pos.map(|p| (p.line, p.column)));
+    ConfigErrors {
+        source_name: source_name.to_string(),
+        errors,
+    }
 }
 
-/// Reads, parses and compiles a configuration file.
-pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
+/// Parses and compiles text into a resource store; errors carry
+/// `source_name:line:column`.
+pub fn load_store_str(text: &str, source_name: &str) -> Result<Store, ConfigErrors> {
+    let (bootstrap, map) = parse_bootstrap(text, source_name)?;
+    Store::from_bootstrap(bootstrap, &DiskFiles)
+        .map_err(|errors| locate_errors(errors, &map, source_name))
+}
+
+/// Parses and compiles text; errors carry `source_name:line:column`.
+pub fn load_str(text: &str, source_name: &str) -> Result<Snapshot, ConfigErrors> {
+    load_store_str(text, source_name).map(Store::snapshot)
+}
+
+/// Reads and parses a configuration file, with the positions of its fields.
+pub fn read_bootstrap(path: &Path) -> Result<(proto::Bootstrap, SourceMap), ConfigErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors::single(
@@ -65,11 +81,24 @@ pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
             ConfigError::new("", format!("cannot read file: {e}")),
         )
     })?;
-    load_str(&text, &name)
+    parse_bootstrap(&text, &name)
 }
 
-/// Compiles a `Bootstrap` that did not come from a file (a control-plane push);
-/// errors carry field paths below `source_name`.
+/// Reads, parses and compiles a configuration file into a resource store.
+pub fn load_store_file(path: &Path) -> Result<Store, ConfigErrors> {
+    let name = path.display().to_string();
+    let (bootstrap, map) = read_bootstrap(path)?;
+    Store::from_bootstrap(bootstrap, &DiskFiles)
+        .map_err(|errors| locate_errors(errors, &map, &name))
+}
+
+/// Reads, parses and compiles a configuration file.
+pub fn load_file(path: &Path) -> Result<Snapshot, ConfigErrors> {
+    load_store_file(path).map(Store::snapshot)
+}
+
+/// Compiles a `Bootstrap` that did not come from a file; errors carry field
+/// paths below `source_name`.
 pub fn compile_bootstrap(
     bootstrap: proto::Bootstrap,
     source_name: &str,
@@ -80,14 +109,23 @@ pub fn compile_bootstrap(
     })
 }
 
-/// The snapshot's configuration as proto3 JSON (proto field names), for `/config_dump`.
+/// A bootstrap as proto3 JSON (proto field names); it loads again as the same configuration.
 pub fn to_json(bootstrap: &proto::Bootstrap) -> serde_json::Value {
-    let desc = proto::descriptor_pool()
-        .get_message_by_name("corridor.v1.Bootstrap")
-        .expect("Bootstrap is in the descriptor pool");
-    let bytes = prost::Message::encode_to_vec(bootstrap);
-    let dynamic = prost_reflect::DynamicMessage::decode(desc, bytes.as_slice())
-        .expect("own encoding decodes");
+    message_json(
+        "corridor.v1.Bootstrap",
+        &prost::Message::encode_to_vec(bootstrap),
+    )
+}
+
+/// A `corridor.v1` message's protobuf encoding as proto3 JSON (proto field
+/// names), for dumps; `null` when it does not decode.
+pub fn message_json(full_name: &str, bytes: &[u8]) -> serde_json::Value {
+    let Some(desc) = proto::descriptor_pool().get_message_by_name(full_name) else {
+        return serde_json::Value::Null;
+    };
+    let Ok(dynamic) = prost_reflect::DynamicMessage::decode(desc, bytes) else {
+        return serde_json::Value::Null;
+    };
     let options = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)

@@ -93,6 +93,10 @@ pub struct RouteTable {
     /// Virtual hosts in configuration order.
     pub virtual_hosts: Vec<VirtualHost>,
     pub(crate) hosts: HostIndex,
+    /// Names of the clusters its routes send to.
+    pub clusters: std::collections::BTreeSet<Arc<str>>,
+    /// Each cluster reference with the field that makes it.
+    pub(crate) cluster_refs: Vec<(Arc<str>, crate::error::FieldPath)>,
 }
 
 /// Domain → virtual host lookup.

@@ -1,79 +1,78 @@
 //! Owns `Snapshot`, the immutable compiled configuration that the data plane
 //! serves from, and its process-level parts (listeners, admin, runtime).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::cluster::Cluster;
 use crate::error::ConfigError;
-use crate::proto;
 use crate::request::{Cidr, HttpLimits, PathOptions};
 use crate::route::RouteTable;
+use crate::store::Store;
 
-/// A compiled, immutable configuration. Requests hold an `Arc<Snapshot>` for
+/// A compiled, immutable configuration: the resources of a `Store` that are
+/// ready to serve. Requests hold an `Arc` of what was derived from it for
 /// their whole life, so a swap never changes a request in flight.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Content hash of the configuration, as hex.
+    /// Hash of every served resource's kind, name and content, as hex.
     pub version: Arc<str>,
-    /// When it was compiled.
+    /// When it was assembled.
     pub loaded_at: SystemTime,
-    /// Downstream listeners.
-    pub listeners: Vec<Listener>,
-    /// Route tables; listeners refer to them by index.
-    pub route_tables: Vec<RouteTable>,
-    /// Clusters; route targets refer to them by index.
+    /// Downstream listeners, by name.
+    pub listeners: Vec<Arc<Listener>>,
+    /// Route tables, by name.
+    pub route_tables: Vec<Arc<RouteTable>>,
+    /// Clusters with their current endpoints, by name.
     pub clusters: Vec<Arc<Cluster>>,
+    pub(crate) table_index: HashMap<Arc<str>, usize>,
+    pub(crate) cluster_index: HashMap<Arc<str>, usize>,
     /// Admin and logging.
     pub admin: AdminSettings,
     /// Process settings.
     pub runtime: RuntimeSettings,
-    /// The configuration it was compiled from, for `/config_dump`.
-    pub source: proto::Bootstrap,
+    /// The control stream, when configured.
+    pub xds: Option<XdsSettings>,
+    /// The store it was assembled from: per-resource versions and sources.
+    pub store: Arc<Store>,
 }
 
 impl Snapshot {
-    /// Why `next` cannot replace `self` without a restart (a changed socket,
-    /// ALPN, process settings or log format), one error per field; empty when it can.
-    pub fn restart_needed_for(&self, next: &Snapshot) -> Vec<ConfigError> {
+    /// The route table named `name`.
+    pub fn route_table(&self, name: &str) -> Option<&Arc<RouteTable>> {
+        self.table_index.get(name).map(|i| &self.route_tables[*i])
+    }
+
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.cluster_index.get(name).map(|i| &self.clusters[*i])
+    }
+
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
+        self.listeners.iter().find(|l| l.name.as_ref() == name)
+    }
+}
+
+/// Process-level settings of a bootstrap: read at start, never pushed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Admin and logging.
+    pub admin: AdminSettings,
+    /// Threads and drain.
+    pub runtime: RuntimeSettings,
+    /// The control stream, when configured.
+    pub xds: Option<XdsSettings>,
+}
+
+impl Settings {
+    /// Why `next` cannot replace `self` without a restart (process settings,
+    /// the admin socket, the log format or the control stream), one error per
+    /// field; empty when it can.
+    pub fn restart_needed_for(&self, next: &Settings) -> Vec<ConfigError> {
         let mut out = Vec::new();
-        if self.listeners.len() != next.listeners.len() {
-            out.push(ConfigError::new(
-                "listeners",
-                format!(
-                    "the number of listeners changed from {} to {}; listener sockets change only on restart",
-                    self.listeners.len(),
-                    next.listeners.len()
-                ),
-            ));
-            return out;
-        }
-        for (i, (a, b)) in self.listeners.iter().zip(&next.listeners).enumerate() {
-            if a.name != b.name
-                || a.address != b.address
-                || a.protocols != b.protocols
-                || a.tls.is_some() != b.tls.is_some()
-            {
-                out.push(ConfigError::new(
-                    format!("listeners[{i}]"),
-                    format!(
-                        "listener `{}` ({}) changed its name, address, protocols or TLS; listener sockets change only on restart",
-                        a.name, a.address
-                    ),
-                ));
-            }
-        }
-        for (i, (a, b)) in self.listeners.iter().zip(&next.listeners).enumerate() {
-            if let (Some(ta), Some(tb)) = (&a.tls, &b.tls) {
-                if ta.alpn != tb.alpn {
-                    out.push(ConfigError::new(
-                        format!("listeners[{i}].tls.alpn"),
-                        "ALPN is fixed when the listener starts; it changes only on restart",
-                    ));
-                }
-            }
-        }
         if self.runtime.worker_threads != next.runtime.worker_threads
             || self.runtime.drain_timeout != next.runtime.drain_timeout
         {
@@ -103,8 +102,58 @@ impl Snapshot {
                 ),
             ));
         }
+        if self.xds != next.xds {
+            out.push(ConfigError::new(
+                "xds",
+                "the control-stream settings are read when the process starts; they change only on restart",
+            ));
+        }
         out
     }
+}
+
+/// Role sent to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdsRole {
+    /// Next to an inference pod.
+    Sidecar,
+    /// At a region's edge.
+    Ingress,
+}
+
+impl XdsRole {
+    /// The name sent in node metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdsRole::Sidecar => "sidecar",
+            XdsRole::Ingress => "ingress",
+        }
+    }
+}
+
+/// Where configuration is pushed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XdsSettings {
+    /// Control-plane URL.
+    pub server: Arc<str>,
+    /// Node id.
+    pub node_id: Arc<str>,
+    /// Node cluster.
+    pub node_cluster: Arc<str>,
+    /// Cloud of this Corridor.
+    pub cloud: Arc<str>,
+    /// Region of this Corridor.
+    pub region: Arc<str>,
+    /// Zone of this Corridor.
+    pub zone: Arc<str>,
+    /// Sidecar or ingress.
+    pub role: XdsRole,
+    /// Speak the delta variant.
+    pub delta: bool,
+    /// How long `/ready` waits for the first complete configuration.
+    pub initial_fetch_timeout: Duration,
+    /// Fail-static file, if any.
+    pub persist_file: Option<Arc<str>>,
 }
 
 /// Plaintext protocols of a listener.
@@ -128,7 +177,7 @@ pub struct ListenerTls {
 }
 
 /// A downstream listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     /// Unique name.
     pub name: Arc<str>,
@@ -138,8 +187,8 @@ pub struct Listener {
     pub protocols: Protocols,
     /// TLS, if terminated here.
     pub tls: Option<ListenerTls>,
-    /// Index of its route table.
-    pub route_table: usize,
+    /// Name of its route table.
+    pub route_table: Arc<str>,
     /// How requests are checked and annotated before routing.
     pub http: ListenerHttp,
 }

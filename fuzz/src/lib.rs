@@ -21,7 +21,7 @@ use http::{HeaderName, HeaderValue};
 pub fn check_config(text: &str) -> Option<String> {
     let snap = load_str(text, "fuzz").ok()?;
     check_snapshot(&snap);
-    let json = to_json(&snap.source);
+    let json = to_json(&snap.store.to_bootstrap());
     let json_text = serde_json::to_string(&json).expect("a serde_json::Value serializes");
     let again = match load_str(&json_text, "fuzz.json") {
         Ok(s) => s,
@@ -36,11 +36,11 @@ pub fn check_config(text: &str) -> Option<String> {
     Some(snap.version.to_string())
 }
 
-/// Indices in a snapshot point at things that exist.
+/// Names in a snapshot point at things that exist.
 fn check_snapshot(snap: &Snapshot) {
     assert_eq!(snap.version.len(), 16, "version {:?}", snap.version);
     for l in &snap.listeners {
-        assert!(l.route_table < snap.route_tables.len());
+        assert!(snap.route_table(&l.route_table).is_some());
     }
     for table in &snap.route_tables {
         for vh in &table.virtual_hosts {
@@ -52,7 +52,7 @@ fn check_snapshot(snap: &Snapshot) {
                         route.name
                     );
                     for t in &f.targets {
-                        assert!(t.cluster < snap.clusters.len());
+                        assert!(snap.cluster(&t.cluster).is_some());
                     }
                 }
             }
@@ -216,7 +216,7 @@ pub fn check_routing(host: &str, view: &RequestView<'_>) {
             if let RouteAction::Forward(f) = &route.action {
                 assert!(f.pick_target() < f.targets.len());
                 for t in &f.targets {
-                    let cluster = &snap.clusters[t.cluster];
+                    let cluster = snap.cluster(&t.cluster).expect("a target's cluster exists");
                     if let Ok(set) = t.candidates(cluster, view) {
                         assert!(!set.is_empty(), "an Ok subset is empty");
                         for i in set.iter() {

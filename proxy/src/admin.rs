@@ -1,11 +1,13 @@
 //! Owns the admin listener: `/ready`, `/live`, `/metrics` (Prometheus text) and
-//! `/config_dump` (the current snapshot as JSON with its version and load time,
-//! behind a bearer token when `admin.config_dump_token_file` is set). It is a
+//! `/config_dump` (every resource with its version, what is warming, the
+//! listeners serving and the control stream's state, as JSON; behind a
+//! bearer token when `admin.config_dump_token_file` is set). It is a
 //! separate Pingora service on its own socket (default 127.0.0.1:9901).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use corridor_config::Kind;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
@@ -40,11 +42,35 @@ impl Admin {
 
     fn config_dump(&self) -> Response<Vec<u8>> {
         let snap = self.shared.snapshot();
+        let mut resources = serde_json::Map::new();
+        for kind in Kind::ALL {
+            let list: Vec<serde_json::Value> = snap
+                .store
+                .resources(kind)
+                .into_iter()
+                .map(|(name, version, source)| {
+                    serde_json::json!({
+                        "name": name.as_ref(),
+                        "version": version.as_ref(),
+                        "resource": source.to_json(),
+                    })
+                })
+                .collect();
+            resources.insert(kind.name().to_string(), list.into());
+        }
+        let warming: Vec<serde_json::Value> = snap
+            .store
+            .warming()
+            .into_iter()
+            .map(|w| serde_json::json!({"type": w.kind.name(), "name": w.name, "waiting_for": w.waiting_for}))
+            .collect();
         let body = serde_json::json!({
             "version": snap.version.as_ref(),
             "loaded_at": humantime::format_rfc3339_seconds(snap.loaded_at).to_string(),
             "source": self.shared.config_file.as_ref().map_or_else(|| "<embedded>".to_string(), |p| p.display().to_string()),
-            "config": corridor_config::to_json(&snap.source),
+            "listeners_serving": self.shared.listeners.serving().iter().map(|(n, a)| serde_json::json!({"name": n.as_ref(), "address": a.to_string()})).collect::<Vec<_>>(),
+            "resources": resources,
+            "warming": warming,
         });
         let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
         reply(StatusCode::OK, "application/json", body)

@@ -54,7 +54,7 @@ pub fn start_upstreams(snapshot: &Snapshot) -> anyhow::Result<()> {
     let endpoints: Vec<Endpoint> = snapshot
         .clusters
         .iter()
-        .flat_map(|c| c.endpoints.clone())
+        .flat_map(|c| c.endpoints.iter().cloned())
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -10,6 +10,7 @@ mod demo;
 mod errors;
 mod lb;
 mod lifecycle;
+mod listeners;
 mod logging;
 mod metrics;
 mod proxy;

@@ -62,8 +62,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { files } => validate(&files),
-        Command::Run { config } => match corridor_config::load_file(&config) {
-            Ok(snapshot) => serve(snapshot, Some(config), false),
+        Command::Run { config } => match corridor_config::load_store_file(&config) {
+            Ok(store) => serve(store, Some(config), false),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("corridor: not starting: the configuration is invalid");
@@ -80,8 +80,8 @@ fn main() -> ExitCode {
                 admin: Some(admin),
                 upstreams,
             });
-            match corridor_config::load_str(&yaml, "examples/demo.yaml (embedded)") {
-                Ok(snapshot) => serve(snapshot, None, true),
+            match corridor_config::load_store_str(&yaml, "examples/demo.yaml (embedded)") {
+                Ok(store) => serve(store, None, true),
                 Err(errors) => {
                     eprintln!("{errors}");
                     ExitCode::FAILURE
@@ -124,7 +124,8 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn serve(snapshot: corridor_config::Snapshot, file: Option<PathBuf>, demo: bool) -> ExitCode {
+fn serve(store: corridor_config::Store, file: Option<PathBuf>, demo: bool) -> ExitCode {
+    let snapshot = store.clone().snapshot();
     init_logging(snapshot.admin.log_format, snapshot.admin.log_queue_lines);
     if let Err(e) = check_bindable(&snapshot) {
         eprintln!("corridor: {e}");
@@ -142,7 +143,7 @@ fn serve(snapshot: corridor_config::Snapshot, file: Option<PathBuf>, demo: bool)
     if let Err(e) = registry.register(Box::new(process)) {
         eprintln!("corridor: process metrics unavailable: {e}");
     }
-    let shared = match Shared::new(snapshot, file, registry) {
+    let shared = match Shared::new(store, file, registry) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
@@ -158,16 +159,11 @@ fn serve(snapshot: corridor_config::Snapshot, file: Option<PathBuf>, demo: bool)
     }
 }
 
-/// Fails early, with the address named, when a socket is already taken.
+/// Fails early, with the address named, when the admin socket is already
+/// taken (listener sockets are bound, with the same check, when the state is built).
 fn check_bindable(s: &corridor_config::Snapshot) -> Result<(), String> {
-    let addrs = s
-        .listeners
-        .iter()
-        .map(|l| (format!("listener `{}`", l.name), l.address))
-        .chain(std::iter::once(("admin".to_string(), s.admin.address)));
-    for (what, addr) in addrs {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("{what}: cannot listen on {addr}: {e}"))?;
-    }
-    Ok(())
+    let addr = s.admin.address;
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| format!("admin: cannot listen on {addr}: {e}"))
 }

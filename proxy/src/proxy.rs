@@ -28,6 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use crate::errors::{self, ErrorInfo, ErrorKind, LocalError};
 use crate::lb;
 use crate::metrics::RetryReason;
+use crate::routing::{ListenerRuntime, Routing};
 use crate::shared::Shared;
 
 mod access_log;
@@ -42,14 +43,27 @@ use route::{rewrite_path, select_route, write_direct, Headers};
 /// The proxy for one listener.
 pub struct Corridor {
     shared: Arc<Shared>,
-    /// Index of the listener in the snapshot (listener sockets never change on reload).
-    listener: usize,
+    /// The listener as it was when its accept loop started: used while it
+    /// drains after a change removed it.
+    started_as: Arc<ListenerRuntime>,
 }
 
 impl Corridor {
-    /// A proxy serving listener number `listener` of the shared snapshot.
-    pub fn new(shared: Arc<Shared>, listener: usize) -> Self {
-        Self { shared, listener }
+    /// A proxy serving the listener `listener`; each request uses the
+    /// listener's settings and route table from the current snapshot.
+    pub(crate) fn new(shared: Arc<Shared>, listener: Arc<ListenerRuntime>) -> Self {
+        Self {
+            shared,
+            started_as: listener,
+        }
+    }
+
+    /// The listener's current state in `routing`.
+    fn listener(&self, routing: &Routing) -> Arc<ListenerRuntime> {
+        match routing.listeners.get(&self.started_as.config.name) {
+            Some(l) => Arc::clone(l),
+            None => Arc::clone(&self.started_as),
+        }
     }
 }
 
@@ -58,7 +72,9 @@ impl ProxyHttp for Corridor {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.shared.routing(), self.listener)
+        let routing = self.shared.routing();
+        let listener = self.listener(&routing);
+        RequestCtx::new(routing, listener)
     }
 
     /// Answers a request whose head Pingora could not read (unparseable, too
@@ -66,7 +82,8 @@ impl ProxyHttp for Corridor {
     /// status the strict head checks give its bytes. No request phase runs.
     async fn invalid_request_response(&self, session: &mut ServerSession, _e: &Error) -> bool {
         let routing = self.shared.routing();
-        let http = &routing.config.listeners[self.listener].http;
+        let listener = self.listener(&routing);
+        let http = &listener.config.http;
         let err = session
             .invalid_request_header()
             .and_then(|raw| check_h1_head(raw, &http.limits).err())
@@ -106,7 +123,7 @@ impl ProxyHttp for Corridor {
     /// Matches the route; answers direct responses and requests no route or
     /// endpoint can serve. Runs once per request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let answer = match select_route(self.listener, session, ctx) {
+        let answer = match select_route(session, ctx) {
             Ok(None) => return Ok(false),
             Ok(Some(direct)) => Ok(direct),
             Err(err) => Err(err),
@@ -151,10 +168,10 @@ impl ProxyHttp for Corridor {
         if now >= deadline {
             return Err(timeout_error(ctx, timeout));
         }
-        let target = ctx.target().expect("forward route has a target");
-        let ci = target.cluster;
-        let cluster = &ctx.routing.config.clusters[ci];
-        let rt = &ctx.routing.clusters[ci];
+        let Some(rt) = ctx.cluster.clone() else {
+            return Err(LocalError::new(ErrorKind::Internal, "no cluster chosen").into_pingora());
+        };
+        let cluster = &rt.config;
         let Some(idx) = lb::pick(&*rt.picker, cluster, &ctx.candidates, &ctx.tried) else {
             let err = LocalError::new(
                 ErrorKind::NoEndpoint,
@@ -292,8 +309,8 @@ impl ProxyHttp for Corridor {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(t) = ctx.target() {
-            ctx.routing.clusters[t.cluster].connect_failures.inc();
+        if let Some(c) = &ctx.cluster {
+            c.connect_failures.inc();
         }
         let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
         if retry {

@@ -1,15 +1,21 @@
 //! Owns `Routing`: a compiled config snapshot plus what the data plane derives
-//! from it once per load (upstream peer templates, balancer state carried over
-//! from the previous load, per-route metric handles). One `ArcSwap<Routing>`
-//! is the only thing a request loads.
+//! from it (upstream peer templates, balancer state, per-route metric
+//! handles), keyed by resource name. Everything derived from a resource that
+//! did not change is reused from the previous `Routing`, so an endpoint update
+//! rebuilds one cluster's peers and nothing else. One `ArcSwap<Routing>` is
+//! the only thing a request loads.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use corridor_config::{Cluster, ConfigError, RouteAction, Snapshot, UpstreamProtocol};
+use corridor_config::{
+    Cluster, ConfigError, FieldPath, Files, Listener, RouteAction, RouteTable, Snapshot,
+    UpstreamProtocol,
+};
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::WrappedX509;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::lb::{picker_for, Picker};
@@ -20,13 +26,13 @@ use crate::tls;
 pub(crate) struct Routing {
     /// The compiled configuration.
     pub(crate) config: Arc<Snapshot>,
-    /// Per cluster, parallel to `config.clusters`.
-    pub(crate) clusters: Vec<ClusterRuntime>,
-    /// Per route and target: `stats[table][vhost][route][target]`.
-    pub(crate) stats: Vec<Vec<Vec<Vec<RouteStats>>>>,
+    /// Served listeners by name, each with its route table.
+    pub(crate) listeners: HashMap<Arc<str>, Arc<ListenerRuntime>>,
+    /// Clusters by name.
+    pub(crate) clusters: HashMap<Arc<str>, Arc<ClusterRuntime>>,
     /// Stats of requests that matched no route.
     pub(crate) no_route: RouteStats,
-    /// Hash of the upstream CA files read for this state, to notice rotation.
+    /// Hash of the upstream CA certificates in use, to notice rotation.
     pub(crate) ca_fingerprint: u64,
     /// Requests in flight (the process-wide gauge).
     pub(crate) active_requests: IntGauge,
@@ -34,107 +40,174 @@ pub(crate) struct Routing {
     pub(crate) active_streams: IntGauge,
 }
 
+/// A served listener and the route table it routes with.
+pub(crate) struct ListenerRuntime {
+    /// Its settings.
+    pub(crate) config: Arc<Listener>,
+    /// Its route table.
+    pub(crate) table: Arc<TableRuntime>,
+}
+
+/// A route table with its metric handles.
+pub(crate) struct TableRuntime {
+    /// The compiled table.
+    pub(crate) table: Arc<RouteTable>,
+    /// Per route and target: `stats[vhost][route][target]`.
+    pub(crate) stats: Vec<Vec<Vec<RouteStats>>>,
+}
+
 /// Data-plane state of one cluster.
 pub(crate) struct ClusterRuntime {
+    /// The cluster with its current endpoints.
+    pub(crate) config: Arc<Cluster>,
     /// Balancer; kept across loads while the cluster keeps its name and policy.
     pub(crate) picker: Arc<dyn Picker>,
     /// Peer template per endpoint.
     pub(crate) peers: Vec<HttpPeer>,
     /// Connect failures of this cluster.
     pub(crate) connect_failures: IntCounter,
+    /// Trust roots read for it.
+    ca: Option<Arc<[WrappedX509]>>,
 }
 
 impl Routing {
-    /// Derives the data-plane state for `config`, reusing balancer state from `prev`.
+    /// Derives the data-plane state for `config`, reusing what `prev` derived
+    /// from unchanged resources. `reread_tls` reads CA bundles again even for
+    /// unchanged clusters (a file reload, to pick up rotated bundles).
     pub(crate) fn build(
         config: Arc<Snapshot>,
         prev: Option<&Routing>,
         metrics: &Metrics,
+        files: &dyn Files,
+        reread_tls: bool,
     ) -> Result<Routing, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let old: HashMap<&str, &Arc<dyn Picker>> = prev
-            .map(|p| {
-                p.config
-                    .clusters
-                    .iter()
-                    .zip(&p.clusters)
-                    .map(|(c, rt)| (c.name.as_ref(), &rt.picker))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut clusters = Vec::with_capacity(config.clusters.len());
+        let mut clusters = HashMap::with_capacity(config.clusters.len());
         let mut ca_hash = std::hash::DefaultHasher::new();
-        for (ci, c) in config.clusters.iter().enumerate() {
-            let picker = match old.get(c.name.as_ref()) {
-                Some(p) if p.policy() == c.lb_policy => Arc::clone(p),
-                _ => picker_for(c.lb_policy),
+        for c in &config.clusters {
+            let old = prev.and_then(|p| p.clusters.get(&c.name));
+            let rt = match old {
+                Some(o) if Arc::ptr_eq(&o.config, c) && !reread_tls => Arc::clone(o),
+                _ => match ClusterRuntime::new(c, old.map(|o| &**o), metrics, files, reread_tls) {
+                    Ok(rt) => Arc::new(rt),
+                    Err(e) => {
+                        errors.push(ConfigError::new(
+                            FieldPath::resource("Cluster", &c.name)
+                                .field("tls")
+                                .field("ca_file")
+                                .as_str(),
+                            e.to_string(),
+                        ));
+                        continue;
+                    }
+                },
             };
-            let peers = match peer_templates(c, &mut ca_hash) {
-                Ok(p) => p,
-                Err(e) => {
-                    errors.push(ConfigError::new(
-                        format!("clusters[{ci}].tls.ca_file"),
-                        e.to_string(),
-                    ));
-                    Vec::new()
-                }
-            };
-            clusters.push(ClusterRuntime {
-                picker,
-                peers,
-                connect_failures: metrics.connect_failures(&c.name),
-            });
+            for cert in rt.ca.iter().flat_map(|certs| certs.iter()) {
+                ca_hash.write(cert.borrow_raw_cert());
+            }
+            clusters.insert(c.name.clone(), rt);
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let stats = config
-            .route_tables
-            .iter()
-            .map(|t| {
-                t.virtual_hosts
-                    .iter()
-                    .map(|v| {
-                        v.routes
-                            .iter()
-                            .map(|r| match &r.action {
-                                RouteAction::Forward(f) => f
-                                    .targets
-                                    .iter()
-                                    .map(|t| {
-                                        metrics
-                                            .route_stats(&r.name, &config.clusters[t.cluster].name)
-                                    })
-                                    .collect(),
-                                RouteAction::Direct(_) => vec![metrics.route_stats(&r.name, "")],
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut tables: HashMap<&str, Arc<TableRuntime>> = HashMap::new();
+        for t in &config.route_tables {
+            let old = prev
+                .and_then(|p| {
+                    p.listeners
+                        .values()
+                        .find(|l| Arc::ptr_eq(&l.table.table, t))
+                })
+                .map(|l| Arc::clone(&l.table));
+            let rt = old.unwrap_or_else(|| Arc::new(TableRuntime::new(t, metrics)));
+            tables.insert(t.name.as_ref(), rt);
+        }
+        let mut listeners = HashMap::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let Some(table) = tables.get(l.route_table.as_ref()) else {
+                continue;
+            };
+            let old = prev.and_then(|p| p.listeners.get(&l.name));
+            let rt = match old {
+                Some(o) if Arc::ptr_eq(&o.config, l) && Arc::ptr_eq(&o.table, table) => {
+                    Arc::clone(o)
+                }
+                _ => Arc::new(ListenerRuntime {
+                    config: Arc::clone(l),
+                    table: Arc::clone(table),
+                }),
+            };
+            listeners.insert(l.name.clone(), rt);
+        }
         Ok(Routing {
-            ca_fingerprint: std::hash::Hasher::finish(&ca_hash),
+            ca_fingerprint: ca_hash.finish(),
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),
             active_streams: metrics.active_streams.clone(),
             config,
+            listeners,
             clusters,
-            stats,
         })
     }
 }
 
-/// Builds the `HttpPeer` for each endpoint of a cluster; the CA certificates
-/// read are fed to `ca_hash` so a reload notices a rotated bundle.
-fn peer_templates(
-    c: &Cluster,
-    ca_hash: &mut impl std::hash::Hasher,
-) -> Result<Vec<HttpPeer>, tls::TlsError> {
-    let ca = match c.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-        Some(file) => Some(tls::load_ca(file)?),
-        None => None,
-    };
+impl TableRuntime {
+    fn new(t: &Arc<RouteTable>, metrics: &Metrics) -> Self {
+        let stats = t
+            .virtual_hosts
+            .iter()
+            .map(|v| {
+                v.routes
+                    .iter()
+                    .map(|r| match &r.action {
+                        RouteAction::Forward(f) => f
+                            .targets
+                            .iter()
+                            .map(|t| metrics.route_stats(&r.name, &t.cluster))
+                            .collect(),
+                        RouteAction::Direct(_) => vec![metrics.route_stats(&r.name, "")],
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            table: Arc::clone(t),
+            stats,
+        }
+    }
+}
+
+impl ClusterRuntime {
+    /// State for `c`, keeping the balancer of `old` when the policy is the same
+    /// and its trust roots when the TLS settings are (unless `reread_tls`).
+    fn new(
+        c: &Arc<Cluster>,
+        old: Option<&ClusterRuntime>,
+        metrics: &Metrics,
+        files: &dyn Files,
+        reread_tls: bool,
+    ) -> Result<ClusterRuntime, tls::TlsError> {
+        let picker = match old {
+            Some(o) if o.picker.policy() == c.lb_policy => Arc::clone(&o.picker),
+            _ => picker_for(c.lb_policy),
+        };
+        let ca = match (c.tls.as_ref().and_then(|t| t.ca_file.as_ref()), old) {
+            (None, _) => None,
+            (Some(_), Some(o)) if !reread_tls && o.config.tls == c.tls => o.ca.clone(),
+            (Some(file), _) => Some(tls::load_ca(files, file)?),
+        };
+        Ok(ClusterRuntime {
+            peers: peer_templates(c, ca.as_ref()),
+            picker,
+            connect_failures: metrics.connect_failures(&c.name),
+            config: Arc::clone(c),
+            ca,
+        })
+    }
+}
+
+/// Builds the `HttpPeer` for each endpoint of a cluster.
+fn peer_templates(c: &Cluster, ca: Option<&Arc<[WrappedX509]>>) -> Vec<HttpPeer> {
     // Pingora's pool key covers address, scheme, SNI, verification flags and the
     // client certificate, but not the trust roots: two clusters with the same
     // address and SNI but different CA bundles (or protocols) must not share
@@ -146,11 +219,10 @@ fn peer_templates(
         .map(|t| t.insecure_skip_verify)
         .hash(&mut group);
     for cert in ca.iter().flat_map(|certs| certs.iter()) {
-        ca_hash.write(cert.borrow_raw_cert());
         group.write(cert.borrow_raw_cert());
     }
     let group_key = group.finish();
-    Ok(c.endpoints
+    c.endpoints
         .iter()
         .map(|e| {
             let sni = match (&e.hostname, &c.tls) {
@@ -172,9 +244,9 @@ fn peer_templates(
             if let Some(t) = &c.tls {
                 o.verify_cert = !t.insecure_skip_verify;
                 o.verify_hostname = !t.insecure_skip_verify;
-                o.ca = ca.clone();
+                o.ca = ca.cloned();
             }
             peer
         })
-        .collect())
+        .collect()
 }

@@ -1,21 +1,22 @@
 //! Owns the process-wide state every service shares: the current `Routing`
-//! behind one `ArcSwap`, listener certificates, metrics and the drain flag; and
-//! applying a new configuration atomically (all or nothing).
+//! behind one `ArcSwap`, the listener sockets, metrics and the drain flag; and
+//! applying a new resource store atomically (all or nothing), whether it came
+//! from the configuration file or the control stream.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::UNIX_EPOCH;
 
 use arc_swap::ArcSwap;
-use corridor_config::{ConfigError, ConfigErrors, Snapshot};
+use corridor_config::{Change, ConfigError, ConfigErrors, DiskFiles, Files, Snapshot, Store};
 use prometheus::Registry;
 
+use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::routing::Routing;
-use crate::tls::{load_certified_key, ReloadableCert};
 
-/// What a reload changed.
+/// What a reload or push changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// Nothing: the same configuration and certificates.
@@ -27,59 +28,70 @@ pub enum Applied {
     TlsFilesReloaded,
 }
 
-/// State shared by the proxy, admin and reload services.
+/// State shared by the proxy, admin, reload and control-stream services.
 pub struct Shared {
+    me: Weak<Shared>,
     routing: ArcSwap<Routing>,
     /// Data-plane metrics.
     pub metrics: Metrics,
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    /// Certificate resolver per listener (None for plaintext listeners).
-    pub(crate) certs: Vec<Option<Arc<ReloadableCert>>>,
+    /// Listener sockets and their accept loops.
+    pub(crate) listeners: Listeners,
     draining: AtomicBool,
     /// The file the configuration is read from, if any.
     pub config_file: Option<PathBuf>,
     reload_lock: parking_lot::Mutex<()>,
+    files: Arc<dyn Files>,
+    /// The first complete configuration has arrived (always true without a control stream).
+    configured: AtomicBool,
 }
 
 impl Shared {
-    /// Builds the state for the first snapshot.
+    /// Builds the state for the first store, binding its listener sockets.
     pub fn new(
-        snapshot: Snapshot,
+        store: Store,
         config_file: Option<PathBuf>,
         registry: Registry,
     ) -> Result<Arc<Shared>, ConfigErrors> {
         let source = source_name(config_file.as_ref());
+        let fail = |errors: Vec<ConfigError>| ConfigErrors {
+            source_name: source.clone(),
+            errors,
+        };
         let metrics = Metrics::new(&registry).map_err(|e| {
-            ConfigErrors::single(
-                &source,
-                ConfigError::new("", format!("metrics registration failed: {e}")),
-            )
+            fail(vec![ConfigError::new(
+                "",
+                format!("metrics registration failed: {e}"),
+            )])
         })?;
-        let keys = load_listener_certs(&snapshot).map_err(|errors| ConfigErrors {
-            source_name: source.clone(),
-            errors,
-        })?;
-        let certs = keys
-            .into_iter()
-            .map(|k| k.map(|k| Arc::new(ReloadableCert::new(k))))
-            .collect();
-        let config = Arc::new(snapshot);
-        let routing = Routing::build(config, None, &metrics).map_err(|errors| ConfigErrors {
-            source_name: source.clone(),
-            errors,
-        })?;
-        metrics.reload(true);
-        metrics.config_loaded_at.set(unix_time(&routing.config));
-        Ok(Arc::new(Shared {
+        let files: Arc<dyn Files> = Arc::new(DiskFiles);
+        let snapshot = Arc::new(store.snapshot());
+        let routing =
+            Routing::build(Arc::clone(&snapshot), None, &metrics, &*files, true).map_err(fail)?;
+        let configured = snapshot.xds.is_none();
+        let conf = Arc::new(crate::server::server_conf(&snapshot));
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             routing: ArcSwap::from_pointee(routing),
             metrics,
             registry,
-            certs,
+            listeners: Listeners::new(conf),
             draining: AtomicBool::new(false),
             config_file,
             reload_lock: parking_lot::Mutex::new(()),
-        }))
+            files,
+            configured: AtomicBool::new(configured),
+        });
+        let routing = shared.routing();
+        let prepared = shared
+            .listeners
+            .prepare(&snapshot, &routing, &shared, &*shared.files)
+            .map_err(fail)?;
+        shared.listeners.commit(prepared);
+        shared.metrics.reload(true);
+        shared.metrics.config_loaded_at.set(unix_time(&snapshot));
+        Ok(shared)
     }
 
     /// The current routing state (one atomic load).
@@ -92,81 +104,129 @@ impl Shared {
         Arc::clone(&self.routing.load().config)
     }
 
-    /// Applies a new snapshot, or rejects it whole and keeps serving the old one.
-    /// An unchanged configuration still re-reads listener certificates and
-    /// upstream CA files, so rotated files take effect.
-    pub fn apply(&self, snapshot: Snapshot, source: &str) -> Result<Applied, ConfigErrors> {
+    /// The files seam TLS material is read through.
+    pub fn files(&self) -> &dyn Files {
+        &*self.files
+    }
+
+    /// Applies a change to the current store (a control-stream push: references
+    /// may warm). Rejected changes leave everything as it was.
+    pub fn apply_change(&self, change: Change, source: &str) -> Result<Applied, ConfigErrors> {
         let _guard = self.reload_lock.lock();
-        let fail = |errors: Vec<ConfigError>| {
-            self.metrics.reload(false);
-            ConfigErrors {
-                source_name: source.to_string(),
-                errors,
-            }
-        };
+        let current = self.snapshot();
+        let next = current
+            .store
+            .apply(change, &*self.files, false)
+            .map_err(|errors| self.failed(source, errors))?;
+        self.install(next, source, false)
+    }
+
+    /// Applies a new store, or rejects it whole and keeps serving the old one.
+    /// An unchanged configuration still re-reads listener certificates and
+    /// upstream CA files when `reread_tls`, so rotated files take effect.
+    pub fn apply(
+        &self,
+        next: Store,
+        source: &str,
+        reread_tls: bool,
+    ) -> Result<Applied, ConfigErrors> {
+        let _guard = self.reload_lock.lock();
+        self.install(next, source, reread_tls)
+    }
+
+    fn failed(&self, source: &str, errors: Vec<ConfigError>) -> ConfigErrors {
+        self.metrics.reload(false);
+        ConfigErrors {
+            source_name: source.to_string(),
+            errors,
+        }
+    }
+
+    /// Installs `next`; the caller holds the reload lock.
+    fn install(
+        &self,
+        next: Store,
+        source: &str,
+        reread_tls: bool,
+    ) -> Result<Applied, ConfigErrors> {
         let current = self.routing.load_full();
-        let keys = load_listener_certs(&snapshot).map_err(fail)?;
-        if current.config.version == snapshot.version {
-            // Same configuration: pick up rotated listener certificates and
-            // upstream CA bundles, keep everything else.
-            let rebuilt =
-                Routing::build(Arc::clone(&current.config), Some(&current), &self.metrics)
-                    .map_err(fail)?;
-            let ca_changed = rebuilt.ca_fingerprint != current.ca_fingerprint;
-            if ca_changed {
-                self.routing.store(Arc::new(rebuilt));
-            }
-            let rotated = self.store_certs(keys) || ca_changed;
-            if rotated {
-                self.metrics.reload(true);
-            }
-            return Ok(if rotated {
-                Applied::TlsFilesReloaded
-            } else {
-                Applied::Unchanged
-            });
-        }
-        let restart = current.config.restart_needed_for(&snapshot);
+        let restart = current
+            .config
+            .store
+            .settings()
+            .restart_needed_for(next.settings());
         if !restart.is_empty() {
-            return Err(fail(restart));
+            return Err(self.failed(source, restart));
         }
-        let routing =
-            Routing::build(Arc::new(snapshot), Some(&current), &self.metrics).map_err(fail)?;
-        self.store_certs(keys);
-        self.metrics
-            .config_loaded_at
-            .set(unix_time(&routing.config));
+        let snapshot = Arc::new(next.snapshot());
+        let same = snapshot.version == current.config.version;
+        let routing = Routing::build(
+            Arc::clone(&snapshot),
+            Some(&current),
+            &self.metrics,
+            &*self.files,
+            reread_tls,
+        )
+        .map_err(|e| self.failed(source, e))?;
+        let Some(me) = self.me.upgrade() else {
+            return Err(self.failed(
+                source,
+                vec![ConfigError::new("", "the process is shutting down")],
+            ));
+        };
+        let prepared = self
+            .listeners
+            .prepare(&snapshot, &routing, &me, &*self.files)
+            .map_err(|e| self.failed(source, e))?;
+        let rotated = prepared.certs_changed || routing.ca_fingerprint != current.ca_fingerprint;
         self.routing.store(Arc::new(routing));
+        self.listeners.commit(prepared);
+        if same && !rotated {
+            return Ok(Applied::Unchanged);
+        }
         self.metrics.reload(true);
+        if same {
+            return Ok(Applied::TlsFilesReloaded);
+        }
+        self.metrics.config_loaded_at.set(unix_time(&snapshot));
         Ok(Applied::Config)
     }
 
-    /// Installs listener certificates; true if any differed from those served.
-    fn store_certs(&self, keys: Vec<Option<Arc<rustls::sign::CertifiedKey>>>) -> bool {
-        let mut changed = false;
-        for (slot, key) in self.certs.iter().zip(keys) {
-            if let (Some(slot), Some(key)) = (slot, key) {
-                if slot.current().cert != key.cert {
-                    changed = true;
-                }
-                slot.store(key);
-            }
-        }
-        changed
-    }
-
-    /// Re-reads the configuration file and applies it.
+    /// Re-reads the configuration file and applies it over the current store
+    /// (resources pushed by the control stream stay).
     pub fn reload_file(&self) -> Result<Applied, ConfigErrors> {
         let Some(path) = &self.config_file else {
             return Ok(Applied::Unchanged);
         };
-        match corridor_config::load_file(path) {
-            Ok(snapshot) => self.apply(snapshot, &path.display().to_string()),
-            Err(e) => {
+        let name = path.display().to_string();
+        let _guard = self.reload_lock.lock();
+        let (bootstrap, map) =
+            corridor_config::read_bootstrap(path).map_err(|e| self.failed(&name, e.errors))?;
+        let settings = Store::settings_of(&bootstrap, &*self.files).map_err(|(_, e)| {
+            self.metrics.reload(false);
+            corridor_config::locate_errors(e, &map, &name)
+        })?;
+        let current = self.snapshot();
+        let strict = settings.xds.is_none();
+        let next = current
+            .store
+            .with_settings(settings, &bootstrap)
+            .apply(Change::from_bootstrap(&bootstrap), &*self.files, strict)
+            .map_err(|e| {
                 self.metrics.reload(false);
-                Err(e)
-            }
-        }
+                corridor_config::locate_errors(e, &map, &name)
+            })?;
+        self.install(next, &name, true)
+    }
+
+    /// Marks the first complete configuration as arrived (`/ready` may turn 200).
+    pub fn set_configured(&self) {
+        self.configured.store(true, Ordering::Release);
+    }
+
+    /// Whether the first complete configuration has arrived.
+    pub fn is_configured(&self) -> bool {
+        self.configured.load(Ordering::Acquire)
     }
 
     /// Marks the process as draining (`/ready` turns 503).
@@ -188,38 +248,4 @@ fn unix_time(s: &Snapshot) -> i64 {
     s.loaded_at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Loads every TLS listener's certificate; errors name the listener field.
-fn load_listener_certs(
-    s: &Snapshot,
-) -> Result<Vec<Option<Arc<rustls::sign::CertifiedKey>>>, Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    let mut out = Vec::with_capacity(s.listeners.len());
-    for (i, l) in s.listeners.iter().enumerate() {
-        let Some(tls) = &l.tls else {
-            out.push(None);
-            continue;
-        };
-        match load_certified_key(&tls.cert_file, &tls.key_file) {
-            Ok(k) => out.push(Some(k)),
-            Err(e) => {
-                let field = if e.file == tls.key_file.as_ref() {
-                    "key_file"
-                } else {
-                    "cert_file"
-                };
-                errors.push(ConfigError::new(
-                    format!("listeners[{i}].tls.{field}"),
-                    e.to_string(),
-                ));
-                out.push(None);
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
 }

@@ -1,10 +1,12 @@
-//! Owns TLS material: reading PEM files, the listener certificate resolver that
-//! a reload swaps without restarting (D7), and upstream trust roots.
+//! Owns TLS material: reading PEM files (through the configuration's one
+//! files seam), the listener certificate resolver that a reload swaps without
+//! restarting (D7), and upstream trust roots.
 
 use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use corridor_config::Files;
 use pingora_core::utils::tls::WrappedX509;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -28,8 +30,10 @@ fn err(file: &str, reason: impl Into<String>) -> TlsError {
 }
 
 /// Reads all certificates of a PEM file.
-pub fn read_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let data = std::fs::read(file).map_err(|e| err(file, format!("cannot read: {e}")))?;
+pub fn read_certs(files: &dyn Files, file: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = files
+        .read(file)
+        .map_err(|e| err(file, format!("cannot read: {e}")))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| err(file, format!("invalid PEM: {e}")))?;
@@ -40,9 +44,15 @@ pub fn read_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> 
 }
 
 /// Reads a certificate chain and key into a signing key for rustls.
-pub fn load_certified_key(cert_file: &str, key_file: &str) -> Result<Arc<CertifiedKey>, TlsError> {
-    let certs = read_certs(cert_file)?;
-    let data = std::fs::read(key_file).map_err(|e| err(key_file, format!("cannot read: {e}")))?;
+pub fn load_certified_key(
+    files: &dyn Files,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs = read_certs(files, cert_file)?;
+    let data = files
+        .read(key_file)
+        .map_err(|e| err(key_file, format!("cannot read: {e}")))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut data.as_slice())
         .map_err(|e| err(key_file, format!("invalid PEM: {e}")))?
         .ok_or_else(|| err(key_file, "no PRIVATE KEY block found"))?;
@@ -96,8 +106,8 @@ impl ResolvesServerCert for ReloadableCert {
 
 /// Reads a CA bundle as pingora's per-peer trust roots. Every certificate is
 /// checked first, because pingora's wrapper panics on malformed DER.
-pub fn load_ca(file: &str) -> Result<Arc<[WrappedX509]>, TlsError> {
-    let certs = read_certs(file)?;
+pub fn load_ca(files: &dyn Files, file: &str) -> Result<Arc<[WrappedX509]>, TlsError> {
+    let certs = read_certs(files, file)?;
     let mut store = rustls::RootCertStore::empty();
     for (i, c) in certs.iter().enumerate() {
         store.add(c.clone()).map_err(|e| {

@@ -38,7 +38,7 @@ fn demo_subsets_pick_cloud_by_model_with_default_fallback() {
         panic!()
     };
     let t = &f.targets[0];
-    let c = &snap.clusters[t.cluster];
+    let c = snap.cluster(&t.cluster).unwrap();
     let cloud_of = |model: Option<&str>| -> Vec<String> {
         let mut h = HeaderMap::new();
         if let Some(m) = model {

@@ -1,31 +1,19 @@
-//! Owns validating and compiling clusters and their endpoints.
+//! Owns validating and compiling one cluster resource and one endpoint set
+//! (a cluster's inline endpoints or an `Endpoints` resource).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{duration, enum_value, parse_addr, require_file, require_name, Ctx};
-use crate::cluster::{Cluster, Endpoint, LbPolicy, Locality, UpstreamProtocol, UpstreamTls};
-use crate::endpoint_set::EndpointSet;
+use super::{duration, enum_value, parse_addr, require_file, Ctx};
+use crate::cluster::{
+    Cluster, Endpoint, EndpointTable, LbPolicy, Locality, UpstreamProtocol, UpstreamTls,
+};
 use crate::error::FieldPath;
 use crate::proto;
 
-pub(super) fn compile_clusters(
-    cx: &mut Ctx,
-    clusters: &[proto::Cluster],
-    path: &FieldPath,
-) -> Vec<Cluster> {
-    let mut names = HashSet::new();
-    let mut out = Vec::with_capacity(clusters.len());
-    for (i, c) in clusters.iter().enumerate() {
-        let p = path.index(i);
-        require_name(cx, &p, &c.name, &mut names, "cluster");
-        out.push(compile_cluster(cx, c, &p));
-    }
-    out
-}
-
-fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
+/// Compiles one cluster with its inline endpoints.
+pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
     use proto::cluster::{LbPolicy as PLb, Protocol as PP};
     let protocol = match enum_value::<PP>(cx, &p.field("protocol"), c.protocol) {
         None | Some(PP::Unspecified | PP::Http1) => UpstreamProtocol::Http1,
@@ -97,16 +85,36 @@ fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
         None => (Duration::from_secs(60), 100),
     };
 
-    let mut endpoints = Vec::with_capacity(c.endpoints.len());
+    let endpoints = compile_endpoints(cx, &c.name, &c.endpoints, &p.field("endpoints"));
+    Cluster {
+        name: c.name.as_str().into(),
+        endpoints: Arc::new(endpoints),
+        protocol,
+        tls,
+        connect_timeout,
+        pool_idle_timeout,
+        max_h2_streams,
+        lb_policy,
+    }
+}
+
+/// Compiles the endpoint list of cluster `cluster`; `p` is the list's path.
+pub(crate) fn compile_endpoints(
+    cx: &mut Ctx,
+    cluster: &str,
+    list: &[proto::Endpoint],
+    p: &FieldPath,
+) -> EndpointTable {
+    let mut endpoints = Vec::with_capacity(list.len());
     let mut addrs = HashSet::new();
-    for (j, e) in c.endpoints.iter().enumerate() {
-        let ep = p.field("endpoints").index(j);
+    for (j, e) in list.iter().enumerate() {
+        let ep = p.index(j);
         let mut address = parse_addr(cx, &ep.field("address"), &e.address);
         if let Some(a) = address {
             if !addrs.insert(a) {
                 cx.err(
                     &ep.field("address"),
-                    format!("endpoint {a} is listed twice in cluster `{}`", c.name),
+                    format!("endpoint {a} is listed twice in cluster `{cluster}`"),
                 );
                 address = None;
             }
@@ -166,7 +174,7 @@ fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
         }
         let Some(address) = address else { continue };
         endpoints.push(Endpoint {
-            id: format!("{}/{address}", c.name).into(),
+            id: format!("{cluster}/{address}").into(),
             address,
             locality,
             labels,
@@ -175,28 +183,5 @@ fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
             hostname: (!e.hostname.is_empty()).then(|| e.hostname.as_str().into()),
         });
     }
-
-    let n = endpoints.len();
-    let mut label_index: HashMap<Arc<str>, HashMap<Arc<str>, EndpointSet>> = HashMap::new();
-    for (i, e) in endpoints.iter().enumerate() {
-        for (k, v) in &e.labels {
-            label_index
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_insert_with(|| EndpointSet::empty(n))
-                .insert(i);
-        }
-    }
-    Cluster {
-        name: c.name.as_str().into(),
-        endpoints,
-        protocol,
-        tls,
-        connect_timeout,
-        pool_idle_timeout,
-        max_h2_streams,
-        lb_policy,
-        labels: label_index,
-    }
+    EndpointTable::new(endpoints)
 }

@@ -11,9 +11,9 @@ use http::HeaderValue;
 
 use super::action::{compile_direct, mutation, retry_policy};
 use super::matcher::{compile_match, header_name};
-use super::{duration, enum_value, require_name, Ctx};
+use super::{duration, enum_value, Ctx};
 use crate::action::{Forward, HeaderMutation, RouteAction};
-use crate::cluster::{Cluster, Fallback, LabelSource, RequestLabel, Target};
+use crate::cluster::{Fallback, LabelSource, RequestLabel, Target};
 use crate::error::FieldPath;
 use crate::proto;
 use crate::route::{HostIndex, PathMatch, Route, RouteIndex, RouteMatch, RouteTable, VirtualHost};
@@ -23,115 +23,106 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default longest silence on a stream (Envoy's stream idle timeout).
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(super) fn compile_route_tables(
+/// Compiles one route table; clusters are named, not looked up, so the table
+/// compiles on its own (see `RouteTable::clusters`).
+pub(crate) fn compile_route_table(
     cx: &mut Ctx,
-    tables: &[proto::RouteTable],
-    path: &FieldPath,
-    clusters: &[Cluster],
-    cluster_index: &HashMap<&str, usize>,
-) -> Vec<RouteTable> {
-    let mut names = HashSet::new();
-    let mut out = Vec::with_capacity(tables.len());
-    for (i, t) in tables.iter().enumerate() {
-        let p = path.index(i);
-        require_name(cx, &p, &t.name, &mut names, "route table");
-        let mut hosts = HostIndex::default();
-        let mut domain_owner: HashMap<String, usize> = HashMap::new();
-        let mut vhost_names = HashSet::new();
-        let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
-        for (v, vh) in t.virtual_hosts.iter().enumerate() {
-            let vp = p.field("virtual_hosts").index(v);
-            let name: Arc<str> = if vh.name.is_empty() {
-                format!("{}/{v}", t.name).into()
+    t: &proto::RouteTable,
+    p: &FieldPath,
+) -> RouteTable {
+    let mut clusters = std::collections::BTreeSet::new();
+    cx.cluster_refs.clear();
+    let mut hosts = HostIndex::default();
+    let mut domain_owner: HashMap<String, usize> = HashMap::new();
+    let mut vhost_names = HashSet::new();
+    let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
+    for (v, vh) in t.virtual_hosts.iter().enumerate() {
+        let vp = p.field("virtual_hosts").index(v);
+        let name: Arc<str> = if vh.name.is_empty() {
+            format!("{}/{v}", t.name).into()
+        } else {
+            if !vhost_names.insert(vh.name.as_str()) {
+                cx.err(
+                    &vp.field("name"),
+                    format!(
+                        "virtual host name `{}` is used twice in this table",
+                        vh.name
+                    ),
+                );
+            }
+            vh.name.as_str().into()
+        };
+        if vh.domains.is_empty() {
+            cx.err(
+                &vp.field("domains"),
+                "at least one domain is required (\"*\" matches any host)",
+            );
+        }
+        for (d, domain) in vh.domains.iter().enumerate() {
+            let dp = vp.field("domains").index(d);
+            let lower = domain.to_ascii_lowercase();
+            if let Some(prev) = domain_owner.insert(lower.clone(), v) {
+                cx.err(
+                    &dp,
+                    format!("domain `{domain}` is already served by virtual_hosts[{prev}]"),
+                );
+                continue;
+            }
+            add_domain(cx, &dp, &mut hosts, &lower, v);
+        }
+        let vh_req = mutation(
+            cx,
+            vh.request_headers.as_ref(),
+            &vp.field("request_headers"),
+        );
+        let vh_resp = mutation(
+            cx,
+            vh.response_headers.as_ref(),
+            &vp.field("response_headers"),
+        );
+        let mut routes = Vec::with_capacity(vh.routes.len());
+        let mut route_names = HashSet::new();
+        for (r, route) in vh.routes.iter().enumerate() {
+            let rp = vp.field("routes").index(r);
+            let rname: Arc<str> = if route.name.is_empty() {
+                format!("{name}/{r}").into()
             } else {
-                if !vhost_names.insert(vh.name.as_str()) {
+                if !route_names.insert(route.name.as_str()) {
                     cx.err(
-                        &vp.field("name"),
+                        &rp.field("name"),
                         format!(
-                            "virtual host name `{}` is used twice in this table",
-                            vh.name
+                            "route name `{}` is used twice in this virtual host",
+                            route.name
                         ),
                     );
                 }
-                vh.name.as_str().into()
+                route.name.as_str().into()
             };
-            if vh.domains.is_empty() {
-                cx.err(
-                    &vp.field("domains"),
-                    "at least one domain is required (\"*\" matches any host)",
-                );
-            }
-            for (d, domain) in vh.domains.iter().enumerate() {
-                let dp = vp.field("domains").index(d);
-                let lower = domain.to_ascii_lowercase();
-                if let Some(prev) = domain_owner.insert(lower.clone(), v) {
-                    cx.err(
-                        &dp,
-                        format!("domain `{domain}` is already served by virtual_hosts[{prev}]"),
-                    );
-                    continue;
+            if let Some(compiled) = compile_route(cx, route, &rp, rname, &vh_req, &vh_resp) {
+                if let RouteAction::Forward(f) = &compiled.action {
+                    clusters.extend(f.targets.iter().map(|t| t.cluster.clone()));
                 }
-                add_domain(cx, &dp, &mut hosts, &lower, v);
+                routes.push(compiled);
             }
-            let vh_req = mutation(
-                cx,
-                vh.request_headers.as_ref(),
-                &vp.field("request_headers"),
-            );
-            let vh_resp = mutation(
-                cx,
-                vh.response_headers.as_ref(),
-                &vp.field("response_headers"),
-            );
-            let mut routes = Vec::with_capacity(vh.routes.len());
-            let mut route_names = HashSet::new();
-            for (r, route) in vh.routes.iter().enumerate() {
-                let rp = vp.field("routes").index(r);
-                let rname: Arc<str> = if route.name.is_empty() {
-                    format!("{name}/{r}").into()
-                } else {
-                    if !route_names.insert(route.name.as_str()) {
-                        cx.err(
-                            &rp.field("name"),
-                            format!(
-                                "route name `{}` is used twice in this virtual host",
-                                route.name
-                            ),
-                        );
-                    }
-                    route.name.as_str().into()
-                };
-                if let Some(compiled) = compile_route(
-                    cx,
-                    route,
-                    &rp,
-                    rname,
-                    clusters,
-                    cluster_index,
-                    &vh_req,
-                    &vh_resp,
-                ) {
-                    routes.push(compiled);
-                }
-            }
-            let index = index_routes(&routes);
-            vhosts.push(VirtualHost {
-                name,
-                routes,
-                index,
-            });
         }
-        hosts.suffix_lens.sort_unstable_by(|a, b| b.cmp(a));
-        hosts.suffix_lens.dedup();
-        hosts.prefix_lens.sort_unstable_by(|a, b| b.cmp(a));
-        hosts.prefix_lens.dedup();
-        out.push(RouteTable {
-            name: t.name.as_str().into(),
-            virtual_hosts: vhosts,
-            hosts,
+        let index = index_routes(&routes);
+        vhosts.push(VirtualHost {
+            name,
+            routes,
+            index,
         });
     }
-    out
+    hosts.suffix_lens.sort_unstable_by(|a, b| b.cmp(a));
+    hosts.suffix_lens.dedup();
+    hosts.prefix_lens.sort_unstable_by(|a, b| b.cmp(a));
+    hosts.prefix_lens.dedup();
+    RouteTable {
+        name: t.name.as_str().into(),
+        virtual_hosts: vhosts,
+        hosts,
+        clusters,
+        cluster_refs: std::mem::take(&mut cx.cluster_refs),
+    }
 }
 
 fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &str, v: usize) {
@@ -198,22 +189,18 @@ fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &st
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn compile_route(
     cx: &mut Ctx,
     r: &proto::Route,
     p: &FieldPath,
     name: Arc<str>,
-    clusters: &[Cluster],
-    cluster_index: &HashMap<&str, usize>,
     vh_req: &HeaderMutation,
     vh_resp: &HeaderMutation,
 ) -> Option<Route> {
     let matcher = compile_match(cx, r.r#match.as_ref(), &p.field("match"));
     let action = match &r.action {
         Some(proto::route::Action::Route(a)) => {
-            compile_forward(cx, a, &p.field("route"), &matcher, clusters, cluster_index)
-                .map(RouteAction::Forward)
+            compile_forward(cx, a, &p.field("route"), &matcher).map(RouteAction::Forward)
         }
         Some(proto::route::Action::DirectResponse(d)) => {
             compile_direct(cx, d, &p.field("direct_response")).map(RouteAction::Direct)
@@ -252,31 +239,23 @@ fn compile_forward(
     a: &proto::RouteAction,
     p: &FieldPath,
     matcher: &RouteMatch,
-    clusters: &[Cluster],
-    cluster_index: &HashMap<&str, usize>,
 ) -> Option<Box<Forward>> {
     use proto::route_action::ClusterSpecifier as CS;
-    let mut picked: Vec<(usize, u32, FieldPath)> = Vec::new();
-    let lookup = |cx: &mut Ctx, name: &str, path: FieldPath| -> Option<usize> {
-        match cluster_index.get(name) {
-            Some(i) => Some(*i),
-            None if name.is_empty() => {
-                cx.err(&path, "a cluster name is required");
-                None
-            }
-            None => {
-                cx.err(
-                    &path,
-                    format!("cluster `{name}` is not defined in clusters"),
-                );
-                None
-            }
+    let mut picked: Vec<(Arc<str>, u32)> = Vec::new();
+    let lookup = |cx: &mut Ctx, name: &str, path: FieldPath| -> Option<Arc<str>> {
+        if name.is_empty() {
+            cx.err(&path, "a cluster name is required");
+            None
+        } else {
+            let name: Arc<str> = name.into();
+            cx.cluster_refs.push((name.clone(), path));
+            Some(name)
         }
     };
     match &a.cluster_specifier {
         Some(CS::Cluster(name)) => {
-            if let Some(i) = lookup(cx, name, p.field("cluster")) {
-                picked.push((i, 1, p.field("cluster")));
+            if let Some(c) = lookup(cx, name, p.field("cluster")) {
+                picked.push((c, 1));
             }
         }
         Some(CS::WeightedClusters(w)) => {
@@ -305,8 +284,8 @@ fn compile_forward(
                     cx.err(&cp.field("weight"), "weight must be at least 1");
                     continue;
                 }
-                if let Some(ci) = lookup(cx, &cw.name, cp.field("name")) {
-                    picked.push((ci, cw.weight, cp));
+                if let Some(c) = lookup(cx, &cw.name, cp.field("name")) {
+                    picked.push((c, cw.weight));
                 }
             }
         }
@@ -317,16 +296,9 @@ fn compile_forward(
     }
 
     let targets: Vec<Target> = picked
-        .iter()
-        .map(|(ci, weight, _)| {
-            subset_target(
-                cx,
-                a.subset.as_ref(),
-                &p.field("subset"),
-                *ci,
-                *weight,
-                &clusters[*ci],
-            )
+        .into_iter()
+        .map(|(cluster, weight)| {
+            subset_target(cx, a.subset.as_ref(), &p.field("subset"), cluster, weight)
         })
         .collect();
 
@@ -382,28 +354,24 @@ fn subset_target(
     cx: &mut Ctx,
     s: Option<&proto::SubsetSelector>,
     p: &FieldPath,
-    ci: usize,
+    cluster: Arc<str>,
     weight: u32,
-    cluster: &Cluster,
 ) -> Target {
     let Some(s) = s else {
         return Target {
-            cluster: ci,
+            cluster,
             weight,
-            fixed: cluster.all(),
+            labels: BTreeMap::new(),
             from_request: Arc::from([]),
             fallback: Fallback::None,
-            default_subset: cluster.all(),
+            default_subset: BTreeMap::new(),
         };
     };
+    // Labels are checked for form only: whether endpoints carry them is known
+    // only when endpoints arrive, and an empty subset falls back until then.
     let check_key = |cx: &mut Ctx, key: &str, path: FieldPath| {
         if key.is_empty() {
             cx.err(&path, "a label name is required");
-        } else if !cluster.has_label(key) && !cluster.endpoints.is_empty() {
-            cx.err(
-                &path,
-                format!("no endpoint of cluster `{}` has a label `{key}`, so this subset could never match", cluster.name),
-            );
         }
     };
     let to_map = |m: &BTreeMap<String, String>| -> BTreeMap<Arc<str>, Arc<str>> {
@@ -468,12 +436,12 @@ fn subset_target(
         );
     }
     Target {
-        cluster: ci,
+        cluster,
         weight,
-        fixed: cluster.matching(&to_map(&s.labels)),
+        labels: to_map(&s.labels),
         from_request: from_request.into(),
         fallback,
-        default_subset: cluster.matching(&to_map(&s.default_subset)),
+        default_subset: to_map(&s.default_subset),
     }
 }
 

@@ -100,7 +100,6 @@ clusters:
         "x.yaml:12:24: route_tables[0].virtual_hosts[0].domains[1]: domain `*` is already served by virtual_hosts[0]",
         "x.yaml:14:30: route_tables[0].virtual_hosts[0].routes[0].match.prefix: `nope` must start with `/`",
         "x.yaml:16:24: route_tables[0].virtual_hosts[0].routes[0].route.cluster: cluster `ghost` is not defined in clusters",
-        "route_tables[0].virtual_hosts[0].routes[1].route.subset.labels[\"gpu\"]: no endpoint of cluster `c` has a label `gpu`",
         "route_tables[0].virtual_hosts[0].routes[2].route.retry_policy.num_retries: 99 retries is too many",
         "route_tables[0].virtual_hosts[0].routes[2].route.retry_policy.retry_on[0]: unknown retry condition `sometimes`",
         "x.yaml:25:15: clusters[0].protocol: protocol h2 needs tls",
@@ -110,7 +109,10 @@ clusters:
     ] {
         assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
     }
-    assert!(s.ends_with("13 errors"), "{s}");
+    // A subset label no endpoint carries yet is not an error: endpoints may
+    // arrive later, and the subset's fallback applies until they do.
+    assert!(!s.contains("gpu"), "{s}");
+    assert!(s.ends_with("12 errors"), "{s}");
 }
 
 #[test]

@@ -11,12 +11,11 @@ use http::HeaderValue;
 
 use crate::errors::LocalError;
 use crate::metrics::RouteStats;
-use crate::routing::Routing;
+use crate::routing::{ClusterRuntime, ListenerRuntime, Routing};
 
-/// The matched route: table, virtual host and route indices.
+/// The matched route: virtual host and route indices in the listener's table.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RouteRef {
-    pub(crate) table: usize,
     pub(crate) vhost: usize,
     pub(crate) route: usize,
 }
@@ -25,8 +24,8 @@ pub(crate) struct RouteRef {
 pub struct RequestCtx {
     /// The routing state the request started with; kept to the end.
     pub(crate) routing: Arc<Routing>,
-    /// Index of the listener in `routing.config.listeners`.
-    pub(crate) listener: usize,
+    /// The listener (and its route table) the request arrived on.
+    pub(crate) listener: Arc<ListenerRuntime>,
     pub(crate) start: Instant,
     /// The connection's peer address.
     pub(crate) peer: Option<IpAddr>,
@@ -40,6 +39,8 @@ pub struct RequestCtx {
     pub(crate) route: Option<RouteRef>,
     /// Index of the chosen target within the route's targets.
     pub(crate) target: usize,
+    /// The chosen target's cluster.
+    pub(crate) cluster: Option<Arc<ClusterRuntime>>,
     /// Endpoints this request may use (subset after fallback).
     pub(crate) candidates: EndpointSet,
     /// Endpoints already tried.
@@ -66,7 +67,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A context for a new request holding `routing`; counts it as active.
-    pub(crate) fn new(routing: Arc<Routing>, listener: usize) -> Self {
+    pub(crate) fn new(routing: Arc<Routing>, listener: Arc<ListenerRuntime>) -> Self {
         routing.active_requests.inc();
         Self {
             routing,
@@ -78,6 +79,7 @@ impl RequestCtx {
             request_id: None,
             route: None,
             target: 0,
+            cluster: None,
             candidates: EndpointSet::default(),
             tried: EndpointSet::default(),
             attempts: 0,
@@ -94,7 +96,7 @@ impl RequestCtx {
 
     /// The listener's request handling settings.
     pub(crate) fn http(&self) -> &ListenerHttp {
-        &self.routing.config.listeners[self.listener].http
+        &self.listener.config.http
     }
 
     /// What an error response for this request may carry.
@@ -108,7 +110,7 @@ impl RequestCtx {
     /// The matched route.
     pub(crate) fn route(&self) -> Option<&Route> {
         let r = self.route?;
-        Some(&self.routing.config.route_tables[r.table].virtual_hosts[r.vhost].routes[r.route])
+        Some(&self.listener.table.table.virtual_hosts[r.vhost].routes[r.route])
     }
 
     /// The matched route's forwarding settings.
@@ -127,23 +129,20 @@ impl RequestCtx {
     /// Metric handles for this request's route and target.
     pub(crate) fn stats(&self) -> &RouteStats {
         match self.route {
-            Some(r) => &self.routing.stats[r.table][r.vhost][r.route][self.target],
+            Some(r) => &self.listener.table.stats[r.vhost][r.route][self.target],
             None => &self.routing.no_route,
         }
     }
 
     /// Name of the cluster of the chosen target, or "".
     pub(crate) fn cluster_name(&self) -> &str {
-        self.target().map_or("", |t| {
-            self.routing.config.clusters[t.cluster].name.as_ref()
-        })
+        self.target().map_or("", |t| t.cluster.as_ref())
     }
 
     /// Address of the current endpoint, if a try started.
     pub(crate) fn endpoint_addr(&self) -> Option<std::net::SocketAddr> {
-        let t = self.target()?;
         let i = self.endpoint?;
-        Some(self.routing.config.clusters[t.cluster].endpoints[i].address)
+        Some(self.cluster.as_ref()?.config.endpoints.get(i)?.address)
     }
 
     /// Counts the response as streaming until the request ends.

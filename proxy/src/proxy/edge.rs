@@ -35,9 +35,8 @@ const MAX_REQUEST_ID_LEN: usize = 200;
 /// normalizes its path. Runs once per request, before routing; an error is
 /// answered in Corridor's format and nothing is forwarded.
 pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), LocalError> {
-    let routing = std::sync::Arc::clone(&ctx.routing);
-    let listener = &routing.config.listeners[ctx.listener];
-    let http = &listener.http;
+    let listener = std::sync::Arc::clone(&ctx.listener);
+    let http = &listener.config.http;
     identify(session, ctx, http);
     check_head(session, http)?;
     let h2 = session.as_downstream().is_http2();
@@ -48,7 +47,7 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
     }
     // Once per request, before routing (as Envoy does): routes see the forwarding
     // headers that will be sent, and every try's copy of the request carries them.
-    forwarding_headers(req, ctx, listener.tls.is_some());
+    forwarding_headers(req, ctx, listener.config.tls.is_some());
     Ok(())
 }
 

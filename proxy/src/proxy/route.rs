@@ -18,7 +18,6 @@ use crate::errors::{ErrorKind, LocalError};
 /// Matches the request to a route. `Ok(Some)` is a direct response to send,
 /// `Ok(None)` means forward, `Err` is a local error to answer.
 pub(super) fn select_route(
-    listener: usize,
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> std::result::Result<Option<corridor_config::DirectResponse>, LocalError> {
@@ -50,10 +49,8 @@ pub(super) fn select_route(
         headers: &req.headers,
         client: ctx.client,
     };
-    let routing = Arc::clone(&ctx.routing);
-    let config = &routing.config;
-    let table_index = config.listeners[listener].route_table;
-    let table = &config.route_tables[table_index];
+    let listener = Arc::clone(&ctx.listener);
+    let table = &listener.table.table;
     let Some((vhost, route)) = table.find(host, &view) else {
         return Err(LocalError::new(
             ErrorKind::NoRoute,
@@ -66,11 +63,7 @@ pub(super) fn select_route(
             ),
         ));
     };
-    ctx.route = Some(RouteRef {
-        table: table_index,
-        vhost,
-        route,
-    });
+    ctx.route = Some(RouteRef { vhost, route });
     let r = &table.virtual_hosts[vhost].routes[route];
     let f = match &r.action {
         RouteAction::Direct(d) => return Ok(Some(d.clone())),
@@ -80,7 +73,13 @@ pub(super) fn select_route(
     // Set before subset selection, so a failure is counted and logged under this target.
     ctx.target = target_index;
     let target = &f.targets[target_index];
-    let cluster = &config.clusters[target.cluster];
+    let Some(rt) = ctx.routing.clusters.get(&target.cluster).cloned() else {
+        return Err(LocalError::new(
+            ErrorKind::NoEndpoint,
+            format!("cluster `{}` is not defined (yet)", target.cluster),
+        ));
+    };
+    let cluster = &rt.config;
     let candidates = target.candidates(cluster, &view).map_err(|e| {
         let why = match e {
             SubsetError::Empty => format!(
@@ -93,6 +92,7 @@ pub(super) fn select_route(
     })?;
     ctx.tried = corridor_config::EndpointSet::empty(cluster.endpoints.len());
     ctx.candidates = candidates;
+    ctx.cluster = Some(rt);
     ctx.deadline = Some(ctx.start + f.timeout);
     Ok(None)
 }

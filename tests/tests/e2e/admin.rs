@@ -90,15 +90,19 @@ async fn health_metrics_and_config_dump() {
     assert_eq!(dump["version"].as_str().unwrap().len(), 16);
     assert!(dump["loaded_at"].as_str().unwrap().ends_with('Z'), "{dump}");
     assert_eq!(dump["source"], proxy.config_path.display().to_string());
-    assert_eq!(dump["config"]["listeners"][0]["name"], "main");
+    let res = &dump["resources"];
+    assert_eq!(res["Listener"][0]["name"], "main");
+    assert_eq!(res["Listener"][0]["version"].as_str().unwrap().len(), 16);
     assert_eq!(
-        dump["config"]["clusters"][0]["endpoints"][0]["address"],
+        res["Cluster"][0]["resource"]["endpoints"][0]["address"],
         up.addr().to_string()
     );
     assert_eq!(
-        dump["config"]["route_tables"][0]["virtual_hosts"][0]["routes"][0]["match"]["prefix"],
+        res["RouteTable"][0]["resource"]["virtual_hosts"][0]["routes"][0]["match"]["prefix"],
         "/"
     );
+    assert_eq!(dump["listeners_serving"][0]["name"], "main");
+    assert_eq!(dump["warming"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,11 +195,11 @@ async fn config_dump_token_and_a_warning_for_an_admin_listener_off_loopback() {
     ] {
         let out = get(auth).await;
         assert!(out.starts_with("HTTP/1.1 401"), "{auth:?}: {out}");
-        assert!(!out.contains("listeners"), "{auth:?}: {out}");
+        assert!(!out.contains("resources"), "{auth:?}: {out}");
     }
     let out = get(Some("Bearer s3cret-token")).await;
     assert!(
-        out.starts_with("HTTP/1.1 200") && out.contains("\"listeners\""),
+        out.starts_with("HTTP/1.1 200") && out.contains("\"resources\""),
         "{out}"
     );
     // The auth-scheme is case-insensitive (RFC 9110 §11.1).

@@ -1,7 +1,8 @@
 //! Hot reload: a changed file or SIGHUP swaps the snapshot atomically; requests
 //! in flight finish on the snapshot they started with; an invalid file is
 //! rejected, logged with its positions and counted while the old config keeps
-//! serving; socket changes need a restart; TLS certificates rotate in place.
+//! serving; listeners come and go at run time (the admin socket needs a
+//! restart); TLS certificates rotate in place.
 
 use std::time::{Duration, Instant};
 
@@ -180,28 +181,105 @@ route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_re
     );
 }
 
+/// Polls until `addr` answers `GET /status/200` with 200 (`true`) or refuses
+/// connections (`false`), whichever `want` is.
+async fn wait_listening(addr: std::net::SocketAddr, want: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let up = match Client::h1(addr).await {
+            Ok(c) => fetch_get(&c, "/status/200").await.status == 200,
+            Err(_) => false,
+        };
+        if up == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socket_changes_are_rejected_until_restart() {
+async fn listeners_are_added_and_removed_at_run_time() {
     let a = upstream("a", UpstreamProtocol::Http1).await;
-    let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
-    let moved = single_route(&[(a.addr(), "")], "", "").replace(
-        "{{LISTEN}}",
-        &corridor_tests::proxy::free_addr().to_string(),
+    let base = single_route(&[(a.addr(), "")], "", "");
+    let proxy = Corridor::start(&base).await;
+    let side = "  - name: side\n    address: \"{{LISTEN2}}\"\n    route_table: t\n";
+    let both = base.replacen("admin:", &format!("{side}admin:"), 1);
+    proxy.write_config(&both);
+    assert!(wait_listening(proxy.addr2, true).await, "{}", proxy.logs());
+
+    // A stream in flight on `main` when `main` is removed runs to its end.
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let resp = c
+        .send(
+            Request::get("/sse?n=20&interval_ms=50")
+                .body(client::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut stream = BodyReader::new(resp.into_body());
+    stream.next_sse().await.unwrap().expect("first event");
+    let only_side = both.replace(
+        "  - name: main\n    address: \"{{LISTEN}}\"\n    route_table: t\n",
+        "",
     );
-    proxy.write_config(&moved);
+    assert_ne!(only_side, both);
+    proxy.write_config(&only_side);
+    assert!(
+        wait_listening(proxy.addr, false).await,
+        "the removed listener still accepts: {}",
+        proxy.logs()
+    );
+    let mut rest = 0;
+    while stream.next_sse().await.unwrap().is_some() {
+        rest += 1;
+    }
+    assert_eq!(rest, 19, "the stream on the removed listener completes");
+    assert!(wait_listening(proxy.addr2, true).await);
+
+    // A port another process holds rejects the change; nothing else changes.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = only_side.replacen(
+        "admin:",
+        &format!(
+            "  - name: busy\n    address: \"{}\"\n    route_table: t\nadmin:",
+            taken.local_addr().unwrap()
+        ),
+        1,
+    );
+    proxy.write_config(&busy);
     assert!(
         proxy
-            .wait_for_log("configuration rejected", Duration::from_secs(5))
-            .await
-    );
-    assert!(
-        proxy.logs().contains("listeners[0]: listener `main`"),
+            .wait_for_log("cannot listen on", Duration::from_secs(5))
+            .await,
         "{}",
         proxy.logs()
     );
-    assert!(proxy.logs().contains("change only on restart"));
-    let c = Client::h1(proxy.addr).await.unwrap();
-    assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+    assert!(
+        proxy
+            .logs()
+            .contains("Listener(busy).address: cannot listen on"),
+        "{}",
+        proxy.logs()
+    );
+    assert!(wait_listening(proxy.addr2, true).await);
+
+    // The admin socket is not a listener resource: moving it needs a restart.
+    let admin_moved =
+        only_side.replace("{{ADMIN}}", &corridor_tests::proxy::free_addr().to_string());
+    proxy.write_config(&admin_moved);
+    assert!(
+        proxy
+            .wait_for_log(
+                "the admin socket changes only on restart",
+                Duration::from_secs(5)
+            )
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    assert!(wait_listening(proxy.addr2, true).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,834 @@
+//! Owns the resource store (D2): every listener, route table, cluster and
+//! endpoint set keyed by (kind, name) with its own version, compiled one
+//! resource at a time. A file and a control-plane push are both a `Change`
+//! applied to a store, all or nothing, giving the next store; a store gives
+//! the `Snapshot` the data plane serves.
+//!
+//! Routes name clusters. A route table whose clusters have not all arrived
+//! is warming: the previous version of it keeps serving (make before break),
+//! and a listener whose table is not ready yet is not served. An endpoint
+//! update replaces one cluster's endpoint table and nothing else.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prost::Message as _;
+
+use crate::cluster::{Cluster, EndpointTable};
+use crate::compile::{
+    compile_cluster, compile_endpoints, compile_listener, compile_route_table, compile_settings,
+    Ctx,
+};
+use crate::error::{ConfigError, FieldPath};
+use crate::files::Files;
+use crate::proto;
+use crate::route::RouteTable;
+use crate::snapshot::{Listener, Settings, Snapshot};
+
+/// Prefix of every Corridor resource type URL on the control stream.
+pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/corridor.v1.";
+
+/// The kinds of resource the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Upstream cluster settings (and inline endpoints).
+    Cluster,
+    /// The endpoints of one cluster, named by the cluster.
+    Endpoints,
+    /// A route table.
+    RouteTable,
+    /// A downstream listener.
+    Listener,
+}
+
+impl Kind {
+    /// Every kind, in the order a control stream subscribes to them.
+    pub const ALL: [Kind; 4] = [
+        Kind::Cluster,
+        Kind::Endpoints,
+        Kind::RouteTable,
+        Kind::Listener,
+    ];
+
+    /// The message name, for example `Cluster`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Cluster => "Cluster",
+            Kind::Endpoints => "Endpoints",
+            Kind::RouteTable => "RouteTable",
+            Kind::Listener => "Listener",
+        }
+    }
+
+    /// The word for it in messages, for example `route table`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cluster",
+            Kind::Endpoints => "endpoint set",
+            Kind::RouteTable => "route table",
+            Kind::Listener => "listener",
+        }
+    }
+
+    /// The control-stream type URL, `type.googleapis.com/corridor.v1.<Kind>`.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Kind::Cluster => "type.googleapis.com/corridor.v1.Cluster",
+            Kind::Endpoints => "type.googleapis.com/corridor.v1.Endpoints",
+            Kind::RouteTable => "type.googleapis.com/corridor.v1.RouteTable",
+            Kind::Listener => "type.googleapis.com/corridor.v1.Listener",
+        }
+    }
+
+    /// The kind of a type URL.
+    pub fn from_type_url(url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.type_url() == url)
+    }
+}
+
+/// One resource as a file or a push carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    /// A listener.
+    Listener(proto::Listener),
+    /// A route table.
+    RouteTable(proto::RouteTable),
+    /// A cluster.
+    Cluster(proto::Cluster),
+    /// A cluster's endpoints.
+    Endpoints(proto::Endpoints),
+}
+
+impl Resource {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Listener(_) => Kind::Listener,
+            Resource::RouteTable(_) => Kind::RouteTable,
+            Resource::Cluster(_) => Kind::Cluster,
+            Resource::Endpoints(_) => Kind::Endpoints,
+        }
+    }
+
+    /// Its name (for endpoints, the cluster's).
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Listener(r) => &r.name,
+            Resource::RouteTable(r) => &r.name,
+            Resource::Cluster(r) => &r.name,
+            Resource::Endpoints(r) => &r.cluster,
+        }
+    }
+
+    /// Decodes the protobuf encoding of a `kind` resource.
+    pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Resource, String> {
+        let err = |e: prost::DecodeError| format!("cannot decode a {}: {e}", kind.name());
+        Ok(match kind {
+            Kind::Listener => Resource::Listener(proto::Listener::decode(bytes).map_err(err)?),
+            Kind::RouteTable => {
+                Resource::RouteTable(proto::RouteTable::decode(bytes).map_err(err)?)
+            }
+            Kind::Cluster => Resource::Cluster(proto::Cluster::decode(bytes).map_err(err)?),
+            Kind::Endpoints => Resource::Endpoints(proto::Endpoints::decode(bytes).map_err(err)?),
+        })
+    }
+
+    /// Its protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Resource::Listener(r) => r.encode_to_vec(),
+            Resource::RouteTable(r) => r.encode_to_vec(),
+            Resource::Cluster(r) => r.encode_to_vec(),
+            Resource::Endpoints(r) => r.encode_to_vec(),
+        }
+    }
+
+    /// Its proto3 JSON form (proto field names), for dumps.
+    pub fn to_json(&self) -> serde_json::Value {
+        crate::load::message_json(
+            &format!("corridor.v1.{}", self.kind().name()),
+            &self.encode(),
+        )
+    }
+
+    /// A content hash: equal resources have equal digests.
+    pub fn digest(&self) -> u64 {
+        fnv(&self.encode())
+    }
+}
+
+/// FNV-1a over bytes.
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        h ^= u64::from(*byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Where a resource came from. A full change (a file, a state-of-the-world
+/// response) removes only resources of its own origin; by name, the last
+/// writer wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// The configuration file.
+    #[default]
+    File,
+    /// The control stream.
+    Xds,
+}
+
+/// A compiled resource with its version and source.
+#[derive(Debug)]
+pub struct Entry<T> {
+    /// Where it came from.
+    pub origin: Origin,
+    /// Version given by the control plane, or the content hash for files.
+    pub version: Arc<str>,
+    /// Content hash of the source.
+    pub digest: u64,
+    /// The compiled form.
+    pub compiled: Arc<T>,
+    /// What it was compiled from.
+    pub source: Arc<Resource>,
+    /// Where it came from, for errors found across resources.
+    pub(crate) path: FieldPath,
+}
+
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Self {
+            origin: self.origin,
+            version: self.version.clone(),
+            digest: self.digest,
+            compiled: Arc::clone(&self.compiled),
+            source: Arc::clone(&self.source),
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// One resource to add or replace.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// The resource.
+    pub resource: Resource,
+    /// Its version; `None` uses the content hash.
+    pub version: Option<String>,
+    /// Path its errors are reported under, for example `clusters[2]` in a file
+    /// or `Cluster(gpu)` for a push.
+    pub path: FieldPath,
+}
+
+impl Upsert {
+    /// A pushed resource: errors are reported under `Kind(name)`.
+    pub fn pushed(resource: Resource, version: impl Into<String>) -> Self {
+        let path = FieldPath::resource(resource.kind().name(), resource.name());
+        Self {
+            resource,
+            version: Some(version.into()),
+            path,
+        }
+    }
+}
+
+/// A set of changes applied together, all or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Resources added or replaced.
+    pub upserts: Vec<Upsert>,
+    /// Resources removed, by kind and name.
+    pub removals: Vec<(Kind, String)>,
+    /// Kinds given in full: every resource of these kinds and of this origin
+    /// not in `upserts` is removed (a file, or a state-of-the-world response).
+    pub full: Vec<Kind>,
+    /// Where the change comes from.
+    pub origin: Origin,
+}
+
+impl Change {
+    /// Every resource of a bootstrap, replacing all kinds, with file paths.
+    pub fn from_bootstrap(b: &proto::Bootstrap) -> Change {
+        let root = FieldPath::root();
+        let mut upserts = Vec::new();
+        for (i, c) in b.clusters.iter().enumerate() {
+            upserts.push(file_upsert(
+                Resource::Cluster(c.clone()),
+                root.field("clusters").index(i),
+            ));
+        }
+        for (i, e) in b.endpoints.iter().enumerate() {
+            upserts.push(file_upsert(
+                Resource::Endpoints(e.clone()),
+                root.field("endpoints").index(i),
+            ));
+        }
+        for (i, t) in b.route_tables.iter().enumerate() {
+            upserts.push(file_upsert(
+                Resource::RouteTable(t.clone()),
+                root.field("route_tables").index(i),
+            ));
+        }
+        for (i, l) in b.listeners.iter().enumerate() {
+            upserts.push(file_upsert(
+                Resource::Listener(l.clone()),
+                root.field("listeners").index(i),
+            ));
+        }
+        Change {
+            upserts,
+            removals: Vec::new(),
+            full: Kind::ALL.to_vec(),
+            origin: Origin::File,
+        }
+    }
+}
+
+fn file_upsert(resource: Resource, path: FieldPath) -> Upsert {
+    Upsert {
+        resource,
+        version: None,
+        path,
+    }
+}
+
+/// Why a resource is not served yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warming {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// What it waits for.
+    pub waiting_for: String,
+}
+
+/// Every resource received, compiled, with versions. Cloning is cheap (maps of `Arc`s).
+#[derive(Debug, Clone)]
+pub struct Store {
+    settings: Arc<Settings>,
+    /// The bootstrap the settings came from, without its resources.
+    settings_source: Arc<proto::Bootstrap>,
+    listeners: BTreeMap<Arc<str>, Entry<Listener>>,
+    route_tables: BTreeMap<Arc<str>, Entry<RouteTable>>,
+    clusters: BTreeMap<Arc<str>, Entry<Cluster>>,
+    endpoints: BTreeMap<Arc<str>, Entry<EndpointTable>>,
+    /// Each cluster with its current endpoints (its `Endpoints` resource, if any).
+    effective: BTreeMap<Arc<str>, Arc<Cluster>>,
+    /// The route tables served: the latest whose clusters all exist, or the
+    /// previous one while the latest is warming.
+    served_tables: BTreeMap<Arc<str>, Entry<RouteTable>>,
+}
+
+impl Store {
+    /// An empty store with these process settings, compiled from `source`.
+    pub fn new(settings: Settings, source: &proto::Bootstrap) -> Store {
+        Store {
+            settings: Arc::new(settings),
+            settings_source: Arc::new(settings_only(source)),
+            listeners: BTreeMap::new(),
+            route_tables: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            effective: BTreeMap::new(),
+            served_tables: BTreeMap::new(),
+        }
+    }
+
+    /// Compiles a whole bootstrap (a file): settings and every resource, with
+    /// every reference required to resolve and at least one listener, unless
+    /// the bootstrap names a control stream that will bring the rest.
+    pub fn from_bootstrap(
+        b: proto::Bootstrap,
+        files: &dyn Files,
+    ) -> Result<Store, Vec<ConfigError>> {
+        let (settings, errors) = match Store::settings_of(&b, files) {
+            Ok(s) => (s, Vec::new()),
+            Err((s, e)) => (s, e),
+        };
+        let strict = settings.xds.is_none();
+        let store = Store::new(settings, &b);
+        match store.apply(Change::from_bootstrap(&b), files, strict) {
+            Ok(s) if errors.is_empty() => Ok(s),
+            Ok(_) => Err(errors),
+            Err(mut more) => {
+                more.splice(0..0, errors);
+                Err(more)
+            }
+        }
+    }
+
+    /// The process settings of a bootstrap (admin, runtime, control stream);
+    /// on errors, what could be compiled and the errors.
+    #[allow(clippy::result_large_err)]
+    pub fn settings_of(
+        b: &proto::Bootstrap,
+        files: &dyn Files,
+    ) -> Result<Settings, (Settings, Vec<ConfigError>)> {
+        let mut cx = Ctx::new(files);
+        let settings = compile_settings(&mut cx, b);
+        if b.listeners.is_empty() && settings.xds.is_none() {
+            cx.err(
+                &FieldPath::root().field("listeners"),
+                "at least one listener is required",
+            );
+        }
+        if cx.errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err((settings, cx.errors))
+        }
+    }
+
+    /// The process settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A copy with other process settings (a reloaded file's), compiled from `source`.
+    pub fn with_settings(&self, settings: Settings, source: &proto::Bootstrap) -> Store {
+        Store {
+            settings: Arc::new(settings),
+            settings_source: Arc::new(settings_only(source)),
+            ..self.clone()
+        }
+    }
+
+    /// Everything received, as one bootstrap (resources in name order): what
+    /// `/config_dump` shows and fail-static persistence writes.
+    pub fn to_bootstrap(&self) -> proto::Bootstrap {
+        let mut b = (*self.settings_source).clone();
+        for (_, _, r) in self.resources(Kind::Listener) {
+            if let Resource::Listener(l) = &*r {
+                b.listeners.push(l.clone());
+            }
+        }
+        for (_, _, r) in self.resources(Kind::RouteTable) {
+            if let Resource::RouteTable(t) = &*r {
+                b.route_tables.push(t.clone());
+            }
+        }
+        for (_, _, r) in self.resources(Kind::Cluster) {
+            if let Resource::Cluster(c) = &*r {
+                b.clusters.push(c.clone());
+            }
+        }
+        for (_, _, r) in self.resources(Kind::Endpoints) {
+            if let Resource::Endpoints(e) = &*r {
+                b.endpoints.push(e.clone());
+            }
+        }
+        b
+    }
+
+    /// Applies `change` and returns the next store, or every error found (and
+    /// then nothing changes). `strict` requires every reference to resolve now
+    /// (files); otherwise unresolved references warm until they arrive.
+    pub fn apply(
+        &self,
+        change: Change,
+        files: &dyn Files,
+        strict: bool,
+    ) -> Result<Store, Vec<ConfigError>> {
+        let mut next = self.clone();
+        let mut cx = Ctx::new(files);
+        let mut seen: HashMap<Kind, HashSet<Arc<str>>> = HashMap::new();
+        // References made by this change's resources, compiled or not, so a
+        // file reports every dangling name at once.
+        let mut refs: Vec<(Kind, Arc<str>, FieldPath)> = Vec::new();
+        for u in change.upserts {
+            let kind = u.resource.kind();
+            let names = seen.entry(kind).or_default();
+            let name = u.resource.name();
+            let field = u.path.field(name_field(kind));
+            if name.is_empty() {
+                cx.err(&field, format!("a {} needs a name", kind.noun()));
+                continue;
+            }
+            if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                cx.err(
+                    &field,
+                    format!("name `{name}` must not contain spaces or control characters"),
+                );
+                continue;
+            }
+            let name: Arc<str> = name.into();
+            if !names.insert(name.clone()) {
+                cx.err(
+                    &field,
+                    format!("{} name `{name}` is used twice", kind.noun()),
+                );
+                continue;
+            }
+            let digest = u.resource.digest();
+            let version: Arc<str> = u
+                .version
+                .map_or_else(|| format!("{digest:016x}").into(), Into::into);
+            let source = Arc::new(u.resource);
+            let path = u.path;
+            match &*source {
+                Resource::Listener(l) if !l.route_table.is_empty() => refs.push((
+                    Kind::RouteTable,
+                    l.route_table.as_str().into(),
+                    path.field("route_table"),
+                )),
+                Resource::Endpoints(_) => {
+                    refs.push((Kind::Cluster, name.clone(), path.field("cluster")))
+                }
+                _ => {}
+            }
+            macro_rules! upsert {
+                ($map:expr, $compile:expr) => {{
+                    let entry = match $map.get(&name) {
+                        Some(e) if e.digest == digest => Entry {
+                            version,
+                            path,
+                            origin: change.origin,
+                            ..e.clone()
+                        },
+                        _ => {
+                            let before = cx.errors.len();
+                            let compiled = $compile;
+                            if cx.errors.len() > before {
+                                continue;
+                            }
+                            match compiled {
+                                Some(c) => Entry {
+                                    origin: change.origin,
+                                    version,
+                                    digest,
+                                    compiled: Arc::new(c),
+                                    source: Arc::clone(&source),
+                                    path,
+                                },
+                                None => continue,
+                            }
+                        }
+                    };
+                    $map.insert(name.clone(), entry);
+                }};
+            }
+            match &*source {
+                Resource::Cluster(c) => {
+                    upsert!(next.clusters, Some(compile_cluster(&mut cx, c, &path)))
+                }
+                Resource::Endpoints(e) => upsert!(
+                    next.endpoints,
+                    Some(compile_endpoints(
+                        &mut cx,
+                        &e.cluster,
+                        &e.endpoints,
+                        &path.field("endpoints")
+                    ))
+                ),
+                Resource::RouteTable(t) => {
+                    let before = cx.errors.len();
+                    let table = match next.route_tables.get(&name) {
+                        Some(e) if e.digest == digest => None,
+                        _ => Some(compile_route_table(&mut cx, t, &path)),
+                    };
+                    let table_refs = match &table {
+                        Some(t) => &t.cluster_refs,
+                        None => &next.route_tables[&name].compiled.cluster_refs,
+                    };
+                    refs.extend(
+                        table_refs
+                            .iter()
+                            .map(|(c, p)| (Kind::Cluster, c.clone(), p.clone())),
+                    );
+                    if cx.errors.len() > before {
+                        continue;
+                    }
+                    upsert!(next.route_tables, table)
+                }
+                Resource::Listener(l) => {
+                    upsert!(next.listeners, compile_listener(&mut cx, l, &path))
+                }
+            }
+        }
+        let empty = HashSet::new();
+        for kind in &change.full {
+            let keep = seen.get(kind).unwrap_or(&empty);
+            next.retain(*kind, |name, origin| {
+                origin != change.origin || keep.contains(name)
+            });
+        }
+        for (kind, name) in &change.removals {
+            next.retain(*kind, |n, _| n != name.as_str());
+        }
+        next.link(self);
+        next.check(&mut cx, seen.get(&Kind::Listener));
+        if strict {
+            for (kind, name, path) in refs {
+                let present = seen.get(&kind).is_some_and(|s| s.contains(&name))
+                    || match kind {
+                        Kind::Cluster => next.clusters.contains_key(&name),
+                        Kind::RouteTable => next.route_tables.contains_key(&name),
+                        _ => true,
+                    };
+                if !present {
+                    let list = match kind {
+                        Kind::Cluster => "clusters",
+                        _ => "route_tables",
+                    };
+                    cx.err(
+                        &path,
+                        format!(
+                            "{} `{name}` is not defined in {list}",
+                            if kind == Kind::Cluster {
+                                "cluster"
+                            } else {
+                                "route table"
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        if cx.errors.is_empty() {
+            Ok(next)
+        } else {
+            Err(cx.errors)
+        }
+    }
+
+    fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) {
+        match kind {
+            Kind::Listener => self.listeners.retain(|n, e| keep(n, e.origin)),
+            Kind::RouteTable => self.route_tables.retain(|n, e| keep(n, e.origin)),
+            Kind::Cluster => self.clusters.retain(|n, e| keep(n, e.origin)),
+            Kind::Endpoints => self.endpoints.retain(|n, e| keep(n, e.origin)),
+        }
+    }
+
+    /// Recomputes effective clusters (reusing unchanged ones) and the served tables.
+    fn link(&mut self, prev: &Store) {
+        let mut effective = BTreeMap::new();
+        for (name, c) in &self.clusters {
+            let eds = self.endpoints.get(name);
+            let unchanged = prev.clusters.get(name).is_some_and(|p| {
+                Arc::ptr_eq(&p.compiled, &c.compiled)
+                    && match (prev.endpoints.get(name), eds) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(&a.compiled, &b.compiled),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+            let cluster = match prev.effective.get(name) {
+                Some(e) if unchanged => Arc::clone(e),
+                _ => match eds {
+                    Some(eds) => Arc::new(Cluster {
+                        endpoints: Arc::clone(&eds.compiled),
+                        ..(*c.compiled).clone()
+                    }),
+                    None => Arc::clone(&c.compiled),
+                },
+            };
+            effective.insert(name.clone(), cluster);
+        }
+        self.effective = effective;
+        let mut served = BTreeMap::new();
+        for (name, t) in &self.route_tables {
+            if t.compiled
+                .clusters
+                .iter()
+                .all(|c| self.effective.contains_key(c))
+            {
+                served.insert(name.clone(), t.clone());
+            } else if let Some(old) = prev.served_tables.get(name) {
+                served.insert(name.clone(), old.clone());
+            }
+        }
+        self.served_tables = served;
+    }
+
+    /// Checks across resources.
+    /// Checks across resources; `changed` are the listeners this change
+    /// carries, where a clash is reported.
+    fn check(&self, cx: &mut Ctx, changed: Option<&HashSet<Arc<str>>>) {
+        let mut addrs: HashMap<std::net::SocketAddr, &Arc<str>> = HashMap::new();
+        for (name, l) in &self.listeners {
+            let a = l.compiled.address;
+            if let Some(other) = addrs.insert(a, name) {
+                let in_change = |n: &Arc<str>| changed.is_some_and(|c| c.contains(n));
+                let (at, with) = if in_change(name) || !in_change(other) {
+                    (l, other)
+                } else {
+                    (&self.listeners[other], name)
+                };
+                cx.err(
+                    &at.path.field("address"),
+                    format!("address {a} is used by another listener (`{with}`)"),
+                );
+            }
+            if a == self.settings.admin.address {
+                cx.err(
+                    &l.path.field("address"),
+                    format!("{a} is the admin address"),
+                );
+            }
+        }
+        for (name, c) in &self.effective {
+            let Some(tls) = &c.tls else { continue };
+            if tls.sni.is_empty()
+                && !tls.insecure_skip_verify
+                && c.endpoints.iter().any(|e| e.hostname.is_none())
+            {
+                let path = match self.endpoints.get(name) {
+                    Some(e) => e.path.field("endpoints"),
+                    None => self.clusters[name].path.field("tls").field("sni"),
+                };
+                cx.err(
+                    &path,
+                    format!("cluster `{name}` verifies upstream certificates by name: set its tls.sni or every endpoint's hostname"),
+                );
+            }
+        }
+    }
+
+    /// The snapshot of what is ready to serve.
+    pub fn snapshot(self) -> Snapshot {
+        let store = Arc::new(self);
+        let route_tables: Vec<Arc<RouteTable>> = store
+            .served_tables
+            .values()
+            .map(|e| Arc::clone(&e.compiled))
+            .collect();
+        let clusters: Vec<Arc<Cluster>> = store.effective.values().cloned().collect();
+        let listeners: Vec<Arc<Listener>> = store
+            .listeners
+            .values()
+            .filter(|l| store.served_tables.contains_key(&l.compiled.route_table))
+            .map(|l| Arc::clone(&l.compiled))
+            .collect();
+        let mut h = Vec::with_capacity(64 * (store.listeners.len() + store.clusters.len()));
+        for (kind, name, _, digest) in store.served() {
+            h.extend_from_slice(kind.name().as_bytes());
+            h.extend_from_slice(name.as_bytes());
+            h.push(0);
+            h.extend_from_slice(&digest.to_le_bytes());
+        }
+        let settings = store.settings.clone();
+        Snapshot {
+            version: format!("{:016x}", fnv(&h)).into(),
+            loaded_at: SystemTime::now(),
+            table_index: route_tables
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect(),
+            cluster_index: clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
+            listeners,
+            route_tables,
+            clusters,
+            admin: settings.admin.clone(),
+            runtime: settings.runtime.clone(),
+            xds: settings.xds.clone(),
+            store,
+        }
+    }
+
+    /// Served resources: (kind, name, version, digest).
+    fn served(&self) -> impl Iterator<Item = (Kind, &str, &str, u64)> {
+        let l = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| self.served_tables.contains_key(&l.compiled.route_table))
+            .map(|(n, e)| (Kind::Listener, n.as_ref(), e.version.as_ref(), e.digest));
+        let t = self
+            .served_tables
+            .iter()
+            .map(|(n, e)| (Kind::RouteTable, n.as_ref(), e.version.as_ref(), e.digest));
+        let c = self
+            .clusters
+            .iter()
+            .map(|(n, e)| (Kind::Cluster, n.as_ref(), e.version.as_ref(), e.digest));
+        let ep = self
+            .endpoints
+            .iter()
+            .map(|(n, e)| (Kind::Endpoints, n.as_ref(), e.version.as_ref(), e.digest));
+        l.chain(t).chain(c).chain(ep)
+    }
+
+    /// Every resource of `kind` received: name, version and source.
+    pub fn resources(&self, kind: Kind) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
+        fn list<T>(m: &BTreeMap<Arc<str>, Entry<T>>) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
+            m.iter()
+                .map(|(n, e)| (n.clone(), e.version.clone(), Arc::clone(&e.source)))
+                .collect()
+        }
+        match kind {
+            Kind::Listener => list(&self.listeners),
+            Kind::RouteTable => list(&self.route_tables),
+            Kind::Cluster => list(&self.clusters),
+            Kind::Endpoints => list(&self.endpoints),
+        }
+    }
+
+    /// The compiled route table named `name` as received (served or warming).
+    pub fn route_table_entry(&self, name: &str) -> Option<&Entry<RouteTable>> {
+        self.route_tables.get(name)
+    }
+
+    /// Resources received but not served yet, with what they wait for.
+    pub fn warming(&self) -> Vec<Warming> {
+        let mut out = Vec::new();
+        for (name, t) in &self.route_tables {
+            let missing: Vec<&str> = t
+                .compiled
+                .clusters
+                .iter()
+                .filter(|c| !self.effective.contains_key(*c))
+                .map(|c| c.as_ref())
+                .collect();
+            if !missing.is_empty() {
+                let serving = if self.served_tables.contains_key(name) {
+                    "; the previous version keeps serving"
+                } else {
+                    ""
+                };
+                out.push(Warming {
+                    kind: Kind::RouteTable,
+                    name: name.to_string(),
+                    waiting_for: format!("clusters {}{serving}", missing.join(", ")),
+                });
+            }
+        }
+        for (name, l) in &self.listeners {
+            if !self.served_tables.contains_key(&l.compiled.route_table) {
+                out.push(Warming {
+                    kind: Kind::Listener,
+                    name: name.to_string(),
+                    waiting_for: format!("route table {}", l.compiled.route_table),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A bootstrap's process settings without its resources.
+fn settings_only(b: &proto::Bootstrap) -> proto::Bootstrap {
+    proto::Bootstrap {
+        admin: b.admin.clone(),
+        runtime: b.runtime.clone(),
+        xds: b.xds.clone(),
+        ..proto::Bootstrap::default()
+    }
+}
+
+fn name_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Endpoints => "cluster",
+        _ => "name",
+    }
+}
+
+#[cfg(test)]
+mod tests;

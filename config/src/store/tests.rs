@@ -1,0 +1,321 @@
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use super::*;
+use crate::files::DiskFiles;
+use crate::route::RequestView;
+use crate::{load_store_str, RouteAction};
+
+const BASE: &str = r#"
+listeners: [{ name: main, address: "127.0.0.1:1", route_table: t }]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - route:
+              cluster: c
+              subset: { labels: { model: llama }, fallback: any }
+clusters:
+  - name: c
+    endpoints: [{ address: "127.0.0.1:2", labels: { model: gpt } }]
+"#;
+
+fn base() -> Store {
+    load_store_str(BASE, "base.yaml").unwrap()
+}
+
+fn endpoints(cluster: &str, addrs: &[(&str, &str)]) -> Resource {
+    Resource::Endpoints(proto::Endpoints {
+        cluster: cluster.into(),
+        endpoints: addrs
+            .iter()
+            .map(|(a, model)| proto::Endpoint {
+                address: (*a).into(),
+                labels: [("model".to_string(), (*model).to_string())].into(),
+                ..Default::default()
+            })
+            .collect(),
+    })
+}
+
+fn push(store: &Store, upserts: Vec<Resource>) -> Result<Store, Vec<ConfigError>> {
+    store.apply(
+        Change {
+            upserts: upserts
+                .into_iter()
+                .map(|r| Upsert::pushed(r, "v1"))
+                .collect(),
+            origin: Origin::Xds,
+            ..Change::default()
+        },
+        &DiskFiles,
+        false,
+    )
+}
+
+fn table(name: &str, cluster: &str) -> Resource {
+    Resource::RouteTable(proto::RouteTable {
+        name: name.into(),
+        virtual_hosts: vec![proto::VirtualHost {
+            domains: vec!["*".into()],
+            routes: vec![proto::Route {
+                action: Some(proto::route::Action::Route(proto::RouteAction {
+                    cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(
+                        cluster.into(),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn target_cluster(s: &Snapshot, table: &str) -> Arc<str> {
+    let t = s.route_table(table).unwrap();
+    match &t.virtual_hosts[0].routes[0].action {
+        RouteAction::Forward(f) => f.targets[0].cluster.clone(),
+        RouteAction::Direct(_) => panic!("not a forward route"),
+    }
+}
+
+#[test]
+fn an_endpoint_update_keeps_route_tables_and_fills_an_empty_subset() {
+    let before = base().snapshot();
+    let store = Arc::clone(&before.store);
+    let candidates = |s: &Snapshot| {
+        let t = s.route_table("t").unwrap();
+        let RouteAction::Forward(f) = &t.virtual_hosts[0].routes[0].action else {
+            panic!()
+        };
+        let c = s.cluster("c").unwrap();
+        let h = HeaderMap::new();
+        let view = RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: &h,
+            client: None,
+        };
+        let set = f.targets[0].candidates(c, &view).unwrap();
+        set.iter()
+            .map(|i| c.endpoints[i].address.to_string())
+            .collect::<Vec<_>>()
+    };
+    // No endpoint is labelled llama yet: the fallback (any) applies.
+    assert_eq!(candidates(&before), ["127.0.0.1:2"]);
+    let next = push(
+        &store,
+        vec![endpoints(
+            "c",
+            &[("127.0.0.1:3", "llama"), ("127.0.0.1:4", "gpt")],
+        )],
+    )
+    .unwrap()
+    .snapshot();
+    assert!(
+        Arc::ptr_eq(
+            before.route_table("t").unwrap(),
+            next.route_table("t").unwrap()
+        ),
+        "an endpoint-only update must not recompile route tables"
+    );
+    assert!(Arc::ptr_eq(&before.listeners[0], &next.listeners[0]));
+    assert_eq!(candidates(&next), ["127.0.0.1:3"]);
+    assert_ne!(before.version, next.version);
+    assert_eq!(
+        next.cluster("c").unwrap().endpoints[0].id.as_ref(),
+        "c/127.0.0.1:3"
+    );
+}
+
+#[test]
+fn an_unchanged_resource_is_not_recompiled() {
+    let a = base().snapshot();
+    let b = a
+        .store
+        .apply(
+            Change::from_bootstrap(&crate::parse_bootstrap(BASE, "x").unwrap().0),
+            &DiskFiles,
+            true,
+        )
+        .unwrap()
+        .snapshot();
+    assert_eq!(a.version, b.version);
+    assert!(Arc::ptr_eq(&a.clusters[0], &b.clusters[0]));
+    assert!(Arc::ptr_eq(&a.route_tables[0], &b.route_tables[0]));
+}
+
+#[test]
+fn a_route_table_waits_for_its_clusters_and_the_old_version_keeps_serving() {
+    let store = base();
+    // The new version of `t` names a cluster not received yet: `t` keeps serving
+    // the old version and reports what it waits for.
+    let warming = push(&store, vec![table("t", "late")]).unwrap();
+    let s = warming.clone().snapshot();
+    assert_eq!(target_cluster(&s, "t").as_ref(), "c");
+    assert_eq!(
+        warming.warming(),
+        vec![Warming {
+            kind: Kind::RouteTable,
+            name: "t".into(),
+            waiting_for: "clusters late; the previous version keeps serving".into(),
+        }]
+    );
+    // A new table with a new listener: neither is served until the cluster comes.
+    let mut l = proto::Listener {
+        name: "side".into(),
+        address: "127.0.0.1:5".into(),
+        route_table: "t2".into(),
+        ..Default::default()
+    };
+    let w2 = push(
+        &warming,
+        vec![table("t2", "late"), Resource::Listener(l.clone())],
+    )
+    .unwrap();
+    let s2 = w2.clone().snapshot();
+    assert!(s2.route_table("t2").is_none() && s2.listener("side").is_none());
+    let cluster = Resource::Cluster(proto::Cluster {
+        name: "late".into(),
+        endpoints: vec![proto::Endpoint {
+            address: "127.0.0.1:6".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let ready = push(&w2, vec![cluster]).unwrap();
+    assert!(ready.warming().is_empty());
+    let s3 = ready.clone().snapshot();
+    assert_eq!(target_cluster(&s3, "t").as_ref(), "late");
+    assert_eq!(target_cluster(&s3, "t2").as_ref(), "late");
+    assert!(s3.listener("side").is_some());
+    // Removing the listener stops serving it.
+    l.name = "side".into();
+    let removed = ready
+        .apply(
+            Change {
+                removals: vec![(Kind::Listener, "side".into())],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap()
+        .snapshot();
+    assert!(removed.listener("side").is_none());
+}
+
+#[test]
+fn pushed_errors_name_the_resource_and_field_and_change_nothing() {
+    let store = base();
+    let bad = Resource::Cluster(proto::Cluster {
+        name: "gpu".into(),
+        endpoints: vec![proto::Endpoint {
+            address: "gpu-0:80".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let errors = push(&store, vec![bad, endpoints("c", &[("nope", "x")])]).unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        text[0].starts_with("Cluster(gpu).endpoints[0].address: invalid address `gpu-0:80`"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].starts_with("Endpoints(c).endpoints[0].address: invalid address `nope`"),
+        "{text:?}"
+    );
+    assert_eq!(text.len(), 2);
+    // The store it was applied to is untouched.
+    assert!(store
+        .resources(Kind::Cluster)
+        .iter()
+        .all(|(n, _, _)| n.as_ref() == "c"));
+}
+
+#[test]
+fn duplicate_names_and_address_clashes_are_errors() {
+    let store = base();
+    let l = |name: &str, addr: &str| {
+        Resource::Listener(proto::Listener {
+            name: name.into(),
+            address: addr.into(),
+            route_table: "t".into(),
+            ..Default::default()
+        })
+    };
+    let e = push(&store, vec![l("a", "127.0.0.1:7"), l("a", "127.0.0.1:8")]).unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "Listener(a).name: listener name `a` is used twice"
+    );
+    let e = push(&store, vec![l("b", "127.0.0.1:1")]).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .starts_with("Listener(b).address: address 127.0.0.1:1 is used by another listener"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_file_reload_removes_only_file_resources() {
+    let store = push(
+        &base(),
+        vec![Resource::Cluster(proto::Cluster {
+            name: "pushed".into(),
+            ..Default::default()
+        })],
+    )
+    .unwrap();
+    let (b, _) = crate::parse_bootstrap(BASE, "x").unwrap();
+    let reloaded = store
+        .apply(Change::from_bootstrap(&b), &DiskFiles, true)
+        .unwrap();
+    let names: Vec<_> = reloaded
+        .resources(Kind::Cluster)
+        .into_iter()
+        .map(|(n, _, _)| n.to_string())
+        .collect();
+    assert_eq!(names, ["c", "pushed"]);
+    // A change given in full for its origin removes what it no longer lists.
+    let emptied = reloaded
+        .apply(
+            Change {
+                full: vec![Kind::Cluster],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    assert_eq!(emptied.resources(Kind::Cluster).len(), 1);
+}
+
+#[test]
+fn resources_round_trip_through_their_encoding() {
+    for kind in Kind::ALL {
+        assert_eq!(Kind::from_type_url(kind.type_url()), Some(kind));
+    }
+    let r = endpoints("c", &[("127.0.0.1:9", "gpt")]);
+    let back = Resource::decode(Kind::Endpoints, &r.encode()).unwrap();
+    assert_eq!(back, r);
+    assert!(Resource::decode(Kind::Cluster, &[0xff, 0xff, 0xff]).is_err());
+    assert_eq!(r.to_json()["cluster"], "c");
+}
+
+#[test]
+fn the_store_dumps_to_a_bootstrap_that_loads_to_the_same_version() {
+    let store = push(&base(), vec![endpoints("c", &[("127.0.0.1:9", "gpt")])]).unwrap();
+    let snap = store.clone().snapshot();
+    let text = serde_json::to_string(&crate::to_json(&store.to_bootstrap())).unwrap();
+    let again = crate::load_str(&text, "dump.json").unwrap();
+    assert_eq!(again.version, snap.version);
+    assert_eq!(again.cluster("c").unwrap().endpoints[0].address.port(), 9);
+}

@@ -1,0 +1,447 @@
+//! Owns the downstream sockets and their accept loops. Listeners come and go
+//! with the configuration: a new one binds its socket before the change is
+//! committed (so a port in use rejects the change), a removed one stops
+//! accepting and drains (idle keep-alive connections close, requests in
+//! flight finish), and a changed one swaps its TLS or HTTP settings for new
+//! connections while keeping its socket. Each connection is handed to a
+//! Pingora `HttpProxy` with Corridor's `ProxyHttp` for that listener.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corridor_config::{ConfigError, FieldPath, Files, Snapshot};
+use parking_lot::Mutex;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::ALPN;
+use pingora_core::protocols::http::v2::server::default_h2_options;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use rustls::sign::CertifiedKey;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::proxy::Corridor;
+use crate::routing::{ListenerRuntime, Routing};
+use crate::shared::Shared;
+use crate::tls::{load_certified_key, ReloadableCert};
+
+/// How long a TLS handshake may take (Pingora's listener uses the same).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `accept` error when the process is out of file descriptors.
+const EMFILE: i32 = 24;
+
+/// What a listener's socket and connection handling depend on; a change to
+/// any of these makes a new accept loop (on the same socket when the address
+/// is the same).
+#[derive(Debug, Clone, PartialEq)]
+struct Spec {
+    address: SocketAddr,
+    /// ALPN offered, when TLS is terminated.
+    tls_alpn: Option<Vec<Arc<str>>>,
+    h2c: bool,
+    /// The HTTP/2 codec's bound on a header list.
+    h2_header_list: u32,
+}
+
+impl Spec {
+    fn of(l: &corridor_config::Listener) -> Spec {
+        let limits = &l.http.limits;
+        let list = 2 * (limits.max_headers_bytes + 32 * limits.max_headers_count);
+        Spec {
+            address: l.address,
+            tls_alpn: l.tls.as_ref().map(|t| t.alpn.clone()),
+            h2c: l.tls.is_none() && l.protocols.h2c,
+            h2_header_list: list.clamp(64 * 1024, 4 * 1024 * 1024) as u32,
+        }
+    }
+}
+
+/// A socket before and after its accept loop starts.
+enum Socket {
+    /// Bound, not accepting yet (the runtime has not started).
+    Bound(std::net::TcpListener),
+    /// Accepting in the runtime.
+    Running(Arc<tokio::net::TcpListener>),
+    /// Moved to the listener that replaced this one.
+    Gone,
+}
+
+/// A listener being served.
+struct Active {
+    spec: Spec,
+    socket: Socket,
+    app: Arc<HttpProxy<Corridor>>,
+    acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
+    cert: Option<Arc<ReloadableCert>>,
+    /// Flipped to stop accepting and to end keep-alive on its connections.
+    stop: watch::Sender<bool>,
+}
+
+/// Listener changes worked out and sockets bound, not yet in effect.
+pub(crate) struct Prepared {
+    start: Vec<(Arc<str>, Active)>,
+    stop: Vec<Arc<str>>,
+    keys: Vec<(Arc<ReloadableCert>, Arc<CertifiedKey>)>,
+    /// Whether a served certificate differs from before.
+    pub(crate) certs_changed: bool,
+}
+
+#[derive(Default)]
+struct State {
+    handle: Option<Handle>,
+    shutting_down: bool,
+    active: HashMap<Arc<str>, Active>,
+}
+
+/// Every listener socket of the process.
+pub(crate) struct Listeners {
+    conf: Arc<ServerConf>,
+    state: Mutex<State>,
+}
+
+impl Listeners {
+    /// No listeners yet; `conf` is what the proxies are built with.
+    pub(crate) fn new(conf: Arc<ServerConf>) -> Self {
+        Self {
+            conf,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Works out what `snap` changes: loads every TLS listener's certificate and
+    /// binds the sockets of new addresses. Nothing changes until `commit`.
+    pub(crate) fn prepare(
+        &self,
+        snap: &Snapshot,
+        routing: &Routing,
+        shared: &Arc<Shared>,
+        files: &dyn Files,
+    ) -> Result<Prepared, Vec<ConfigError>> {
+        let state = self.state.lock();
+        let mut errors = Vec::new();
+        let mut out = Prepared {
+            start: Vec::new(),
+            stop: Vec::new(),
+            keys: Vec::new(),
+            certs_changed: false,
+        };
+        let path = |name: &str| FieldPath::resource("Listener", name);
+        // Addresses that listeners being replaced or removed give up.
+        let wanted: HashMap<&str, Spec> = snap
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_ref(), Spec::of(l)))
+            .collect();
+        for name in state.active.keys() {
+            match wanted.get(name.as_ref()) {
+                Some(spec) if *spec == state.active[name].spec => {}
+                _ => out.stop.push(name.clone()),
+            }
+        }
+        for l in &snap.listeners {
+            let spec = &wanted[l.name.as_ref()];
+            let key = match &l.tls {
+                Some(t) => match load_certified_key(files, &t.cert_file, &t.key_file) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        let field = if e.file == t.key_file.as_ref() {
+                            "key_file"
+                        } else {
+                            "cert_file"
+                        };
+                        errors.push(ConfigError::new(
+                            path(&l.name).field("tls").field(field).as_str(),
+                            e.to_string(),
+                        ));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if let Some(a) = state.active.get(&l.name).filter(|a| a.spec == *spec) {
+                if let (Some(cert), Some(key)) = (&a.cert, key) {
+                    out.certs_changed |= cert.current().cert != key.cert;
+                    out.keys.push((Arc::clone(cert), key));
+                }
+                continue;
+            }
+            // A new listener, or one whose socket or protocols changed.
+            let reuse = state
+                .active
+                .iter()
+                .any(|(n, a)| a.spec.address == spec.address && out.stop.contains(n));
+            let socket = if reuse {
+                Socket::Gone
+            } else {
+                match bind(spec.address) {
+                    Ok(s) => Socket::Bound(s),
+                    Err(e) => {
+                        errors.push(ConfigError::new(
+                            path(&l.name).field("address").as_str(),
+                            format!("cannot listen on {}: {e}", spec.address),
+                        ));
+                        continue;
+                    }
+                }
+            };
+            let Some(runtime) = routing.listeners.get(&l.name) else {
+                continue;
+            };
+            let cert = key.map(|k| Arc::new(ReloadableCert::new(k)));
+            match self.make(l, spec.clone(), socket, cert, runtime, shared) {
+                Ok(active) => out.start.push((l.name.clone(), active)),
+                Err(e) => errors.push(ConfigError::new(path(&l.name).field("tls").as_str(), e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn make(
+        &self,
+        l: &corridor_config::Listener,
+        spec: Spec,
+        socket: Socket,
+        cert: Option<Arc<ReloadableCert>>,
+        runtime: &Arc<ListenerRuntime>,
+        shared: &Arc<Shared>,
+    ) -> Result<Active, String> {
+        let mut app = HttpProxy::new(
+            Corridor::new(Arc::clone(shared), Arc::clone(runtime)),
+            Arc::clone(&self.conf),
+        );
+        app.handle_init_modules();
+        let mut options = HttpServerOptions::default();
+        options.h2c = spec.h2c;
+        // Illegal bytes in a request-target are rejected, not percent-encoded and
+        // forwarded; CONNECT reaches Corridor's checks, which answer 405 themselves.
+        options.reject_illegal_request_target = true;
+        options.allow_connect_method_proxying = true;
+        // HTTP/2 authority conflicts reach Corridor's checks and get its own 400.
+        options.h2_defer_authority_validation = true;
+        app.server_options = Some(options);
+        // The listener's limits are checked per request (and follow reloads); the
+        // codec's bound, set per accept loop with room to spare, caps what it decodes first.
+        let mut h2 = default_h2_options();
+        h2.max_header_list_size(spec.h2_header_list);
+        app.h2_options = Some(h2);
+        let acceptor = match (&spec.tls_alpn, &cert) {
+            (Some(alpn), Some(resolver)) => {
+                // Paths stay empty: the resolver serves the certificate and a reload swaps it.
+                let mut settings = TlsSettings::intermediate("", "")
+                    .map_err(|e| format!("listener {}: TLS setup: {e}", l.name))?;
+                settings.set_cert_resolver(Arc::clone(resolver) as _);
+                let h2 = alpn.iter().any(|a| a.as_ref() == "h2");
+                let h1 = alpn.iter().any(|a| a.as_ref() == "http/1.1");
+                settings.set_alpn(match (h2, h1) {
+                    (true, true) => ALPN::H2H1,
+                    (true, false) => ALPN::H2,
+                    _ => ALPN::H1,
+                });
+                Some(Arc::new(settings.build()))
+            }
+            _ => None,
+        };
+        Ok(Active {
+            spec,
+            socket,
+            app: Arc::new(app),
+            acceptor,
+            cert,
+            stop: watch::channel(false).0,
+        })
+    }
+
+    /// Puts prepared changes into effect: new certificates, new accept loops,
+    /// and stopped (draining) listeners.
+    pub(crate) fn commit(&self, p: Prepared) {
+        for (cert, key) in p.keys {
+            cert.store(key);
+        }
+        let mut state = self.state.lock();
+        let mut stopped = Vec::new();
+        for name in p.stop {
+            if let Some(a) = state.active.remove(&name) {
+                stopped.push(a);
+            }
+        }
+        for (name, mut active) in p.start {
+            if matches!(active.socket, Socket::Gone) {
+                // Same address as a listener stopped above: take over its socket.
+                if let Some(old) = stopped
+                    .iter_mut()
+                    .find(|o| o.spec.address == active.spec.address)
+                {
+                    active.socket = std::mem::replace(&mut old.socket, Socket::Gone);
+                }
+            }
+            if let Some(handle) = &state.handle {
+                if !state.shutting_down {
+                    start(handle, &name, &mut active);
+                }
+            }
+            tracing::info!(listener = %name, address = %active.spec.address, "listener serving");
+            state.active.insert(name, active);
+        }
+        let handle = state.handle.clone();
+        drop(state);
+        for old in stopped {
+            drain(handle.as_ref(), old);
+        }
+    }
+
+    /// Starts every accept loop in the runtime of the calling service, and stops
+    /// them all when `shutdown` turns true.
+    pub(crate) async fn run(&self, mut shutdown: ShutdownWatch) {
+        {
+            let mut state = self.state.lock();
+            let handle = Handle::current();
+            let names: Vec<Arc<str>> = state.active.keys().cloned().collect();
+            for name in names {
+                if let Some(a) = state.active.get_mut(&name) {
+                    start(&handle, &name, a);
+                }
+            }
+            state.handle = Some(handle);
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        let all: Vec<Active> = {
+            let mut state = self.state.lock();
+            state.shutting_down = true;
+            state.active.drain().map(|(_, a)| a).collect()
+        };
+        let handle = Handle::current();
+        for a in all {
+            drain(Some(&handle), a);
+        }
+    }
+
+    /// Names and addresses of the listeners being served.
+    pub(crate) fn serving(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        let state = self.state.lock();
+        let mut out: Vec<_> = state
+            .active
+            .iter()
+            .map(|(n, a)| (n.clone(), a.spec.address))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Binds a listening socket (SO_REUSEADDR, as Pingora's listeners).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Starts the accept loop of `a` in `handle`'s runtime.
+fn start(handle: &Handle, name: &str, a: &mut Active) {
+    let socket = match std::mem::replace(&mut a.socket, Socket::Gone) {
+        Socket::Bound(std) => {
+            let _guard = handle.enter();
+            match tokio::net::TcpListener::from_std(std) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    tracing::error!(listener = name, "cannot register the listener socket: {e}");
+                    return;
+                }
+            }
+        }
+        Socket::Running(l) => l,
+        Socket::Gone => return,
+    };
+    a.socket = Socket::Running(Arc::clone(&socket));
+    let app = Arc::clone(&a.app);
+    let acceptor = a.acceptor.clone();
+    let stop = a.stop.subscribe();
+    handle.spawn(accept_loop(socket, app, acceptor, stop));
+}
+
+/// Stops accepting on `a` and ends keep-alive on its connections; requests in
+/// flight finish. The socket closes once no accept loop holds it.
+fn drain(handle: Option<&Handle>, a: Active) {
+    let _ = a.stop.send(true);
+    tracing::info!(address = %a.spec.address, "listener stopped accepting; draining");
+    if let Some(h) = handle {
+        let app = a.app;
+        h.spawn(async move { app.cleanup().await });
+    }
+}
+
+async fn accept_loop(
+    socket: Arc<tokio::net::TcpListener>,
+    app: Arc<HttpProxy<Corridor>>,
+    acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = socket.accept() => r,
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let (tcp, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("accept failed: {e}");
+                if e.raw_os_error() == Some(EMFILE) {
+                    // Out of file descriptors: accept would fail again at once.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        let app = Arc::clone(&app);
+        let acceptor = acceptor.clone();
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            let mut stream: L4Stream = tcp.into();
+            if let Err(e) = stream.set_nodelay() {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+            let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+            let _ = digest.peer_addr.set(Some(peer.into()));
+            stream.set_socket_digest(digest);
+            let io: pingora_core::protocols::Stream = match acceptor {
+                Some(a) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.tls_handshake(stream)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+                None => Box::new(stream),
+            };
+            let mut next = app.process_new(io, &shutdown).await;
+            while let Some(io) = next {
+                next = app.process_new(io, &shutdown).await;
+            }
+        });
+    }
+}
