@@ -33,7 +33,7 @@ pub use error::{ConfigError, ConfigErrors, FieldPath};
 pub use files::{DiskFiles, Files};
 pub use load::{
     compile_bootstrap, load_file, load_store_file, load_store_str, load_str, locate_errors,
-    message_json, parse_bootstrap, read_bootstrap, to_json,
+    message_json, parse_bootstrap, parse_resource_file, read_bootstrap, to_json,
 };
 pub use request::{
     check_chunked_prefix, check_h1_head, check_h2_request, check_query, client_from_forwarded_for,

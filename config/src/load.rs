@@ -16,6 +16,23 @@ pub fn parse_bootstrap(
     text: &str,
     source_name: &str,
 ) -> Result<(proto::Bootstrap, SourceMap), ConfigErrors> {
+    parse_message(text, source_name, "corridor.v1.Bootstrap")
+}
+
+/// Parses YAML or JSON text into a control-plane `ResourceFile`, with positions.
+pub fn parse_resource_file(
+    text: &str,
+    source_name: &str,
+) -> Result<(proto::ResourceFile, SourceMap), ConfigErrors> {
+    parse_message(text, source_name, "corridor.v1.ResourceFile")
+}
+
+/// Parses YAML or JSON text into the `corridor.v1` message `full_name`.
+fn parse_message<T: prost::Message + Default>(
+    text: &str,
+    source_name: &str,
+    full_name: &str,
+) -> Result<(T, SourceMap), ConfigErrors> {
     let node = yaml::parse(text).map_err(|e| {
         ConfigErrors::single(
             source_name,
@@ -23,8 +40,8 @@ pub fn parse_bootstrap(
         )
     })?;
     let desc = proto::descriptor_pool()
-        .get_message_by_name("corridor.v1.Bootstrap")
-        .expect("Bootstrap is in the descriptor pool");
+        .get_message_by_name(full_name)
+        .expect("the message is in the descriptor pool");
     let mut errors = Vec::new();
     let mut map = SourceMap::default();
     let dynamic = decode_message(&node, &desc, &mut errors, &mut map);
@@ -34,13 +51,13 @@ pub fn parse_bootstrap(
             errors,
         });
     }
-    let bootstrap: proto::Bootstrap = dynamic.transcode_to().map_err(|e| {
+    let message: T = dynamic.transcode_to().map_err(|e| {
         ConfigErrors::single(
             source_name,
             ConfigError::new("", format!("internal transcode error: {e}")),
         )
     })?;
-    Ok((bootstrap, map))
+    Ok((message, map))
 }
 
 /// Places errors at their `file:line:column` through `map`, in document order.

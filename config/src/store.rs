@@ -337,6 +337,15 @@ impl Store {
         }
     }
 
+    /// An empty store with default settings, to validate resources against
+    /// (as the control plane does before serving them).
+    pub fn empty() -> Store {
+        let b = proto::Bootstrap::default();
+        let mut cx = Ctx::new(&crate::files::DiskFiles);
+        let settings = compile_settings(&mut cx, &b);
+        Store::new(settings, &b)
+    }
+
     /// Compiles a whole bootstrap (a file): settings and every resource, with
     /// every reference required to resolve and at least one listener, unless
     /// the bootstrap names a control stream that will bring the rest.
@@ -771,6 +780,29 @@ impl Store {
         }
     }
 
+    /// Every resource of `kind` that came from `origin`: name, version and source.
+    pub fn resources_from(
+        &self,
+        kind: Kind,
+        origin: Origin,
+    ) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
+        fn list<T>(
+            m: &BTreeMap<Arc<str>, Entry<T>>,
+            origin: Origin,
+        ) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
+            m.iter()
+                .filter(|(_, e)| e.origin == origin)
+                .map(|(n, e)| (n.clone(), e.version.clone(), Arc::clone(&e.source)))
+                .collect()
+        }
+        match kind {
+            Kind::Listener => list(&self.listeners, origin),
+            Kind::RouteTable => list(&self.route_tables, origin),
+            Kind::Cluster => list(&self.clusters, origin),
+            Kind::Endpoints => list(&self.endpoints, origin),
+        }
+    }
+
     /// The compiled route table named `name` as received (served or warming).
     pub fn route_table_entry(&self, name: &str) -> Option<&Entry<RouteTable>> {
         self.route_tables.get(name)
@@ -817,7 +849,7 @@ impl Store {
 fn settings_only(b: &proto::Bootstrap) -> proto::Bootstrap {
     proto::Bootstrap {
         admin: b.admin.clone(),
-        runtime: b.runtime.clone(),
+        runtime: b.runtime,
         xds: b.xds.clone(),
         ..proto::Bootstrap::default()
     }

@@ -71,6 +71,7 @@ impl Admin {
             "listeners_serving": self.shared.listeners.serving().iter().map(|(n, a)| serde_json::json!({"name": n.as_ref(), "address": a.to_string()})).collect::<Vec<_>>(),
             "resources": resources,
             "warming": warming,
+            "xds": self.xds_status(),
         });
         let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
         reply(StatusCode::OK, "application/json", body)
@@ -92,6 +93,10 @@ impl ServeHttp for Admin {
             "/ready" if self.shared.is_draining() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
+            "/ready" if !self.shared.is_configured() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waiting for the first configuration from the control plane\n",
+            ),
             "/ready" => text(StatusCode::OK, "ready\n"),
             "/live" => text(StatusCode::OK, "live\n"),
             "/metrics" => self.metrics(),
@@ -112,6 +117,45 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
+    /// The control stream's state per type: version, last nonce, last ACK
+    /// time and last NACK error; `null` without a control stream.
+    fn xds_status(&self) -> serde_json::Value {
+        let Some(status) = self.shared.xds.lock().clone() else {
+            return serde_json::Value::Null;
+        };
+        let s = status.snapshot();
+        let time = |t: Option<std::time::SystemTime>| {
+            t.map(|t| humantime::format_rfc3339_millis(t).to_string())
+        };
+        let types: Vec<serde_json::Value> = s
+            .types
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "type_url": t.type_url,
+                    "version_info": t.version_info,
+                    "last_nonce": t.last_nonce,
+                    "last_ack_at": time(t.last_ack_at),
+                    "last_nack": t.last_nack,
+                    "last_nack_at": time(t.nack_at),
+                    "resources": t.resources,
+                    "acks": t.acks,
+                    "nacks": t.nacks,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "server": s.server,
+            "variant": s.variant.as_str(),
+            "connected": s.connected,
+            "connected_at": time(s.connected_at),
+            "reconnects": s.reconnects,
+            "last_error": s.last_error,
+            "ready": s.ready,
+            "types": types,
+        })
+    }
+
     /// Checks `Authorization: Bearer <token>` against the token file, when one is configured.
     /// The file is read on each request, so a rotated token takes effect at once.
     #[allow(clippy::result_large_err)]

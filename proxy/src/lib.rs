@@ -6,6 +6,7 @@
 mod admin;
 #[cfg(feature = "alloc-count")]
 mod alloc;
+mod control_plane;
 mod demo;
 mod errors;
 mod lb;
@@ -18,7 +19,9 @@ mod routing;
 mod server;
 mod shared;
 mod tls;
+mod xds;
 
+pub use control_plane::run_control_plane;
 pub use demo::{demo_config, print_banner, start_upstreams, DemoOptions, DEMO_YAML};
 pub use errors::{ErrorKind, LocalError};
 pub use lb::{pick, picker_for, Picker, Random, RoundRobin};
@@ -27,3 +30,4 @@ pub use metrics::Metrics;
 pub use proxy::{Corridor, RequestCtx};
 pub use server::run;
 pub use shared::{Applied, Shared};
+pub use xds::{node as xds_node, restore as restore_persisted, XdsService};

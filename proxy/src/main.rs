@@ -14,6 +14,8 @@ const EXAMPLES: &str = "\
 Examples:
   corridor demo                                # proxy + three fake clouds, prints curl commands
   corridor run -c examples/demo.yaml           # serve a file; reloads on change and on SIGHUP
+  corridor control-plane --dir examples/control-plane --listen 127.0.0.1:18000
+  corridor run --xds http://127.0.0.1:18000 --node-id sidecar-1 --cloud aws --region eu-west-1
   corridor validate examples/*.yaml            # check files, print every error with file:line:column
   kill -TERM <pid>                             # drain in-flight requests (runtime.drain_timeout), then exit";
 
@@ -32,11 +34,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve a configuration file (YAML or JSON); reload it when it changes or on SIGHUP.
+    /// Serve a configuration file (YAML or JSON; reloaded when it changes or on
+    /// SIGHUP), a control stream, or both (the file's resources and the pushed ones).
     Run {
         /// Configuration file.
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE", required_unless_present = "xds")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        xds: XdsArgs,
+    },
+    /// Run the reference control plane: serve a directory of resource files
+    /// over ADS (state of the world and delta), per node, pushing every change.
+    ControlPlane {
+        /// Directory of resource files (YAML or JSON `ResourceFile`s).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// ADS (gRPC) listener.
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        listen: SocketAddr,
+        /// Admin listener: /nodes, /files, /ready.
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin: SocketAddr,
     },
     /// Run the embedded demo: the proxy plus built-in upstreams standing in for three clouds.
     Demo {
@@ -58,18 +76,167 @@ enum Command {
     },
 }
 
+/// Control-stream options of `corridor run`; they override the file's `xds` section.
+#[derive(clap::Args)]
+struct XdsArgs {
+    /// Control-plane URL, for example http://10.0.0.2:18000 (state of the world).
+    #[arg(long, value_name = "URL")]
+    xds: Option<String>,
+    /// Speak the delta variant of ADS.
+    #[arg(long)]
+    xds_delta: bool,
+    /// Node id sent to the control plane.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Node cluster sent to the control plane.
+    #[arg(long, value_name = "NAME")]
+    node_cluster: Option<String>,
+    /// Cloud of this Corridor (node metadata).
+    #[arg(long)]
+    cloud: Option<String>,
+    /// Region of this Corridor (node metadata).
+    #[arg(long)]
+    region: Option<String>,
+    /// Zone of this Corridor (node metadata).
+    #[arg(long)]
+    zone: Option<String>,
+    /// Role of this Corridor (node metadata): sidecar or ingress.
+    #[arg(long, value_parser = ["sidecar", "ingress"])]
+    role: Option<String>,
+    /// Fail static: keep the pushed configuration in this file and boot from it
+    /// when the control plane cannot be reached.
+    #[arg(long, value_name = "FILE")]
+    persist: Option<PathBuf>,
+    /// Admin listener (without a configuration file; default 127.0.0.1:9901).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+}
+
+impl XdsArgs {
+    /// Puts the flags into `b`'s `xds` (and admin) sections.
+    fn apply(&self, b: &mut corridor_config::proto::Bootstrap) {
+        use corridor_config::proto;
+        if let Some(a) = self.admin {
+            b.admin.get_or_insert_with(Default::default).address = a.to_string();
+        }
+        let any = self.xds.is_some()
+            || self.xds_delta
+            || self.node_id.is_some()
+            || self.persist.is_some()
+            || self.role.is_some();
+        if !any && b.xds.is_none() {
+            return;
+        }
+        let x = b.xds.get_or_insert_with(Default::default);
+        if let Some(v) = &self.xds {
+            x.server = v.clone();
+        }
+        if self.xds_delta {
+            x.delta = true;
+        }
+        if let Some(v) = &self.node_id {
+            x.node_id = v.clone();
+        }
+        if let Some(v) = &self.node_cluster {
+            x.node_cluster = v.clone();
+        }
+        let l = x.locality.get_or_insert_with(Default::default);
+        for (flag, field) in [
+            (&self.cloud, &mut l.cloud),
+            (&self.region, &mut l.region),
+            (&self.zone, &mut l.zone),
+        ] {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+        match self.role.as_deref() {
+            Some("ingress") => x.role = proto::xds::Role::Ingress as i32,
+            Some(_) => x.role = proto::xds::Role::Sidecar as i32,
+            None => {}
+        }
+        if let Some(p) = &self.persist {
+            x.persist_file = p.display().to_string();
+        }
+    }
+}
+
+/// The store `corridor run` starts from: the file (if any) with the flags
+/// applied, and the fail-static file's resources when there is one.
+fn initial_store(
+    config: Option<&PathBuf>,
+    flags: &XdsArgs,
+) -> Result<(corridor_config::Store, bool), String> {
+    let (mut bootstrap, map, name) = match config {
+        Some(path) => {
+            let (b, map) = corridor_config::read_bootstrap(path).map_err(|e| e.to_string())?;
+            (b, map, path.display().to_string())
+        }
+        None => (
+            corridor_config::proto::Bootstrap::default(),
+            corridor_config::SourceMap::default(),
+            "<command line>".to_string(),
+        ),
+    };
+    flags.apply(&mut bootstrap);
+    let store = corridor_config::Store::from_bootstrap(bootstrap, &corridor_config::DiskFiles)
+        .map_err(|e| corridor_config::locate_errors(e, &map, &name).to_string())?;
+    let Some(file) = store
+        .settings()
+        .xds
+        .as_ref()
+        .and_then(|x| x.persist_file.clone())
+    else {
+        return Ok((store, false));
+    };
+    let path = std::path::Path::new(file.as_ref());
+    if !path.exists() {
+        return Ok((store, false));
+    }
+    let restored = corridor_proxy::restore_persisted(path).and_then(|change| {
+        store
+            .apply(change, &corridor_config::DiskFiles, false)
+            .map_err(|e| {
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    });
+    match restored {
+        Ok(s) => {
+            eprintln!("corridor: booting from the persisted control-plane configuration in {file}");
+            Ok((s, true))
+        }
+        Err(e) => {
+            eprintln!("corridor: ignoring the persisted configuration in {file}: {e}");
+            Ok((store, false))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { files } => validate(&files),
-        Command::Run { config } => match corridor_config::load_store_file(&config) {
-            Ok(store) => serve(store, Some(config), false),
+        Command::Run { config, xds } => match initial_store(config.as_ref(), &xds) {
+            Ok((store, restored)) => serve(store, config, false, restored),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("corridor: not starting: the configuration is invalid");
                 ExitCode::FAILURE
             }
         },
+        Command::ControlPlane { dir, listen, admin } => {
+            init_logging(corridor_config::LogFormat::Text, 128_000);
+            match corridor_proxy::run_control_plane(dir, listen, admin) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("corridor control-plane: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo {
             listen,
             admin,
@@ -81,7 +248,7 @@ fn main() -> ExitCode {
                 upstreams,
             });
             match corridor_config::load_store_str(&yaml, "examples/demo.yaml (embedded)") {
-                Ok(store) => serve(store, None, true),
+                Ok(store) => serve(store, None, true, false),
                 Err(errors) => {
                     eprintln!("{errors}");
                     ExitCode::FAILURE
@@ -124,7 +291,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn serve(store: corridor_config::Store, file: Option<PathBuf>, demo: bool) -> ExitCode {
+fn serve(
+    store: corridor_config::Store,
+    file: Option<PathBuf>,
+    demo: bool,
+    restored: bool,
+) -> ExitCode {
     let snapshot = store.clone().snapshot();
     init_logging(snapshot.admin.log_format, snapshot.admin.log_queue_lines);
     if let Err(e) = check_bindable(&snapshot) {
@@ -150,6 +322,10 @@ fn serve(store: corridor_config::Store, file: Option<PathBuf>, demo: bool) -> Ex
             return ExitCode::FAILURE;
         }
     };
+    if restored {
+        // Fail static: serve what the control plane last sent until it answers.
+        shared.set_configured();
+    }
     match corridor_proxy::run(shared) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

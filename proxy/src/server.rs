@@ -75,6 +75,15 @@ pub fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
     admin.threads = Some(1);
     server.add_service(admin);
 
+    if let Some(x) = &snap.xds {
+        let mut xds = background_service(
+            "control stream",
+            crate::xds::XdsService::new(Arc::clone(&shared), x.clone()),
+        );
+        xds.threads = Some(1);
+        server.add_service(xds);
+    }
+
     let mut lifecycle = background_service("lifecycle", Lifecycle::new(Arc::clone(&shared)));
     lifecycle.threads = Some(1);
     server.add_service(lifecycle);

@@ -45,6 +45,8 @@ pub struct Shared {
     files: Arc<dyn Files>,
     /// The first complete configuration has arrived (always true without a control stream).
     configured: AtomicBool,
+    /// Control-stream state for the admin API, once a client runs.
+    pub(crate) xds: parking_lot::Mutex<Option<corridor_xds::ClientStatus>>,
 }
 
 impl Shared {
@@ -82,6 +84,7 @@ impl Shared {
             reload_lock: parking_lot::Mutex::new(()),
             files,
             configured: AtomicBool::new(configured),
+            xds: parking_lot::Mutex::new(None),
         });
         let routing = shared.routing();
         let prepared = shared

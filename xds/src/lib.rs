@@ -22,6 +22,7 @@
 //! carrying name, version and body, which the client unwraps, as Envoy does.
 
 pub mod client;
+pub mod dir;
 pub mod registry;
 pub mod server;
 pub mod source;
@@ -31,6 +32,7 @@ mod backoff;
 mod version;
 
 pub use client::{Client, ClientConfig, Known, Sink, Update};
+pub use dir::{check_file, DirSource, FileReport};
 pub use envoy_types::pb::envoy::config::core::v3::Node;
 pub use envoy_types::pb::google::protobuf::Any;
 pub use registry::{NodeRegistry, NodeStatus, NodeTypeStatus};

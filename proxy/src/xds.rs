@@ -1,0 +1,319 @@
+//! Owns Corridor's side of the control stream: the sink that turns ADS
+//! updates into store changes (NACKing with every error's resource name and
+//! field path, and changing nothing then), readiness (`/ready` waits for the
+//! first complete configuration or `initial_fetch_timeout`), and fail-static
+//! persistence of what the control plane sent.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use corridor_config::proto::{PersistedResource, PersistedResources};
+use corridor_config::{Change, Kind, Origin, Resource, Upsert, XdsSettings};
+use corridor_xds::{Client, ClientConfig, ClientStatus, Known, Node, Sink, Update};
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use prost::Message as _;
+
+use crate::shared::Shared;
+
+/// How often pushed state is written to the fail-static file (at most).
+const PERSIST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The node Corridor announces: id, cluster, locality, and metadata with
+/// `cloud`, `region`, `zone` and `role` (what control-plane selectors match).
+pub fn node(x: &XdsSettings) -> Node {
+    let text = |s: &str| Value {
+        kind: Some(value::Kind::StringValue(s.to_string())),
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    for (k, v) in [
+        ("cloud", x.cloud.as_ref()),
+        ("region", x.region.as_ref()),
+        ("zone", x.zone.as_ref()),
+        ("role", x.role.as_str()),
+    ] {
+        if !v.is_empty() {
+            fields.insert(k.to_string(), text(v));
+        }
+    }
+    Node {
+        id: x.node_id.to_string(),
+        cluster: x.node_cluster.to_string(),
+        metadata: Some(Struct {
+            fields: fields.into_iter().collect(),
+        }),
+        locality: Some(core::Locality {
+            region: x.region.to_string(),
+            zone: x.zone.to_string(),
+            sub_zone: String::new(),
+        }),
+        user_agent_name: "corridor".to_string(),
+        user_agent_version_type: Some(core::node::UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").to_string(),
+        )),
+        ..Node::default()
+    }
+}
+
+/// Applies control-stream updates to the shared store.
+struct StoreSink {
+    shared: Arc<Shared>,
+    /// Last applied SotW `version_info` per type.
+    versions: parking_lot::Mutex<HashMap<String, String>>,
+    /// Pushed state changed since it was last persisted.
+    dirty: Arc<AtomicBool>,
+}
+
+impl StoreSink {
+    /// The change an update asks for, or why it cannot be decoded.
+    fn change(update: Update) -> Result<(Kind, Change), String> {
+        let kind = Kind::from_type_url(update.type_url())
+            .ok_or_else(|| format!("unknown resource type {}", update.type_url()))?;
+        let mut errors = Vec::new();
+        let mut change = Change {
+            origin: Origin::Xds,
+            ..Change::default()
+        };
+        let mut decode =
+            |i: usize, r: corridor_xds::Resource, version: String| match Resource::decode(
+                kind,
+                &r.body.value,
+            ) {
+                Ok(res) if !r.name.is_empty() && r.name != res.name() => errors.push(format!(
+                    "resources[{i}]: named `{}` but the {} inside is named `{}`",
+                    r.name,
+                    kind.name(),
+                    res.name()
+                )),
+                Ok(res) => change.upserts.push(Upsert::pushed(res, version)),
+                Err(e) => {
+                    let name = if r.name.is_empty() {
+                        format!("resources[{i}]")
+                    } else {
+                        format!("{}({})", kind.name(), r.name)
+                    };
+                    errors.push(format!("{name}: {e}"));
+                }
+            };
+        match update {
+            Update::Full {
+                version_info,
+                resources,
+                ..
+            } => {
+                change.full = vec![kind];
+                for (i, r) in resources.into_iter().enumerate() {
+                    let version = if r.version.is_empty() {
+                        version_info.clone()
+                    } else {
+                        r.version.clone()
+                    };
+                    decode(i, r, version);
+                }
+            }
+            Update::Delta { added, removed, .. } => {
+                for (i, r) in added.into_iter().enumerate() {
+                    let version = r.version.clone();
+                    decode(i, r, version);
+                }
+                change.removals = removed.into_iter().map(|n| (kind, n)).collect();
+            }
+        }
+        if errors.is_empty() {
+            Ok((kind, change))
+        } else {
+            Err(errors.join("\n"))
+        }
+    }
+}
+
+impl Sink for StoreSink {
+    fn apply(&self, update: Update) -> Result<(), String> {
+        let sotw_version = match &update {
+            Update::Full { version_info, .. } => Some(version_info.clone()),
+            Update::Delta { .. } => None,
+        };
+        let type_url = update.type_url().to_string();
+        let (kind, change) = Self::change(update).inspect_err(|e| {
+            tracing::warn!(type_url, "control-plane update rejected:\n{e}");
+        })?;
+        match self
+            .shared
+            .apply_change(change, &format!("control stream {}", kind.name()))
+        {
+            Ok(applied) => {
+                if let Some(v) = sotw_version {
+                    self.versions.lock().insert(type_url, v);
+                }
+                self.dirty.store(true, Ordering::Release);
+                tracing::info!(
+                    r#type = kind.name(),
+                    ?applied,
+                    version = %self.shared.snapshot().version,
+                    "control-plane update applied"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    r#type = kind.name(),
+                    "control-plane update rejected, still serving the previous configuration:\n{e}"
+                );
+                Err(e
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+    }
+
+    fn known(&self, type_url: &str) -> Known {
+        let Some(kind) = Kind::from_type_url(type_url) else {
+            return Known::default();
+        };
+        let snap = self.shared.snapshot();
+        Known {
+            version_info: self
+                .versions
+                .lock()
+                .get(type_url)
+                .cloned()
+                .unwrap_or_default(),
+            resources: snap
+                .store
+                .resources_from(kind, Origin::Xds)
+                .into_iter()
+                .map(|(n, v, _)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// Runs the ADS client, readiness and persistence for the process.
+pub struct XdsService {
+    shared: Arc<Shared>,
+    settings: XdsSettings,
+    client: parking_lot::Mutex<Option<Client>>,
+    status: ClientStatus,
+    dirty: Arc<AtomicBool>,
+}
+
+impl XdsService {
+    /// A client for `settings` applying to `shared`.
+    pub fn new(shared: Arc<Shared>, settings: XdsSettings) -> Self {
+        let types = Kind::ALL.iter().map(|k| k.type_url().to_string()).collect();
+        let mut cfg = ClientConfig::new(settings.server.to_string(), node(&settings), types);
+        cfg.delta = settings.delta;
+        let dirty = Arc::new(AtomicBool::new(false));
+        let sink = Arc::new(StoreSink {
+            shared: Arc::clone(&shared),
+            versions: parking_lot::Mutex::new(HashMap::new()),
+            dirty: Arc::clone(&dirty),
+        });
+        let client = Client::new(cfg, sink);
+        let status = client.status();
+        *shared.xds.lock() = Some(status.clone());
+        Self {
+            shared,
+            settings,
+            client: parking_lot::Mutex::new(Some(client)),
+            status,
+            dirty,
+        }
+    }
+
+    /// Writes the pushed resources to the fail-static file when they changed.
+    fn persist(&self) {
+        let Some(file) = &self.settings.persist_file else {
+            return;
+        };
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let snap = self.shared.snapshot();
+        let mut out = PersistedResources::default();
+        for kind in Kind::ALL {
+            for (_, version, r) in snap.store.resources_from(kind, Origin::Xds) {
+                out.resources.push(PersistedResource {
+                    type_url: kind.type_url().to_string(),
+                    version: version.to_string(),
+                    value: r.encode(),
+                });
+            }
+        }
+        if let Err(e) = write_atomic(Path::new(file.as_ref()), &out.encode_to_vec()) {
+            tracing::warn!(file = %file, "cannot persist the pushed configuration: {e}");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for XdsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(client) = self.client.lock().take() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let status = self.status.clone();
+        let wait = self.settings.initial_fetch_timeout;
+        tokio::spawn(async move {
+            if tokio::time::timeout(wait, status.wait_ready())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    timeout = ?wait,
+                    "no complete configuration from the control plane within initial_fetch_timeout; ready with what there is"
+                );
+            }
+            shared.set_configured();
+        });
+        let run = client.spawn();
+        let mut tick = tokio::time::interval(PERSIST_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.persist(),
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        run.abort();
+        self.persist();
+    }
+}
+
+/// The change that restores persisted resources, or why the file is unusable.
+pub fn restore(file: &Path) -> Result<Change, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let set = PersistedResources::decode(bytes.as_slice()).map_err(|e| format!("corrupt: {e}"))?;
+    let mut change = Change {
+        origin: Origin::Xds,
+        ..Change::default()
+    };
+    for (i, r) in set.resources.iter().enumerate() {
+        let kind = Kind::from_type_url(&r.type_url)
+            .ok_or_else(|| format!("resources[{i}]: unknown type {}", r.type_url))?;
+        let res = Resource::decode(kind, &r.value).map_err(|e| format!("resources[{i}]: {e}"))?;
+        change.upserts.push(Upsert::pushed(res, r.version.clone()));
+    }
+    Ok(change)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
