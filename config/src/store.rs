@@ -10,6 +10,7 @@
 //! update replaces one cluster's endpoint table and nothing else.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -158,6 +159,9 @@ impl Resource {
     }
 }
 
+/// Compiles so far in this process (the last `Entry::compile_id` given).
+static COMPILES: AtomicU64 = AtomicU64::new(0);
+
 /// FNV-1a over bytes.
 pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -191,6 +195,9 @@ pub struct Entry<T> {
     pub digest: u64,
     /// The compiled form.
     pub compiled: Arc<T>,
+    /// Serial number of the compile that made `compiled`, unique in the
+    /// process: an unchanged number means the resource was not recompiled.
+    pub compile_id: u64,
     /// What it was compiled from.
     pub source: Arc<Resource>,
     /// Where it came from, for errors found across resources.
@@ -204,10 +211,26 @@ impl<T> Clone for Entry<T> {
             version: self.version.clone(),
             digest: self.digest,
             compiled: Arc::clone(&self.compiled),
+            compile_id: self.compile_id,
             source: Arc::clone(&self.source),
             path: self.path.clone(),
         }
     }
+}
+
+/// What the store holds for one resource, for dumps.
+#[derive(Debug, Clone)]
+pub struct EntryInfo {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its version.
+    pub version: Arc<str>,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The compile that made it (see `Entry::compile_id`).
+    pub compile_id: u64,
+    /// What it was compiled from.
+    pub source: Arc<Resource>,
 }
 
 /// One resource to add or replace.
@@ -509,6 +532,7 @@ impl Store {
                                     version,
                                     digest,
                                     compiled: Arc::new(c),
+                                    compile_id: COMPILES.fetch_add(1, Ordering::Relaxed) + 1,
                                     source: Arc::clone(&source),
                                     path,
                                 },
@@ -767,9 +791,24 @@ impl Store {
 
     /// Every resource of `kind` received: name, version and source.
     pub fn resources(&self, kind: Kind) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
-        fn list<T>(m: &BTreeMap<Arc<str>, Entry<T>>) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
+        self.entries(kind)
+            .into_iter()
+            .map(|e| (e.name, e.version, e.source))
+            .collect()
+    }
+
+    /// Every resource of `kind` received, with where it came from and which
+    /// compile produced it.
+    pub fn entries(&self, kind: Kind) -> Vec<EntryInfo> {
+        fn list<T>(m: &BTreeMap<Arc<str>, Entry<T>>) -> Vec<EntryInfo> {
             m.iter()
-                .map(|(n, e)| (n.clone(), e.version.clone(), Arc::clone(&e.source)))
+                .map(|(n, e)| EntryInfo {
+                    name: n.clone(),
+                    version: e.version.clone(),
+                    origin: e.origin,
+                    compile_id: e.compile_id,
+                    source: Arc::clone(&e.source),
+                })
                 .collect()
         }
         match kind {

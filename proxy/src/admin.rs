@@ -46,13 +46,18 @@ impl Admin {
         for kind in Kind::ALL {
             let list: Vec<serde_json::Value> = snap
                 .store
-                .resources(kind)
+                .entries(kind)
                 .into_iter()
-                .map(|(name, version, source)| {
+                .map(|e| {
                     serde_json::json!({
-                        "name": name.as_ref(),
-                        "version": version.as_ref(),
-                        "resource": source.to_json(),
+                        "name": e.name.as_ref(),
+                        "version": e.version.as_ref(),
+                        "origin": match e.origin {
+                            corridor_config::Origin::File => "file",
+                            corridor_config::Origin::Xds => "xds",
+                        },
+                        "compile_id": e.compile_id,
+                        "resource": e.source.to_json(),
                     })
                 })
                 .collect();

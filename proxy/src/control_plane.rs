@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// How often the directory is checked for changes.
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Serves `dir` on `listen` (ADS) and `admin` (HTTP) until SIGINT or SIGTERM.
 pub fn run_control_plane(

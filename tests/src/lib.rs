@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod control_plane;
 pub mod grpc;
 pub mod h2raw;
 pub mod pki;
@@ -18,6 +19,7 @@ mod testutil;
 pub mod upstream;
 
 pub use client::{Body, BodyReader, BodySender, Client, ErrorKind, SseEvent};
+pub use control_plane::ControlPlane;
 pub use grpc::{EchoClient, EchoMsg, GrpcServer};
 pub use pki::{Leaf, LeafFiles, TestPki};
 pub use proxy::{run_cli, Corridor};

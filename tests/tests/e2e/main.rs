@@ -13,6 +13,7 @@ mod retries;
 mod routing;
 mod shutdown;
 mod streaming;
+mod xds;
 
 use std::net::SocketAddr;
 

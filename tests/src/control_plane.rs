@@ -1,0 +1,131 @@
+//! Owns running the real reference control plane (`corridor control-plane`)
+//! for a test: a temp directory of resource files the test writes, removes
+//! and rewrites atomically, its ADS and admin ports, `/nodes`, and stopping
+//! and restarting it on the same ports.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::proxy::{admin_get, free_addr, spawn};
+
+/// A running `corridor control-plane`, killed on drop.
+pub struct ControlPlane {
+    child: Option<Child>,
+    /// The ADS (gRPC) address.
+    pub addr: SocketAddr,
+    /// The admin address (`/nodes`, `/files`).
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    /// Starts a control plane over a directory holding `files` (name, YAML).
+    pub async fn start(files: &[(&str, &str)]) -> ControlPlane {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, yaml) in files {
+            std::fs::write(dir.path().join(name), yaml).expect("write resource file");
+        }
+        let mut cp = ControlPlane {
+            child: None,
+            addr: free_addr(),
+            admin: free_addr(),
+            logs: Arc::new(Mutex::new(String::new())),
+            dir,
+        };
+        cp.launch().await;
+        cp
+    }
+
+    /// `http://<ads address>`, for `--xds`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The resource directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn launch(&mut self) {
+        let (child, logs) = spawn(&[
+            "control-plane",
+            "--dir",
+            self.dir.path().to_str().expect("utf-8 path"),
+            "--listen",
+            &self.addr.to_string(),
+            "--admin",
+            &self.admin.to_string(),
+        ]);
+        self.child = Some(child);
+        self.logs = logs;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = admin_get(self.admin, "/ready").await {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("control plane exited with {status}:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("control plane not ready:\n{}", self.logs());
+    }
+
+    /// Writes (or replaces, atomically) a resource file.
+    pub fn write(&self, name: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write resource file");
+        std::fs::rename(&tmp, self.dir.path().join(name)).expect("rename resource file");
+    }
+
+    /// Removes a resource file.
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).expect("remove resource file");
+    }
+
+    /// `/nodes` as JSON.
+    pub async fn nodes(&self) -> serde_json::Value {
+        let (status, body) = admin_get(self.admin, "/nodes")
+            .await
+            .unwrap_or_else(|e| panic!("/nodes: {e}"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("/nodes is JSON")
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().clone()
+    }
+
+    /// Stops it (SIGKILL), keeping its directory and ports.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and directory.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- control plane output ----\n{}---- end of control plane output ----",
+                self.logs()
+            );
+        }
+    }
+}
