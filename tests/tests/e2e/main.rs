@@ -8,6 +8,7 @@ mod edge;
 mod errors;
 mod framing;
 mod framing_h2;
+mod interop;
 mod reload;
 mod retries;
 mod routing;
