@@ -48,5 +48,7 @@ pub use snapshot::{
     AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
     LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings,
 };
-pub use store::{Change, Entry, EntryInfo, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX};
+pub use store::{
+    Change, Entry, EntryInfo, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX,
+};
 pub use yaml::Pos;

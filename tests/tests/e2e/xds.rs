@@ -88,7 +88,12 @@ fn xds_type<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Valu
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["type_url"].as_str().unwrap().ends_with(&format!(".{kind}")))
+        .find(|t| {
+            t["type_url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(".{kind}"))
+        })
         .unwrap_or_else(|| panic!("no {kind} in {dump}"))
 }
 
@@ -157,7 +162,11 @@ async fn a_pushed_route_change_moves_traffic_within_a_second_without_a_failed_re
         took < Duration::from_secs(1),
         "traffic followed the push after {took:?}"
     );
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests during the push");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the push"
+    );
     assert!(ok.load(Ordering::Relaxed) > 20, "the load did not run");
     let nodes = cp.nodes().await;
     assert_eq!(nodes["nodes"][0]["node_id"], "sidecar-1");
@@ -298,7 +307,8 @@ async fn delta_adds_and_removes_endpoints_and_clusters_without_recompiling_route
         .is_some());
     let dump = config_dump(&proxy).await;
     assert_eq!(dump["xds"]["variant"], "delta");
-    let compile_id = |dump: &serde_json::Value| dump["resources"]["RouteTable"][0]["compile_id"].clone();
+    let compile_id =
+        |dump: &serde_json::Value| dump["resources"]["RouteTable"][0]["compile_id"].clone();
     let table_before = compile_id(&dump);
     assert!(table_before.as_u64().is_some(), "{dump}");
 
@@ -308,7 +318,12 @@ async fn delta_adds_and_removes_endpoints_and_clusters_without_recompiling_route
         let c = Client::h1(proxy.addr).await.unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..8 {
-            seen.insert(fetch_get(&c, "/status/200").await.header("x-upstream").to_string());
+            seen.insert(
+                fetch_get(&c, "/status/200")
+                    .await
+                    .header("x-upstream")
+                    .to_string(),
+            );
         }
         seen.contains("a") && seen.contains("b")
     })
@@ -358,7 +373,10 @@ async fn delta_adds_and_removes_endpoints_and_clusters_without_recompiling_route
     })
     .await;
     let c = Client::h1(proxy.addr).await.unwrap();
-    assert_eq!(fetch_get(&c, "/d/status/200").await.header("x-upstream"), "b");
+    assert_eq!(
+        fetch_get(&c, "/d/status/200").await.header("x-upstream"),
+        "b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +421,9 @@ async fn nodes_get_their_own_view_and_pushed_listeners_come_and_go() {
         "side.yaml",
         &format!("nodes: {{ ids: [ingress-oci] }}\nlisteners:\n  - name: side\n    address: \"{side}\"\n    route_table: t\n"),
     );
-    assert!(wait_upstream(side, "oci", Duration::from_secs(5)).await.is_some());
+    assert!(wait_upstream(side, "oci", Duration::from_secs(5))
+        .await
+        .is_some());
     let dump = config_dump(&in_aws).await;
     assert!(dump["resources"]["Listener"]
         .as_array()
@@ -449,7 +469,9 @@ async fn a_proxy_boots_from_its_persisted_configuration_without_a_control_plane(
     let proxy = Corridor::start(&template).await;
     let c = Client::h1(proxy.addr).await.unwrap();
     assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
-    assert!(proxy.logs().contains("booting from the persisted control-plane configuration"));
+    assert!(proxy
+        .logs()
+        .contains("booting from the persisted control-plane configuration"));
     let dump = config_dump(&proxy).await;
     assert_eq!(dump["xds"]["connected"], false);
     assert_eq!(dump["resources"]["RouteTable"][0]["origin"], "xds");
@@ -490,6 +512,9 @@ async fn without_a_control_plane_ready_waits_for_the_initial_fetch_timeout() {
     let logs = logs.lock().clone();
     let took = first_ready.unwrap_or_else(|| panic!("never ready:\n{logs}"));
     // The default initial_fetch_timeout is 15 s (as Envoy's).
-    assert!(took >= Duration::from_secs(14), "ready after {took:?}:\n{logs}");
+    assert!(
+        took >= Duration::from_secs(14),
+        "ready after {took:?}:\n{logs}"
+    );
     assert!(logs.contains("initial_fetch_timeout"), "{logs}");
 }
