@@ -80,6 +80,8 @@ struct Active {
     app: Arc<HttpProxy<Corridor>>,
     acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
     cert: Option<Arc<ReloadableCert>>,
+    /// The certificate and key files its certificate was read from.
+    tls_files: Option<(Arc<str>, Arc<str>)>,
     /// Flipped to stop accepting and to end keep-alive on its connections.
     stop: watch::Sender<bool>,
 }
@@ -88,7 +90,13 @@ struct Active {
 pub(crate) struct Prepared {
     start: Vec<(Arc<str>, Active)>,
     stop: Vec<Arc<str>>,
-    keys: Vec<(Arc<ReloadableCert>, Arc<CertifiedKey>)>,
+    /// New certificates for kept listeners: listener, resolver, key and its files.
+    keys: Vec<(
+        Arc<str>,
+        Arc<ReloadableCert>,
+        Arc<CertifiedKey>,
+        Option<(Arc<str>, Arc<str>)>,
+    )>,
     /// Whether a served certificate differs from before.
     pub(crate) certs_changed: bool,
 }
@@ -123,6 +131,7 @@ impl Listeners {
         routing: &Routing,
         shared: &Arc<Shared>,
         files: &dyn Files,
+        reread_tls: bool,
     ) -> Result<Prepared, Vec<ConfigError>> {
         let state = self.state.lock();
         let mut errors = Vec::new();
@@ -147,6 +156,15 @@ impl Listeners {
         }
         for l in &snap.listeners {
             let spec = &wanted[l.name.as_ref()];
+            let tls_files = l
+                .tls
+                .as_ref()
+                .map(|t| (t.cert_file.clone(), t.key_file.clone()));
+            let kept = state.active.get(&l.name).filter(|a| a.spec == *spec);
+            if kept.is_some_and(|a| !reread_tls && a.tls_files == tls_files) {
+                // Same socket, protocols and certificate files: nothing to read.
+                continue;
+            }
             let key = match &l.tls {
                 Some(t) => match load_certified_key(files, &t.cert_file, &t.key_file) {
                     Ok(k) => Some(k),
@@ -165,10 +183,11 @@ impl Listeners {
                 },
                 None => None,
             };
-            if let Some(a) = state.active.get(&l.name).filter(|a| a.spec == *spec) {
+            if let Some(a) = kept {
                 if let (Some(cert), Some(key)) = (&a.cert, key) {
                     out.certs_changed |= cert.current().cert != key.cert;
-                    out.keys.push((Arc::clone(cert), key));
+                    out.keys
+                        .push((l.name.clone(), Arc::clone(cert), key, tls_files));
                 }
                 continue;
             }
@@ -195,7 +214,7 @@ impl Listeners {
                 continue;
             };
             let cert = key.map(|k| Arc::new(ReloadableCert::new(k)));
-            match self.make(l, spec.clone(), socket, cert, runtime, shared) {
+            match self.make(l, spec.clone(), socket, cert, tls_files, runtime, shared) {
                 Ok(active) => out.start.push((l.name.clone(), active)),
                 Err(e) => errors.push(ConfigError::new(path(&l.name).field("tls").as_str(), e)),
             }
@@ -213,6 +232,7 @@ impl Listeners {
         spec: Spec,
         socket: Socket,
         cert: Option<Arc<ReloadableCert>>,
+        tls_files: Option<(Arc<str>, Arc<str>)>,
         runtime: &Arc<ListenerRuntime>,
         shared: &Arc<Shared>,
     ) -> Result<Active, String> {
@@ -258,6 +278,7 @@ impl Listeners {
             app: Arc::new(app),
             acceptor,
             cert,
+            tls_files,
             stop: watch::channel(false).0,
         })
     }
@@ -265,10 +286,13 @@ impl Listeners {
     /// Puts prepared changes into effect: new certificates, new accept loops,
     /// and stopped (draining) listeners.
     pub(crate) fn commit(&self, p: Prepared) {
-        for (cert, key) in p.keys {
-            cert.store(key);
-        }
         let mut state = self.state.lock();
+        for (name, cert, key, files) in p.keys {
+            cert.store(key);
+            if let Some(a) = state.active.get_mut(&name) {
+                a.tls_files = files;
+            }
+        }
         let mut stopped = Vec::new();
         for name in p.stop {
             if let Some(a) = state.active.remove(&name) {

@@ -48,7 +48,8 @@ impl RetryReason {
     ];
 }
 
-/// All data-plane metrics.
+/// All data-plane metrics. Cloning shares the same metrics (handles).
+#[derive(Clone)]
 pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -65,6 +66,8 @@ pub struct Metrics {
     log_dropped: IntCounter,
     /// Unix time of the last successful configuration load.
     pub config_loaded_at: IntGauge,
+    /// Time to validate, compile and install a configuration change, by source.
+    config_apply: HistogramVec,
     #[cfg(feature = "alloc-count")]
     allocations: IntCounter,
 }
@@ -129,6 +132,17 @@ impl Metrics {
                 "corridor_config_last_reload_success_timestamp_seconds",
                 "Unix time of the last configuration accepted",
             )?,
+            config_apply: HistogramVec::new(
+                HistogramOpts::new(
+                    "corridor_config_apply_seconds",
+                    "Time to validate, compile and install a configuration change, by source (file or xds)",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2,
+                    0.5, 1.0, 2.5,
+                ]),
+                &["source"],
+            )?,
             #[cfg(feature = "alloc-count")]
             allocations: IntCounter::new("corridor_allocations_total", "Heap allocations since start")?,
         };
@@ -144,6 +158,7 @@ impl Metrics {
         registry.register(Box::new(m.rejected.clone()))?;
         registry.register(Box::new(m.log_dropped.clone()))?;
         registry.register(Box::new(m.config_loaded_at.clone()))?;
+        registry.register(Box::new(m.config_apply.clone()))?;
         #[cfg(feature = "alloc-count")]
         registry.register(Box::new(m.allocations.clone()))?;
         for r in ["ok", "failed"] {
@@ -157,6 +172,13 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+
+    /// Records how long applying a configuration change took.
+    pub(crate) fn config_applied(&self, source: &str, took: std::time::Duration) {
+        self.config_apply
+            .with_label_values(&[source])
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a request refused before routing.

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use corridor_config::{
     Cluster, ConfigError, FieldPath, Files, Listener, RouteAction, RouteTable, Snapshot,
@@ -48,12 +48,14 @@ pub(crate) struct ListenerRuntime {
     pub(crate) table: Arc<TableRuntime>,
 }
 
-/// A route table with its metric handles.
+/// A route table with its metric handles, resolved on a route's first
+/// request (a table of 10 000 routes costs nothing in metrics until used).
 pub(crate) struct TableRuntime {
     /// The compiled table.
     pub(crate) table: Arc<RouteTable>,
     /// Per route and target: `stats[vhost][route][target]`.
-    pub(crate) stats: Vec<Vec<Vec<RouteStats>>>,
+    stats: Vec<Vec<Vec<OnceLock<RouteStats>>>>,
+    metrics: Metrics,
 }
 
 /// Data-plane state of one cluster.
@@ -159,13 +161,12 @@ impl TableRuntime {
             .map(|v| {
                 v.routes
                     .iter()
-                    .map(|r| match &r.action {
-                        RouteAction::Forward(f) => f
-                            .targets
-                            .iter()
-                            .map(|t| metrics.route_stats(&r.name, &t.cluster))
-                            .collect(),
-                        RouteAction::Direct(_) => vec![metrics.route_stats(&r.name, "")],
+                    .map(|r| {
+                        let n = match &r.action {
+                            RouteAction::Forward(f) => f.targets.len(),
+                            RouteAction::Direct(_) => 1,
+                        };
+                        (0..n).map(|_| OnceLock::new()).collect()
                     })
                     .collect()
             })
@@ -173,7 +174,20 @@ impl TableRuntime {
         Self {
             table: Arc::clone(t),
             stats,
+            metrics: metrics.clone(),
         }
+    }
+
+    /// Metric handles of a route's target.
+    pub(crate) fn stats(&self, vhost: usize, route: usize, target: usize) -> &RouteStats {
+        self.stats[vhost][route][target].get_or_init(|| {
+            let r = &self.table.virtual_hosts[vhost].routes[route];
+            let cluster = match &r.action {
+                RouteAction::Forward(f) => f.targets[target].cluster.as_ref(),
+                RouteAction::Direct(_) => "",
+            };
+            self.metrics.route_stats(&r.name, cluster)
+        })
     }
 }
 

@@ -89,7 +89,7 @@ impl Shared {
         let routing = shared.routing();
         let prepared = shared
             .listeners
-            .prepare(&snapshot, &routing, &shared, &*shared.files)
+            .prepare(&snapshot, &routing, &shared, &*shared.files, true)
             .map_err(fail)?;
         shared.listeners.commit(prepared);
         shared.metrics.reload(true);
@@ -116,12 +116,15 @@ impl Shared {
     /// may warm). Rejected changes leave everything as it was.
     pub fn apply_change(&self, change: Change, source: &str) -> Result<Applied, ConfigErrors> {
         let _guard = self.reload_lock.lock();
+        let start = std::time::Instant::now();
         let current = self.snapshot();
         let next = current
             .store
             .apply(change, &*self.files, false)
             .map_err(|errors| self.failed(source, errors))?;
-        self.install(next, source, false)
+        let applied = self.install(next, source, false);
+        self.metrics.config_applied("xds", start.elapsed());
+        applied
     }
 
     /// Applies a new store, or rejects it whole and keeps serving the old one.
@@ -179,7 +182,7 @@ impl Shared {
         };
         let prepared = self
             .listeners
-            .prepare(&snapshot, &routing, &me, &*self.files)
+            .prepare(&snapshot, &routing, &me, &*self.files, reread_tls)
             .map_err(|e| self.failed(source, e))?;
         let rotated = prepared.certs_changed || routing.ca_fingerprint != current.ca_fingerprint;
         self.routing.store(Arc::new(routing));
@@ -203,6 +206,7 @@ impl Shared {
         };
         let name = path.display().to_string();
         let _guard = self.reload_lock.lock();
+        let start = std::time::Instant::now();
         let (bootstrap, map) =
             corridor_config::read_bootstrap(path).map_err(|e| self.failed(&name, e.errors))?;
         let settings = Store::settings_of(&bootstrap, &*self.files).map_err(|(_, e)| {
@@ -219,7 +223,9 @@ impl Shared {
                 self.metrics.reload(false);
                 corridor_config::locate_errors(e, &map, &name)
             })?;
-        self.install(next, &name, true)
+        let applied = self.install(next, &name, true);
+        self.metrics.config_applied("file", start.elapsed());
+        applied
     }
 
     /// Marks the first complete configuration as arrived (`/ready` may turn 200).

@@ -143,11 +143,13 @@ impl Sink for StoreSink {
         let (kind, change) = Self::change(update).inspect_err(|e| {
             tracing::warn!(type_url, "control-plane update rejected:\n{e}");
         })?;
+        let start = std::time::Instant::now();
         match self
             .shared
             .apply_change(change, &format!("control stream {}", kind.name()))
         {
             Ok(applied) => {
+                let took = start.elapsed();
                 if let Some(v) = sotw_version {
                     self.versions.lock().insert(type_url, v);
                 }
@@ -156,6 +158,7 @@ impl Sink for StoreSink {
                     r#type = kind.name(),
                     ?applied,
                     version = %self.shared.snapshot().version,
+                    took_us = took.as_micros() as u64,
                     "control-plane update applied"
                 );
                 Ok(())

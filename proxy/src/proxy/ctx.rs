@@ -129,7 +129,7 @@ impl RequestCtx {
     /// Metric handles for this request's route and target.
     pub(crate) fn stats(&self) -> &RouteStats {
         match self.route {
-            Some(r) => &self.listener.table.stats[r.vhost][r.route][self.target],
+            Some(r) => self.listener.table.stats(r.vhost, r.route, self.target),
             None => &self.routing.no_route,
         }
     }
