@@ -19,7 +19,7 @@ if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -eq 0 ]; then
     echo "usage: fuzz/run.sh [DURATION_SECONDS]" >&2
     exit 2
 fi
-TARGETS=(config_yaml config_json request_head h2_request header_edits)
+TARGETS=(config_yaml config_json request_head h2_request header_edits xds_resources)
 
 if ! command -v rustup >/dev/null 2>&1 || ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     echo "fuzz: no nightly toolchain; fuzz targets not run (rustup toolchain install nightly)"

@@ -262,7 +262,7 @@ impl Upsert {
 pub struct Change {
     /// Resources added or replaced.
     pub upserts: Vec<Upsert>,
-    /// Resources removed, by kind and name.
+    /// Resources removed, by kind and name (only those of this change's origin).
     pub removals: Vec<(Kind, String)>,
     /// Kinds given in full: every resource of these kinds and of this origin
     /// not in `upserts` is removed (a file, or a state-of-the-world response).
@@ -588,8 +588,12 @@ impl Store {
                 origin != change.origin || keep.contains(name)
             });
         }
+        // A removal removes only what the same origin put there: a control
+        // plane cannot delete a file's resource it never sent.
         for (kind, name) in &change.removals {
-            next.retain(*kind, |n, _| n != name.as_str());
+            next.retain(*kind, |n, origin| {
+                n != name.as_str() || origin != change.origin
+            });
         }
         next.link(self);
         next.check(&mut cx, seen.get(&Kind::Listener));

@@ -319,3 +319,44 @@ fn the_store_dumps_to_a_bootstrap_that_loads_to_the_same_version() {
     assert_eq!(again.version, snap.version);
     assert_eq!(again.cluster("c").unwrap().endpoints[0].address.port(), 9);
 }
+
+#[test]
+fn a_pushed_removal_removes_only_pushed_resources() {
+    let store = base();
+    let removed = store
+        .apply(
+            Change {
+                removals: vec![(Kind::Cluster, "c".into())],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        removed.resources(Kind::Cluster).len(),
+        1,
+        "a file's cluster stays"
+    );
+    let pushed = push(
+        &store,
+        vec![Resource::Cluster(proto::Cluster {
+            name: "p".into(),
+            ..Default::default()
+        })],
+    )
+    .unwrap();
+    let gone = pushed
+        .apply(
+            Change {
+                removals: vec![(Kind::Cluster, "p".into())],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    assert_eq!(gone.resources(Kind::Cluster).len(), 1);
+}
