@@ -668,11 +668,7 @@ impl Store {
         self.effective = effective;
         let mut served = BTreeMap::new();
         for (name, t) in &self.route_tables {
-            if t.compiled
-                .clusters
-                .iter()
-                .all(|c| self.effective.contains_key(c))
-            {
+            if t.compiled.clusters.iter().all(|c| self.cluster_ready(c)) {
                 served.insert(name.clone(), t.clone());
             } else if let Some(old) = prev.served_tables.get(name) {
                 served.insert(name.clone(), old.clone());
@@ -681,7 +677,18 @@ impl Store {
         self.served_tables = served;
     }
 
-    /// Checks across resources.
+    /// Whether routes may send to cluster `name`: it exists and, when the
+    /// control stream sent it without inline endpoints, its `Endpoints` arrived
+    /// too (an empty set counts), so a route never switches to a cluster
+    /// before it can serve (Envoy's cluster warming).
+    fn cluster_ready(&self, name: &str) -> bool {
+        self.clusters.get(name).is_some_and(|c| {
+            c.origin == Origin::File
+                || !c.compiled.endpoints.is_empty()
+                || self.endpoints.contains_key(name)
+        })
+    }
+
     /// Checks across resources; `changed` are the listeners this change
     /// carries, where a clash is reported.
     fn check(&self, cx: &mut Ctx, changed: Option<&HashSet<Arc<str>>>) {
@@ -855,12 +862,18 @@ impl Store {
     pub fn warming(&self) -> Vec<Warming> {
         let mut out = Vec::new();
         for (name, t) in &self.route_tables {
-            let missing: Vec<&str> = t
+            let missing: Vec<String> = t
                 .compiled
                 .clusters
                 .iter()
-                .filter(|c| !self.effective.contains_key(*c))
-                .map(|c| c.as_ref())
+                .filter(|c| !self.cluster_ready(c))
+                .map(|c| {
+                    if self.clusters.contains_key(c) {
+                        format!("{c} (its endpoints)")
+                    } else {
+                        c.to_string()
+                    }
+                })
                 .collect();
             if !missing.is_empty() {
                 let serving = if self.served_tables.contains_key(name) {

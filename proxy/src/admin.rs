@@ -168,10 +168,15 @@ impl Admin {
         let Some(file) = self.shared.snapshot().admin.config_dump_token_file.clone() else {
             return Ok(());
         };
-        let token = match std::fs::read_to_string(file.as_ref()) {
-            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        let token = match self
+            .shared
+            .files()
+            .read(file.as_ref())
+            .map(String::from_utf8)
+        {
+            Ok(Ok(t)) if !t.trim().is_empty() => t.trim().to_string(),
             Ok(_) | Err(_) => {
-                tracing::error!(file = %file, "config_dump token file is empty or unreadable; refusing /config_dump");
+                tracing::error!(file = %file, "config_dump token file is empty, not text or unreadable; refusing /config_dump");
                 return Err(text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the config_dump token file cannot be read\n",

@@ -360,3 +360,22 @@ fn a_pushed_removal_removes_only_pushed_resources() {
         .unwrap();
     assert_eq!(gone.resources(Kind::Cluster).len(), 1);
 }
+
+#[test]
+fn a_pushed_cluster_without_endpoints_warms_until_they_arrive() {
+    let cluster = Resource::Cluster(proto::Cluster {
+        name: "eds".into(),
+        ..Default::default()
+    });
+    let warming = push(&base(), vec![cluster, table("t", "eds")]).unwrap();
+    assert_eq!(
+        target_cluster(&warming.clone().snapshot(), "t").as_ref(),
+        "c"
+    );
+    assert_eq!(
+        warming.warming()[0].waiting_for,
+        "clusters eds (its endpoints); the previous version keeps serving"
+    );
+    let ready = push(&warming, vec![endpoints("eds", &[("127.0.0.1:7", "x")])]).unwrap();
+    assert_eq!(target_cluster(&ready.snapshot(), "t").as_ref(), "eds");
+}
