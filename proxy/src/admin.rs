@@ -28,6 +28,10 @@ impl Admin {
 
     fn metrics(&self) -> Response<Vec<u8>> {
         self.shared.metrics.before_scrape();
+        if let Some(status) = self.shared.xds.lock().clone() {
+            let connected = status.snapshot().connected;
+            self.shared.metrics.xds_connected.set(i64::from(connected));
+        }
         let families = self.shared.registry.gather();
         let mut buf = Vec::with_capacity(16 * 1024);
         let encoder = TextEncoder::new();

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub config_loaded_at: IntGauge,
     /// Time to validate, compile and install a configuration change, by source.
     config_apply: HistogramVec,
+    /// Control-stream updates by type and result (ack or nack).
+    xds_updates: IntCounterVec,
+    /// 1 while the control stream is connected.
+    pub(crate) xds_connected: IntGauge,
     #[cfg(feature = "alloc-count")]
     allocations: IntCounter,
 }
@@ -143,6 +147,17 @@ impl Metrics {
                 ]),
                 &["source"],
             )?,
+            xds_updates: IntCounterVec::new(
+                Opts::new(
+                    "corridor_xds_updates_total",
+                    "Control-stream updates by resource type and result (ack: applied, nack: rejected)",
+                ),
+                &["type", "result"],
+            )?,
+            xds_connected: IntGauge::new(
+                "corridor_xds_connected",
+                "1 while the control stream is connected, 0 otherwise (absent without one)",
+            )?,
             #[cfg(feature = "alloc-count")]
             allocations: IntCounter::new("corridor_allocations_total", "Heap allocations since start")?,
         };
@@ -159,6 +174,7 @@ impl Metrics {
         registry.register(Box::new(m.log_dropped.clone()))?;
         registry.register(Box::new(m.config_loaded_at.clone()))?;
         registry.register(Box::new(m.config_apply.clone()))?;
+        registry.register(Box::new(m.xds_updates.clone()))?;
         #[cfg(feature = "alloc-count")]
         registry.register(Box::new(m.allocations.clone()))?;
         for r in ["ok", "failed"] {
@@ -179,6 +195,13 @@ impl Metrics {
         self.config_apply
             .with_label_values(&[source])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a control-stream update of `kind`, applied or rejected.
+    pub(crate) fn xds_update(&self, kind: &str, ok: bool) {
+        self.xds_updates
+            .with_label_values(&[kind, if ok { "ack" } else { "nack" }])
+            .inc();
     }
 
     /// Counts a request refused before routing.

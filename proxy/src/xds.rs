@@ -141,6 +141,8 @@ impl Sink for StoreSink {
         };
         let type_url = update.type_url().to_string();
         let (kind, change) = Self::change(update).inspect_err(|e| {
+            let kind = Kind::from_type_url(&type_url).map_or("unknown", Kind::name);
+            self.shared.metrics.xds_update(kind, false);
             tracing::warn!(type_url, "control-plane update rejected:\n{e}");
         })?;
         let start = std::time::Instant::now();
@@ -150,6 +152,7 @@ impl Sink for StoreSink {
         {
             Ok(applied) => {
                 let took = start.elapsed();
+                self.shared.metrics.xds_update(kind.name(), true);
                 if let Some(v) = sotw_version {
                     self.versions.lock().insert(type_url, v);
                 }
@@ -164,6 +167,7 @@ impl Sink for StoreSink {
                 Ok(())
             }
             Err(e) => {
+                self.shared.metrics.xds_update(kind.name(), false);
                 tracing::warn!(
                     r#type = kind.name(),
                     "control-plane update rejected, still serving the previous configuration:\n{e}"
@@ -224,6 +228,12 @@ impl XdsService {
         let client = Client::new(cfg, sink);
         let status = client.status();
         *shared.xds.lock() = Some(status.clone());
+        if let Err(e) = shared
+            .registry
+            .register(Box::new(shared.metrics.xds_connected.clone()))
+        {
+            tracing::warn!("corridor_xds_connected not registered: {e}");
+        }
         Self {
             shared,
             settings,

@@ -231,6 +231,24 @@ async fn an_invalid_push_is_nacked_on_both_sides_and_traffic_continues() {
         "{listener}"
     );
     assert_eq!(listener["nacks"], 1, "{listener}");
+    assert_eq!(
+        proxy
+            .metric(
+                "corridor_xds_updates_total",
+                &[("type", "Listener"), ("result", "nack")]
+            )
+            .await,
+        1.0
+    );
+    assert!(
+        proxy
+            .metric(
+                "corridor_xds_updates_total",
+                &[("type", "Cluster"), ("result", "ack")]
+            )
+            .await
+            >= 1.0
+    );
     assert!(dump["resources"]["Listener"]
         .as_array()
         .unwrap()
@@ -268,6 +286,7 @@ async fn the_proxy_outlives_the_control_plane_and_converges_when_it_returns() {
     })
     .await;
     assert_eq!(proxy.admin_get("/ready").await.0, 200);
+    assert_eq!(proxy.metric("corridor_xds_connected", &[]).await, 0.0);
     // The endpoints changed while it was away.
     cp.write("clusters.yaml", &cluster("c", &[b.addr()]));
     cp.restart().await;
@@ -281,6 +300,7 @@ async fn the_proxy_outlives_the_control_plane_and_converges_when_it_returns() {
     let dump = config_dump(&proxy).await;
     assert_eq!(dump["xds"]["connected"], true);
     assert!(dump["xds"]["reconnects"].as_u64().unwrap() >= 1, "{dump}");
+    assert_eq!(proxy.metric("corridor_xds_connected", &[]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
