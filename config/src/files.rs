@@ -29,3 +29,23 @@ impl Files for DiskFiles {
         std::fs::File::open(path).map(drop)
     }
 }
+
+/// Accepts every path without reading it: for validating resources on a
+/// machine other than the one that will read the files (the control plane
+/// checks a listener's certificate path is given, the proxy that serves it
+/// checks the file).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UncheckedPaths;
+
+impl Files for UncheckedPaths {
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{path} is not read here"),
+        ))
+    }
+
+    fn check(&self, _path: &str) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -30,7 +30,7 @@ pub use compile::{compile, DEFAULT_ADMIN_ADDRESS};
 pub use decode::{parse_duration, SourceMap};
 pub use endpoint_set::EndpointSet;
 pub use error::{ConfigError, ConfigErrors, FieldPath};
-pub use files::{DiskFiles, Files};
+pub use files::{DiskFiles, Files, UncheckedPaths};
 pub use load::{
     compile_bootstrap, load_file, load_store_file, load_store_str, load_str, locate_errors,
     message_json, parse_bootstrap, parse_resource_file, read_bootstrap, to_json,

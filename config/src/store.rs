@@ -247,11 +247,13 @@ pub struct Upsert {
 
 impl Upsert {
     /// A pushed resource: errors are reported under `Kind(name)`.
+    /// An empty version uses the content hash.
     pub fn pushed(resource: Resource, version: impl Into<String>) -> Self {
         let path = FieldPath::resource(resource.kind().name(), resource.name());
+        let version: String = version.into();
         Self {
             resource,
-            version: Some(version.into()),
+            version: (!version.is_empty()).then_some(version),
             path,
         }
     }
@@ -343,6 +345,9 @@ pub struct Store {
     /// The route tables served: the latest whose clusters all exist, or the
     /// previous one while the latest is warming.
     served_tables: BTreeMap<Arc<str>, Entry<RouteTable>>,
+    /// The listeners served: the latest whose route table is served, or the
+    /// previous version while the latest waits for its table.
+    served_listeners: BTreeMap<Arc<str>, Entry<Listener>>,
 }
 
 impl Store {
@@ -357,6 +362,7 @@ impl Store {
             endpoints: BTreeMap::new(),
             effective: BTreeMap::new(),
             served_tables: BTreeMap::new(),
+            served_listeners: BTreeMap::new(),
         }
     }
 
@@ -487,6 +493,16 @@ impl Store {
                 continue;
             }
             let name: Arc<str> = name.into();
+            if change.origin == Origin::Xds && next.origin_of(kind, &name) == Some(Origin::File) {
+                cx.err(
+                    &field,
+                    format!(
+                        "{} `{name}` is defined in the configuration file; the control stream cannot replace it",
+                        kind.noun()
+                    ),
+                );
+                continue;
+            }
             if !names.insert(name.clone()) {
                 cx.err(
                     &field,
@@ -631,6 +647,16 @@ impl Store {
         }
     }
 
+    /// Where the resource `kind`/`name` came from, if the store has it.
+    fn origin_of(&self, kind: Kind, name: &str) -> Option<Origin> {
+        match kind {
+            Kind::Listener => self.listeners.get(name).map(|e| e.origin),
+            Kind::RouteTable => self.route_tables.get(name).map(|e| e.origin),
+            Kind::Cluster => self.clusters.get(name).map(|e| e.origin),
+            Kind::Endpoints => self.endpoints.get(name).map(|e| e.origin),
+        }
+    }
+
     fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) {
         match kind {
             Kind::Listener => self.listeners.retain(|n, e| keep(n, e.origin)),
@@ -674,7 +700,30 @@ impl Store {
                 served.insert(name.clone(), old.clone());
             }
         }
+        let mut listeners = BTreeMap::new();
+        for (name, l) in &self.listeners {
+            if served.contains_key(&l.compiled.route_table) {
+                listeners.insert(name.clone(), l.clone());
+                continue;
+            }
+            // The new version waits for its table: the previous one keeps
+            // serving, with the table it routes with (even one since removed).
+            let Some(old) = prev.served_listeners.get(name) else {
+                continue;
+            };
+            let table = &old.compiled.route_table;
+            if !served.contains_key(table) {
+                match prev.served_tables.get(table) {
+                    Some(t) => {
+                        served.insert(table.clone(), t.clone());
+                    }
+                    None => continue,
+                }
+            }
+            listeners.insert(name.clone(), old.clone());
+        }
         self.served_tables = served;
+        self.served_listeners = listeners;
     }
 
     /// Whether routes may send to cluster `name`: it exists and, when the
@@ -742,9 +791,8 @@ impl Store {
             .collect();
         let clusters: Vec<Arc<Cluster>> = store.effective.values().cloned().collect();
         let listeners: Vec<Arc<Listener>> = store
-            .listeners
+            .served_listeners
             .values()
-            .filter(|l| store.served_tables.contains_key(&l.compiled.route_table))
             .map(|l| Arc::clone(&l.compiled))
             .collect();
         let mut h = Vec::with_capacity(64 * (store.listeners.len() + store.clusters.len()));
@@ -781,9 +829,8 @@ impl Store {
     /// Served resources: (kind, name, version, digest).
     fn served(&self) -> impl Iterator<Item = (Kind, &str, &str, u64)> {
         let l = self
-            .listeners
+            .served_listeners
             .iter()
-            .filter(|(_, l)| self.served_tables.contains_key(&l.compiled.route_table))
             .map(|(n, e)| (Kind::Listener, n.as_ref(), e.version.as_ref(), e.digest));
         let t = self
             .served_tables
@@ -889,13 +936,20 @@ impl Store {
             }
         }
         for (name, l) in &self.listeners {
-            if !self.served_tables.contains_key(&l.compiled.route_table) {
-                out.push(Warming {
-                    kind: Kind::Listener,
-                    name: name.to_string(),
-                    waiting_for: format!("route table {}", l.compiled.route_table),
-                });
+            let served = self.served_listeners.get(name);
+            if served.is_some_and(|s| s.digest == l.digest) {
+                continue;
             }
+            let serving = if served.is_some() {
+                "; the previous version keeps serving"
+            } else {
+                ""
+            };
+            out.push(Warming {
+                kind: Kind::Listener,
+                name: name.to_string(),
+                waiting_for: format!("route table {}{serving}", l.compiled.route_table),
+            });
         }
         out
     }

@@ -29,5 +29,5 @@ pub use logging::{flush as flush_logs, init as init_logging};
 pub use metrics::Metrics;
 pub use proxy::{Corridor, RequestCtx};
 pub use server::run;
-pub use shared::{Applied, Shared};
-pub use xds::{node as xds_node, restore as restore_persisted, XdsService};
+pub use shared::{Applied, Overrides, Shared};
+pub use xds::{node as xds_node, XdsService};

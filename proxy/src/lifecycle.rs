@@ -28,7 +28,12 @@ impl Lifecycle {
     }
 
     fn reload(&self, why: &str) {
-        match self.shared.reload_file() {
+        let result = if self.shared.config_file.is_some() {
+            self.shared.reload_file()
+        } else {
+            self.shared.reread_tls()
+        };
+        match result {
             Ok(Applied::Config) => tracing::info!(
                 version = %self.shared.snapshot().version,
                 trigger = why,
@@ -75,12 +80,10 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-/// Stamps of the configuration file, every listener certificate and key, and
-/// every upstream CA bundle.
+/// Stamps of the configuration file (if any), every listener certificate and
+/// key, and every upstream CA bundle: watched with or without a file, so
+/// certificates rotate under a control stream too.
 fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
-    let Some(config) = &shared.config_file else {
-        return Vec::new();
-    };
     let snap = shared.snapshot();
     let tls_files = snap
         .listeners
@@ -92,7 +95,10 @@ fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
                 .iter()
                 .filter_map(|c| c.tls.as_ref().and_then(|t| t.ca_file.clone())),
         );
-    std::iter::once(stamp(config))
+    shared
+        .config_file
+        .iter()
+        .map(|c| stamp(c))
         .chain(tls_files.map(|f| stamp(Path::new(f.as_ref()))))
         .collect()
 }
@@ -107,7 +113,6 @@ impl BackgroundService for Lifecycle {
                 None
             }
         };
-        let watching = self.shared.config_file.is_some();
         let mut last = stamps(&self.shared);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,7 +128,7 @@ impl BackgroundService for Lifecycle {
                     last = stamps(&self.shared);
                     self.reload("SIGHUP");
                 }
-                _ = tick.tick(), if watching => {
+                _ = tick.tick() => {
                     let now = stamps(&self.shared);
                     if now != last {
                         last = now;

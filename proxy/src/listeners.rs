@@ -12,6 +12,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use corridor_config::{ConfigError, FieldPath, Files, Snapshot};
 use parking_lot::Mutex;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
@@ -36,6 +37,8 @@ use crate::tls::{load_certified_key, ReloadableCert};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `accept` error when the process is out of file descriptors.
 const EMFILE: i32 = 24;
+/// Pending connections a listener queues (Pingora's `LISTENER_BACKLOG`).
+const LISTEN_BACKLOG: i32 = 65535;
 
 /// What a listener's socket and connection handling depend on; a change to
 /// any of these makes a new accept loop (on the same socket when the address
@@ -81,22 +84,27 @@ struct Active {
     acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
     cert: Option<Arc<ReloadableCert>>,
     /// The certificate and key files its certificate was read from.
-    tls_files: Option<(Arc<str>, Arc<str>)>,
+    tls_files: TlsFiles,
     /// Flipped to stop accepting and to end keep-alive on its connections.
     stop: watch::Sender<bool>,
+    /// Flipped when a drain runs out of time: open connections are closed.
+    kill: watch::Sender<bool>,
+    /// The listener's latest state, for its connections once it is removed.
+    current: Arc<ArcSwap<ListenerRuntime>>,
 }
+
+/// The certificate and key files of a TLS listener.
+type TlsFiles = Option<(Arc<str>, Arc<str>)>;
+
+/// A new certificate for a kept listener: its name, resolver, key and files.
+type NewKey = (Arc<str>, Arc<ReloadableCert>, Arc<CertifiedKey>, TlsFiles);
 
 /// Listener changes worked out and sockets bound, not yet in effect.
 pub(crate) struct Prepared {
     start: Vec<(Arc<str>, Active)>,
     stop: Vec<Arc<str>>,
-    /// New certificates for kept listeners: listener, resolver, key and its files.
-    keys: Vec<(
-        Arc<str>,
-        Arc<ReloadableCert>,
-        Arc<CertifiedKey>,
-        Option<(Arc<str>, Arc<str>)>,
-    )>,
+    /// New certificates for kept listeners.
+    keys: Vec<NewKey>,
     /// Whether a served certificate differs from before.
     pub(crate) certs_changed: bool,
 }
@@ -111,14 +119,17 @@ struct State {
 /// Every listener socket of the process.
 pub(crate) struct Listeners {
     conf: Arc<ServerConf>,
+    /// How long a removed listener's connections may finish before they are closed.
+    drain_timeout: Duration,
     state: Mutex<State>,
 }
 
 impl Listeners {
     /// No listeners yet; `conf` is what the proxies are built with.
-    pub(crate) fn new(conf: Arc<ServerConf>) -> Self {
+    pub(crate) fn new(conf: Arc<ServerConf>, drain_timeout: Duration) -> Self {
         Self {
             conf,
+            drain_timeout,
             state: Mutex::new(State::default()),
         }
     }
@@ -226,18 +237,20 @@ impl Listeners {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn make(
         &self,
         l: &corridor_config::Listener,
         spec: Spec,
         socket: Socket,
         cert: Option<Arc<ReloadableCert>>,
-        tls_files: Option<(Arc<str>, Arc<str>)>,
+        tls_files: TlsFiles,
         runtime: &Arc<ListenerRuntime>,
         shared: &Arc<Shared>,
     ) -> Result<Active, String> {
+        let current = Arc::new(ArcSwap::new(Arc::clone(runtime)));
         let mut app = HttpProxy::new(
-            Corridor::new(Arc::clone(shared), Arc::clone(runtime)),
+            Corridor::new(Arc::clone(shared), Arc::clone(&current)),
             Arc::clone(&self.conf),
         );
         app.handle_init_modules();
@@ -280,13 +293,20 @@ impl Listeners {
             cert,
             tls_files,
             stop: watch::channel(false).0,
+            kill: watch::channel(false).0,
+            current,
         })
     }
 
     /// Puts prepared changes into effect: new certificates, new accept loops,
     /// and stopped (draining) listeners.
-    pub(crate) fn commit(&self, p: Prepared) {
+    pub(crate) fn commit(&self, p: Prepared, routing: &Routing) {
         let mut state = self.state.lock();
+        for (name, a) in state.active.iter() {
+            if let Some(rt) = routing.listeners.get(name) {
+                a.current.store(Arc::clone(rt));
+            }
+        }
         for (name, cert, key, files) in p.keys {
             cert.store(key);
             if let Some(a) = state.active.get_mut(&name) {
@@ -320,7 +340,7 @@ impl Listeners {
         let handle = state.handle.clone();
         drop(state);
         for old in stopped {
-            drain(handle.as_ref(), old);
+            drain(handle.as_ref(), old, self.drain_timeout);
         }
     }
 
@@ -350,7 +370,8 @@ impl Listeners {
         };
         let handle = Handle::current();
         for a in all {
-            drain(Some(&handle), a);
+            // The process drain (lifecycle) bounds these; no deadline of their own.
+            drain(Some(&handle), a, Duration::MAX);
         }
     }
 
@@ -367,11 +388,33 @@ impl Listeners {
     }
 }
 
-/// Binds a listening socket (SO_REUSEADDR, as Pingora's listeners).
+/// Binds a listening socket as Pingora's listeners do (SO_REUSEADDR, a
+/// backlog of 65535). A listener stopped just before may still hold the
+/// address for a moment, so `EADDRINUSE` is retried briefly.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(addr)?;
-    l.set_nonblocking(true)?;
-    Ok(l)
+    let mut tries = 0;
+    loop {
+        match try_bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Starts the accept loop of `a` in `handle`'s runtime.
@@ -394,18 +437,26 @@ fn start(handle: &Handle, name: &str, a: &mut Active) {
     let app = Arc::clone(&a.app);
     let acceptor = a.acceptor.clone();
     let stop = a.stop.subscribe();
-    handle.spawn(accept_loop(socket, app, acceptor, stop));
+    let kill = a.kill.subscribe();
+    handle.spawn(accept_loop(socket, app, acceptor, stop, kill));
 }
 
 /// Stops accepting on `a` and ends keep-alive on its connections; requests in
-/// flight finish. The socket closes once no accept loop holds it.
-fn drain(handle: Option<&Handle>, a: Active) {
+/// flight finish, and whatever is still open after `timeout` is closed. The
+/// socket closes once no accept loop holds it.
+fn drain(handle: Option<&Handle>, a: Active, timeout: Duration) {
     let _ = a.stop.send(true);
     tracing::info!(address = %a.spec.address, "listener stopped accepting; draining");
-    if let Some(h) = handle {
-        let app = a.app;
-        h.spawn(async move { app.cleanup().await });
-    }
+    let Some(h) = handle else { return };
+    let app = a.app;
+    let kill = a.kill;
+    h.spawn(async move {
+        app.cleanup().await;
+        if timeout < Duration::MAX {
+            tokio::time::sleep(timeout).await;
+            let _ = kill.send(true);
+        }
+    });
 }
 
 async fn accept_loop(
@@ -413,6 +464,7 @@ async fn accept_loop(
     app: Arc<HttpProxy<Corridor>>,
     acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
     mut stop: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -438,7 +490,8 @@ async fn accept_loop(
         let app = Arc::clone(&app);
         let acceptor = acceptor.clone();
         let shutdown = stop.clone();
-        tokio::spawn(async move {
+        let mut kill = kill.clone();
+        let connection = async move {
             let mut stream: L4Stream = tcp.into();
             if let Err(e) = stream.set_nodelay() {
                 tracing::debug!("TCP_NODELAY: {e}");
@@ -465,6 +518,13 @@ async fn accept_loop(
             let mut next = app.process_new(io, &shutdown).await;
             while let Some(io) = next {
                 next = app.process_new(io, &shutdown).await;
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                // The listener's drain ran out of time: dropping the future closes it.
+                _ = kill.wait_for(|k| *k) => {}
             }
         });
     }

@@ -122,6 +122,10 @@ impl XdsArgs {
         let any = self.xds.is_some()
             || self.xds_delta
             || self.node_id.is_some()
+            || self.node_cluster.is_some()
+            || self.cloud.is_some()
+            || self.region.is_some()
+            || self.zone.is_some()
             || self.persist.is_some()
             || self.role.is_some();
         if !any && b.xds.is_none() {
@@ -161,12 +165,11 @@ impl XdsArgs {
     }
 }
 
-/// The store `corridor run` starts from: the file (if any) with the flags
-/// applied, and the fail-static file's resources when there is one.
+/// The store `corridor run` starts from: the file (if any) with the flags applied.
 fn initial_store(
     config: Option<&PathBuf>,
     flags: &XdsArgs,
-) -> Result<(corridor_config::Store, bool), String> {
+) -> Result<corridor_config::Store, String> {
     let (mut bootstrap, map, name) = match config {
         Some(path) => {
             let (b, map) = corridor_config::read_bootstrap(path).map_err(|e| e.to_string())?;
@@ -179,40 +182,8 @@ fn initial_store(
         ),
     };
     flags.apply(&mut bootstrap);
-    let store = corridor_config::Store::from_bootstrap(bootstrap, &corridor_config::DiskFiles)
-        .map_err(|e| corridor_config::locate_errors(e, &map, &name).to_string())?;
-    let Some(file) = store
-        .settings()
-        .xds
-        .as_ref()
-        .and_then(|x| x.persist_file.clone())
-    else {
-        return Ok((store, false));
-    };
-    let path = std::path::Path::new(file.as_ref());
-    if !path.exists() {
-        return Ok((store, false));
-    }
-    let restored = corridor_proxy::restore_persisted(path).and_then(|change| {
-        store
-            .apply(change, &corridor_config::DiskFiles, false)
-            .map_err(|e| {
-                e.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-    });
-    match restored {
-        Ok(s) => {
-            eprintln!("corridor: booting from the persisted control-plane configuration in {file}");
-            Ok((s, true))
-        }
-        Err(e) => {
-            eprintln!("corridor: ignoring the persisted configuration in {file}: {e}");
-            Ok((store, false))
-        }
-    }
+    corridor_config::Store::from_bootstrap(bootstrap, &corridor_config::DiskFiles)
+        .map_err(|e| corridor_config::locate_errors(e, &map, &name).to_string())
 }
 
 fn main() -> ExitCode {
@@ -220,7 +191,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Run { config, xds } => match initial_store(config.as_ref(), &xds) {
-            Ok((store, restored)) => serve(store, config, false, restored),
+            Ok(store) => {
+                let flags = std::sync::Arc::new(xds);
+                let overrides: corridor_proxy::Overrides =
+                    std::sync::Arc::new(move |b: &mut corridor_config::proto::Bootstrap| {
+                        flags.apply(b)
+                    });
+                serve(store, config, false, Some(overrides))
+            }
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("corridor: not starting: the configuration is invalid");
@@ -248,7 +226,7 @@ fn main() -> ExitCode {
                 upstreams,
             });
             match corridor_config::load_store_str(&yaml, "examples/demo.yaml (embedded)") {
-                Ok(store) => serve(store, None, true, false),
+                Ok(store) => serve(store, None, true, None),
                 Err(errors) => {
                     eprintln!("{errors}");
                     ExitCode::FAILURE
@@ -295,7 +273,7 @@ fn serve(
     store: corridor_config::Store,
     file: Option<PathBuf>,
     demo: bool,
-    restored: bool,
+    overrides: Option<corridor_proxy::Overrides>,
 ) -> ExitCode {
     let snapshot = store.clone().snapshot();
     init_logging(snapshot.admin.log_format, snapshot.admin.log_queue_lines);
@@ -322,9 +300,8 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
-    if restored {
-        // Fail static: serve what the control plane last sent until it answers.
-        shared.set_configured();
+    if let Some(o) = overrides {
+        shared.set_overrides(o);
     }
     match corridor_proxy::run(shared) {
         Ok(()) => ExitCode::SUCCESS,

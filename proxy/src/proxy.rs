@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use corridor_config::{check_h1_head, RouteAction};
@@ -43,26 +44,25 @@ use route::{rewrite_path, select_route, write_direct, Headers};
 /// The proxy for one listener.
 pub struct Corridor {
     shared: Arc<Shared>,
-    /// The listener as it was when its accept loop started: used while it
-    /// drains after a change removed it.
-    started_as: Arc<ListenerRuntime>,
+    /// The listener's latest state, kept current by every change while it is
+    /// served and used by its connections after a change removed it.
+    current: Arc<ArcSwap<ListenerRuntime>>,
 }
 
 impl Corridor {
-    /// A proxy serving the listener `listener`; each request uses the
+    /// A proxy serving the listener in `current`; each request uses the
     /// listener's settings and route table from the current snapshot.
-    pub(crate) fn new(shared: Arc<Shared>, listener: Arc<ListenerRuntime>) -> Self {
-        Self {
-            shared,
-            started_as: listener,
-        }
+    pub(crate) fn new(shared: Arc<Shared>, current: Arc<ArcSwap<ListenerRuntime>>) -> Self {
+        Self { shared, current }
     }
 
-    /// The listener's current state in `routing`.
+    /// The listener's state in `routing` (the snapshot a request started with),
+    /// or its last state when `routing` no longer has it (it is draining).
     fn listener(&self, routing: &Routing) -> Arc<ListenerRuntime> {
-        match routing.listeners.get(&self.started_as.config.name) {
+        let last = self.current.load();
+        match routing.listeners.get(&last.config.name) {
             Some(l) => Arc::clone(l),
-            None => Arc::clone(&self.started_as),
+            None => Arc::clone(&last),
         }
     }
 }

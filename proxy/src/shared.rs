@@ -28,6 +28,10 @@ pub enum Applied {
     TlsFilesReloaded,
 }
 
+/// Changes applied to the configuration file's bootstrap each time it is read
+/// (command-line flags that override it).
+pub type Overrides = Arc<dyn Fn(&mut corridor_config::proto::Bootstrap) + Send + Sync>;
+
 /// State shared by the proxy, admin, reload and control-stream services.
 pub struct Shared {
     me: Weak<Shared>,
@@ -45,6 +49,8 @@ pub struct Shared {
     files: Arc<dyn Files>,
     /// The first complete configuration has arrived (always true without a control stream).
     configured: AtomicBool,
+    /// Command-line settings applied to the file on every reload.
+    overrides: parking_lot::Mutex<Option<Overrides>>,
     /// Control-stream state for the admin API, once a client runs.
     pub(crate) xds: parking_lot::Mutex<Option<corridor_xds::ClientStatus>>,
 }
@@ -78,12 +84,13 @@ impl Shared {
             routing: ArcSwap::from_pointee(routing),
             metrics,
             registry,
-            listeners: Listeners::new(conf),
+            listeners: Listeners::new(conf, snapshot.runtime.drain_timeout),
             draining: AtomicBool::new(false),
             config_file,
             reload_lock: parking_lot::Mutex::new(()),
             files,
             configured: AtomicBool::new(configured),
+            overrides: parking_lot::Mutex::new(None),
             xds: parking_lot::Mutex::new(None),
         });
         let routing = shared.routing();
@@ -91,7 +98,7 @@ impl Shared {
             .listeners
             .prepare(&snapshot, &routing, &shared, &*shared.files, true)
             .map_err(fail)?;
-        shared.listeners.commit(prepared);
+        shared.listeners.commit(prepared, &shared.routing());
         shared.metrics.reload(true);
         shared.metrics.config_loaded_at.set(unix_time(&snapshot));
         Ok(shared)
@@ -185,8 +192,9 @@ impl Shared {
             .prepare(&snapshot, &routing, &me, &*self.files, reread_tls)
             .map_err(|e| self.failed(source, e))?;
         let rotated = prepared.certs_changed || routing.ca_fingerprint != current.ca_fingerprint;
-        self.routing.store(Arc::new(routing));
-        self.listeners.commit(prepared);
+        let routing = Arc::new(routing);
+        self.routing.store(Arc::clone(&routing));
+        self.listeners.commit(prepared, &routing);
         if same && !rotated {
             return Ok(Applied::Unchanged);
         }
@@ -207,8 +215,11 @@ impl Shared {
         let name = path.display().to_string();
         let _guard = self.reload_lock.lock();
         let start = std::time::Instant::now();
-        let (bootstrap, map) =
+        let (mut bootstrap, map) =
             corridor_config::read_bootstrap(path).map_err(|e| self.failed(&name, e.errors))?;
+        if let Some(overrides) = self.overrides.lock().clone() {
+            overrides(&mut bootstrap);
+        }
         let settings = Store::settings_of(&bootstrap, &*self.files).map_err(|(_, e)| {
             self.metrics.reload(false);
             corridor_config::locate_errors(e, &map, &name)
@@ -226,6 +237,20 @@ impl Shared {
         let applied = self.install(next, &name, true);
         self.metrics.config_applied("file", start.elapsed());
         applied
+    }
+
+    /// Sets what is applied to the file's bootstrap on every reload (the
+    /// command-line flags that override it at start).
+    pub fn set_overrides(&self, overrides: Overrides) {
+        *self.overrides.lock() = Some(overrides);
+    }
+
+    /// Re-reads listener certificates and upstream CA bundles for the current
+    /// configuration (their files changed; there is no configuration file to reload).
+    pub fn reread_tls(&self) -> Result<Applied, ConfigErrors> {
+        let _guard = self.reload_lock.lock();
+        let store = (*self.snapshot().store).clone();
+        self.install(store, "TLS files", true)
     }
 
     /// Marks the first complete configuration as arrived (`/ready` may turn 200).

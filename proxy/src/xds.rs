@@ -242,28 +242,54 @@ impl XdsService {
             dirty,
         }
     }
+}
 
-    /// Writes the pushed resources to the fail-static file when they changed.
-    fn persist(&self) {
-        let Some(file) = &self.settings.persist_file else {
-            return;
-        };
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return;
+/// Writes the pushed resources to the fail-static `file` when they changed.
+fn persist(shared: &Shared, file: &Path, dirty: &AtomicBool) {
+    if !dirty.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let snap = shared.snapshot();
+    let mut out = PersistedResources::default();
+    for kind in Kind::ALL {
+        for (_, version, r) in snap.store.resources_from(kind, Origin::Xds) {
+            out.resources.push(PersistedResource {
+                type_url: kind.type_url().to_string(),
+                version: version.to_string(),
+                value: r.encode(),
+            });
         }
-        let snap = self.shared.snapshot();
-        let mut out = PersistedResources::default();
-        for kind in Kind::ALL {
-            for (_, version, r) in snap.store.resources_from(kind, Origin::Xds) {
-                out.resources.push(PersistedResource {
-                    type_url: kind.type_url().to_string(),
-                    version: version.to_string(),
-                    value: r.encode(),
-                });
-            }
-        }
-        if let Err(e) = write_atomic(Path::new(file.as_ref()), &out.encode_to_vec()) {
-            tracing::warn!(file = %file, "cannot persist the pushed configuration: {e}");
+    }
+    if let Err(e) = write_atomic(file, &out.encode_to_vec()) {
+        tracing::warn!(file = %file.display(), "cannot persist the pushed configuration: {e}");
+    }
+}
+
+/// Whether nothing has arrived from the control stream yet.
+fn nothing_pushed(shared: &Shared) -> bool {
+    let snap = shared.snapshot();
+    Kind::ALL
+        .iter()
+        .all(|k| snap.store.resources_from(*k, Origin::Xds).is_empty())
+}
+
+/// Fail static: serve the persisted resources (the control plane did not answer in time).
+fn restore_persisted(shared: &Shared, file: &Path) {
+    if !file.exists() || !nothing_pushed(shared) {
+        return;
+    }
+    let result = restore(file).and_then(|change| {
+        shared
+            .apply_change(change, "persisted configuration")
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(_) => tracing::warn!(
+            file = %file.display(),
+            "the control plane did not answer within initial_fetch_timeout: serving the persisted configuration"
+        ),
+        Err(e) => {
+            tracing::error!(file = %file.display(), "cannot serve the persisted configuration: {e}")
         }
     }
 }
@@ -277,23 +303,51 @@ impl BackgroundService for XdsService {
         let shared = Arc::clone(&self.shared);
         let status = self.status.clone();
         let wait = self.settings.initial_fetch_timeout;
+        let persist_file = self.settings.persist_file.clone();
         tokio::spawn(async move {
-            if tokio::time::timeout(wait, status.wait_ready())
-                .await
-                .is_err()
-            {
+            let complete = async {
+                status.wait_ready().await;
+                // A listener whose route table has not arrived is not ready yet.
+                while shared
+                    .snapshot()
+                    .store
+                    .warming()
+                    .iter()
+                    .any(|w| w.kind == Kind::Listener)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            if tokio::time::timeout(wait, complete).await.is_err() {
                 tracing::warn!(
                     timeout = ?wait,
                     "no complete configuration from the control plane within initial_fetch_timeout; ready with what there is"
                 );
+                if let Some(file) = persist_file {
+                    let shared = Arc::clone(&shared);
+                    let file = PathBuf::from(file.as_ref());
+                    let _ = tokio::task::spawn_blocking(move || restore_persisted(&shared, &file))
+                        .await;
+                }
             }
             shared.set_configured();
         });
         let run = client.spawn();
         let mut tick = tokio::time::interval(PERSIST_INTERVAL);
+        let persist_now = || {
+            let file = self.settings.persist_file.clone()?;
+            let (shared, dirty) = (Arc::clone(&self.shared), Arc::clone(&self.dirty));
+            Some(tokio::task::spawn_blocking(move || {
+                persist(&shared, Path::new(file.as_ref()), &dirty)
+            }))
+        };
         loop {
             tokio::select! {
-                _ = tick.tick() => self.persist(),
+                _ = tick.tick() => {
+                    if let Some(write) = persist_now() {
+                        let _ = write.await;
+                    }
+                }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -302,7 +356,9 @@ impl BackgroundService for XdsService {
             }
         }
         run.abort();
-        self.persist();
+        if let Some(write) = persist_now() {
+            let _ = write.await;
+        }
     }
 }
 

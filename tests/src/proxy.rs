@@ -77,14 +77,25 @@ impl Corridor {
     }
 
     /// Like `start`, with files (certificates...) already placed in `dir`.
-    pub async fn start_with_dir(template: &str, mut dir: tempfile::TempDir) -> Corridor {
+    pub async fn start_with_dir(template: &str, dir: tempfile::TempDir) -> Corridor {
+        Self::start_with_args(template, dir, &[]).await
+    }
+
+    /// Like `start_with_dir`, with more arguments after `run -c FILE`.
+    pub async fn start_with_args(
+        template: &str,
+        mut dir: tempfile::TempDir,
+        args: &[&str],
+    ) -> Corridor {
         let mut last_logs = String::new();
         for _ in 0..3 {
             let (addr, addr2, admin) = (free_addr(), free_addr(), free_addr());
             let yaml = fill(template, addr, addr2, admin);
             let config_path = dir.path().join("corridor.yaml");
             std::fs::write(&config_path, &yaml).expect("write config");
-            let (child, logs) = spawn(&["run", "-c", config_path.to_str().expect("utf-8 path")]);
+            let mut argv = vec!["run", "-c", config_path.to_str().expect("utf-8 path")];
+            argv.extend_from_slice(args);
+            let (child, logs) = spawn(&argv);
             let mut c = Corridor {
                 child: Some(child),
                 addr,

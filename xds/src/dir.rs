@@ -282,7 +282,8 @@ fn validate(text: &str, name: &str) -> Result<Good, ConfigErrors> {
     };
     let change = Change::from_bootstrap(&bootstrap);
     Store::empty()
-        .apply(change.clone(), &corridor_config::DiskFiles, false)
+        // Certificate and CA paths name files on the proxies, not here.
+        .apply(change.clone(), &corridor_config::UncheckedPaths, false)
         .map_err(|e| corridor_config::locate_errors(e, &map, name))?;
     let mut types: HashMap<&'static str, Vec<(String, String, Any)>> = HashMap::new();
     for u in change.upserts {

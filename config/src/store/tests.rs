@@ -26,6 +26,14 @@ fn base() -> Store {
     load_store_str(BASE, "base.yaml").unwrap()
 }
 
+/// BASE's resources, all pushed by the control stream.
+fn pushed_base() -> Store {
+    let (b, _) = crate::parse_bootstrap(BASE, "base.yaml").unwrap();
+    let mut change = Change::from_bootstrap(&b);
+    change.origin = Origin::Xds;
+    Store::empty().apply(change, &DiskFiles, false).unwrap()
+}
+
 fn endpoints(cluster: &str, addrs: &[(&str, &str)]) -> Resource {
     Resource::Endpoints(proto::Endpoints {
         cluster: cluster.into(),
@@ -151,7 +159,7 @@ fn an_unchanged_resource_is_not_recompiled() {
 
 #[test]
 fn a_route_table_waits_for_its_clusters_and_the_old_version_keeps_serving() {
-    let store = base();
+    let store = pushed_base();
     // The new version of `t` names a cluster not received yet: `t` keeps serving
     // the old version and reports what it waits for.
     let warming = push(&store, vec![table("t", "late")]).unwrap();
@@ -367,7 +375,7 @@ fn a_pushed_cluster_without_endpoints_warms_until_they_arrive() {
         name: "eds".into(),
         ..Default::default()
     });
-    let warming = push(&base(), vec![cluster, table("t", "eds")]).unwrap();
+    let warming = push(&pushed_base(), vec![cluster, table("t", "eds")]).unwrap();
     assert_eq!(
         target_cluster(&warming.clone().snapshot(), "t").as_ref(),
         "c"
@@ -378,4 +386,75 @@ fn a_pushed_cluster_without_endpoints_warms_until_they_arrive() {
     );
     let ready = push(&warming, vec![endpoints("eds", &[("127.0.0.1:7", "x")])]).unwrap();
     assert_eq!(target_cluster(&ready.snapshot(), "t").as_ref(), "eds");
+}
+
+#[test]
+fn a_listener_keeps_serving_its_previous_version_while_its_new_table_warms() {
+    let store = base();
+    let moved = Resource::Listener(proto::Listener {
+        name: "main".into(),
+        address: "127.0.0.1:1".into(),
+        route_table: "t2".into(),
+        ..Default::default()
+    });
+    // `main` comes from the file: a push may not replace it.
+    let e = push(&store, vec![moved.clone()]).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .contains("defined in the configuration file"),
+        "{e:?}"
+    );
+
+    let pushed = |name: &str, table: &str| {
+        Resource::Listener(proto::Listener {
+            name: name.into(),
+            address: "127.0.0.1:3".into(),
+            route_table: table.into(),
+            ..Default::default()
+        })
+    };
+    let s1 = push(&store, vec![table("t1", "c"), pushed("side", "t1")]).unwrap();
+    assert_eq!(
+        s1.clone()
+            .snapshot()
+            .listener("side")
+            .unwrap()
+            .route_table
+            .as_ref(),
+        "t1"
+    );
+    // The listener now names a table that has not arrived, and t1 is gone (a
+    // state-of-the-world RouteTable response without it): the old version
+    // keeps serving with t1.
+    let s2 = s1
+        .apply(
+            Change {
+                upserts: vec![Upsert::pushed(pushed("side", "t2"), "v2")],
+                full: vec![Kind::RouteTable],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    let snap = s2.clone().snapshot();
+    assert_eq!(snap.listener("side").unwrap().route_table.as_ref(), "t1");
+    assert!(snap.route_table("t1").is_some());
+    assert_eq!(
+        s2.warming()
+            .iter()
+            .find(|w| w.kind == Kind::Listener)
+            .unwrap()
+            .waiting_for,
+        "route table t2; the previous version keeps serving"
+    );
+    let s3 = push(&s2, vec![table("t2", "c")]).unwrap();
+    let snap = s3.clone().snapshot();
+    assert_eq!(snap.listener("side").unwrap().route_table.as_ref(), "t2");
+    assert!(
+        snap.route_table("t1").is_none(),
+        "t1 is served only while used"
+    );
+    assert!(s3.warming().is_empty());
 }

@@ -1,7 +1,8 @@
 //! Interop: a control plane that is not Corridor's, a Python grpcio ADS server
 //! built from Envoy's own protos (`xds-protos`, see `tests/interop/`), drives
-//! the real proxy over both ADS variants and sees its ACKs, and its NACK of
-//! an undecodable resource, while traffic keeps flowing.
+//! the real proxy over both ADS variants and sees its ACKs, and its NACKs of
+//! an undecodable resource and of a resource of the wrong type, while traffic
+//! keeps flowing.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -187,6 +188,30 @@ xds: {{ server: "http://127.0.0.1:{}", node_id: interop, delta: {delta} }}
         assert!(error.contains("Cluster(bad)"), "{nack}");
     }
     let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
+
+    // A Listener inside a Cluster response is NACKed by the client engine.
+    let mut wrong = control("2w", a.addr(), false);
+    wrong["resources"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "type": "Cluster", "name": "misfiled",
+            "type_url": "type.googleapis.com/corridor.v1.Listener", "raw_hex": ""
+        }));
+    server.set(&wrong);
+    let nack = server
+        .wait("wrong-type nack", |e| {
+            e["event"] == "nack" && e["response_version"] == "2w"
+        })
+        .await;
+    assert!(
+        nack["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has type \"type.googleapis.com/corridor.v1.Listener\" in a response of type type.googleapis.com/corridor.v1.Cluster"),
+        "{nack}"
+    );
     assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
 
     // Fixed: ACKed, and traffic follows.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corridor_tests::{Client, ControlPlane, Corridor, UpstreamProtocol};
+use corridor_tests::{Client, ControlPlane, Corridor, TestPki, UpstreamProtocol};
 
 use super::{exclusive, fetch_get, upstream};
 
@@ -32,7 +32,7 @@ runtime:
 xds:
   server: "{}"
   node_id: {node}
-  initial_fetch_timeout: 10s
+  initial_fetch_timeout: 3s
 {extra}"#,
         cp.url()
     )
@@ -489,9 +489,11 @@ async fn a_proxy_boots_from_its_persisted_configuration_without_a_control_plane(
     let proxy = Corridor::start(&template).await;
     let c = Client::h1(proxy.addr).await.unwrap();
     assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
-    assert!(proxy
-        .logs()
-        .contains("booting from the persisted control-plane configuration"));
+    assert!(
+        proxy.logs().contains("serving the persisted configuration"),
+        "{}",
+        proxy.logs()
+    );
     let dump = config_dump(&proxy).await;
     assert_eq!(dump["xds"]["connected"], false);
     assert_eq!(dump["resources"]["RouteTable"][0]["origin"], "xds");
@@ -537,4 +539,110 @@ async fn without_a_control_plane_ready_waits_for_the_initial_fetch_timeout() {
         "ready after {took:?}:\n{logs}"
     );
     assert!(logs.contains("initial_fetch_timeout"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_of_a_pushed_listener_rotate_without_a_file() {
+    let old_ca = TestPki::new("old");
+    let new_ca = TestPki::new("new");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let install = |pki: &TestPki| {
+        let leaf = pki.leaf(&["proxy.test"]);
+        // Key first, then the certificate, each replaced atomically.
+        for (path, data) in [(&key, leaf.key_pem.clone()), (&cert, leaf.chain_pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, data).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    };
+    install(&old_ca);
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let listen = corridor_tests::proxy::free_addr();
+    let cp = ControlPlane::start(&[
+        ("clusters.yaml", &cluster("c", &[up.addr()])),
+        ("routes.yaml", &route_table("c")),
+        (
+            "listener.yaml",
+            &format!(
+                "listeners:\n  - name: tls\n    address: \"{listen}\"\n    route_table: t\n    tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+                cert.display(),
+                key.display()
+            ),
+        ),
+    ])
+    .await;
+    let admin = corridor_tests::proxy::free_addr();
+    let (mut child, logs) = corridor_tests::proxy::spawn(&[
+        "run",
+        "--xds",
+        &cp.url(),
+        "--node-id",
+        "tls-only",
+        "--admin",
+        &admin.to_string(),
+    ]);
+    let connect = |pki: &TestPki| Client::tls(listen, "proxy.test", pki.client_config(&[b"h2"]));
+    eventually("the pushed TLS listener to serve", || async {
+        match connect(&old_ca).await {
+            Ok(c) => fetch_get(&c, "/status/200").await.status == 200,
+            Err(_) => false,
+        }
+    })
+    .await;
+    install(&new_ca);
+    eventually("the rotated certificate to be served", || async {
+        connect(&new_ca).await.is_ok()
+    })
+    .await;
+    assert!(connect(&old_ca).await.is_err());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        logs.lock().contains("TLS files reloaded"),
+        "{}",
+        logs.lock()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_flags_survive_a_file_reload() {
+    let a = upstream("a", UpstreamProtocol::Http1).await;
+    let cp = ControlPlane::start(&[
+        ("clusters.yaml", &cluster("c", &[a.addr()])),
+        ("routes.yaml", &route_table("c")),
+    ])
+    .await;
+    // The file has no `xds` section: the flags add it.
+    let file = r#"
+listeners: [{ name: main, address: "{{LISTEN}}", route_table: t }]
+admin: { address: "{{ADMIN}}" }
+runtime: { worker_threads: 2, drain_timeout: 5s }
+"#;
+    let url = cp.url();
+    let proxy = Corridor::start_with_args(
+        file,
+        tempfile::tempdir().unwrap(),
+        &["--xds", &url, "--node-id", "flags", "--cloud", "aws"],
+    )
+    .await;
+    assert!(wait_upstream(proxy.addr, "a", Duration::from_secs(5))
+        .await
+        .is_some());
+    assert_eq!(cp.nodes().await["nodes"][0]["metadata"]["cloud"], "aws");
+    // A reload keeps the flags: the change applies, nothing needs a restart.
+    proxy.write_config(&file.replace(
+        "route_table: t }",
+        "route_table: t, http: { max_request_headers_count: 50 } }",
+    ));
+    assert!(
+        proxy
+            .wait_for_log("configuration reloaded", Duration::from_secs(5))
+            .await,
+        "{}",
+        proxy.logs()
+    );
+    assert!(!proxy.logs().contains("rejected"), "{}", proxy.logs());
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
 }
