@@ -1,7 +1,6 @@
 //! Owns `Snapshot`, the immutable compiled configuration that the data plane
 //! serves from, and its process-level parts (listeners, admin, runtime).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,12 +22,10 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     /// Downstream listeners, by name.
     pub listeners: Vec<Arc<Listener>>,
-    /// Route tables, by name.
+    /// Route tables, sorted by name.
     pub route_tables: Vec<Arc<RouteTable>>,
-    /// Clusters with their current endpoints, by name.
+    /// Clusters with their current endpoints, sorted by name.
     pub clusters: Vec<Arc<Cluster>>,
-    pub(crate) table_index: HashMap<Arc<str>, usize>,
-    pub(crate) cluster_index: HashMap<Arc<str>, usize>,
     /// Admin and logging.
     pub admin: AdminSettings,
     /// Process settings.
@@ -42,12 +39,20 @@ pub struct Snapshot {
 impl Snapshot {
     /// The route table named `name`.
     pub fn route_table(&self, name: &str) -> Option<&Arc<RouteTable>> {
-        self.table_index.get(name).map(|i| &self.route_tables[*i])
+        let i = self
+            .route_tables
+            .binary_search_by(|t| t.name.as_ref().cmp(name))
+            .ok()?;
+        Some(&self.route_tables[i])
     }
 
     /// The cluster named `name`.
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.cluster_index.get(name).map(|i| &self.clusters[*i])
+        let i = self
+            .clusters
+            .binary_search_by(|c| c.name.as_ref().cmp(name))
+            .ok()?;
+        Some(&self.clusters[i])
     }
 
     /// The listener named `name`.

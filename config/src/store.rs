@@ -162,6 +162,17 @@ impl Resource {
 /// Compiles so far in this process (the last `Entry::compile_id` given).
 static COMPILES: AtomicU64 = AtomicU64::new(0);
 
+/// Hash of a resource's kind, name and content digest.
+fn key_hash(kind: Kind, name: &str, digest: u64) -> u64 {
+    let mut bytes = Vec::with_capacity(kind.name().len() + name.len() + 10);
+    bytes.extend_from_slice(kind.name().as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&digest.to_le_bytes());
+    fnv(&bytes)
+}
+
 /// FNV-1a over bytes.
 pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -201,7 +212,9 @@ pub struct Entry<T> {
     /// What it was compiled from.
     pub source: Arc<Resource>,
     /// Where it came from, for errors found across resources.
-    pub(crate) path: FieldPath,
+    pub(crate) path: Arc<FieldPath>,
+    /// Hash of its kind, name and digest; the snapshot version sums these.
+    key: u64,
 }
 
 impl<T> Clone for Entry<T> {
@@ -213,7 +226,8 @@ impl<T> Clone for Entry<T> {
             compiled: Arc::clone(&self.compiled),
             compile_id: self.compile_id,
             source: Arc::clone(&self.source),
-            path: self.path.clone(),
+            path: Arc::clone(&self.path),
+            key: self.key,
         }
     }
 }
@@ -476,6 +490,10 @@ impl Store {
         // References made by this change's resources, compiled or not, so a
         // file reports every dangling name at once.
         let mut refs: Vec<(Kind, Arc<str>, FieldPath)> = Vec::new();
+        // Clusters whose settings or endpoints changed, and whether any
+        // listener or route table did: what `link` has to look at.
+        let mut touched: HashSet<Arc<str>> = HashSet::new();
+        let mut structural = false;
         for u in change.upserts {
             let kind = u.resource.kind();
             let names = seen.entry(kind).or_default();
@@ -532,7 +550,7 @@ impl Store {
                     let entry = match $map.get(&name) {
                         Some(e) if e.digest == digest => Entry {
                             version,
-                            path,
+                            path: Arc::new(path),
                             origin: change.origin,
                             ..e.clone()
                         },
@@ -543,15 +561,23 @@ impl Store {
                                 continue;
                             }
                             match compiled {
-                                Some(c) => Entry {
-                                    origin: change.origin,
-                                    version,
-                                    digest,
-                                    compiled: Arc::new(c),
-                                    compile_id: COMPILES.fetch_add(1, Ordering::Relaxed) + 1,
-                                    source: Arc::clone(&source),
-                                    path,
-                                },
+                                Some(c) => {
+                                    if matches!(kind, Kind::Cluster | Kind::Endpoints) {
+                                        touched.insert(name.clone());
+                                    } else {
+                                        structural = true;
+                                    }
+                                    Entry {
+                                        origin: change.origin,
+                                        version,
+                                        digest,
+                                        compiled: Arc::new(c),
+                                        compile_id: COMPILES.fetch_add(1, Ordering::Relaxed) + 1,
+                                        source: Arc::clone(&source),
+                                        path: Arc::new(path),
+                                        key: key_hash(kind, &name, digest),
+                                    }
+                                }
                                 None => continue,
                             }
                         }
@@ -598,21 +624,29 @@ impl Store {
             }
         }
         let empty = HashSet::new();
+        let mut removed = Vec::new();
         for kind in &change.full {
             let keep = seen.get(kind).unwrap_or(&empty);
-            next.retain(*kind, |name, origin| {
+            removed.extend(next.retain(*kind, |name, origin| {
                 origin != change.origin || keep.contains(name)
-            });
+            }));
         }
         // A removal removes only what the same origin put there: a control
         // plane cannot delete a file's resource it never sent.
         for (kind, name) in &change.removals {
-            next.retain(*kind, |n, origin| {
+            removed.extend(next.retain(*kind, |n, origin| {
                 n != name.as_str() || origin != change.origin
-            });
+            }));
         }
-        next.link(self);
-        next.check(&mut cx, seen.get(&Kind::Listener));
+        for (kind, name) in removed {
+            if matches!(kind, Kind::Cluster | Kind::Endpoints) {
+                touched.insert(name);
+            } else {
+                structural = true;
+            }
+        }
+        next.link(self, &touched, structural);
+        next.check(&mut cx, seen.get(&Kind::Listener), &touched);
         if strict {
             for (kind, name, path) in refs {
                 let present = seen.get(&kind).is_some_and(|s| s.contains(&name))
@@ -657,41 +691,59 @@ impl Store {
         }
     }
 
-    fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) {
+    /// Removes the resources of `kind` that `keep` rejects; returns them.
+    fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) -> Vec<(Kind, Arc<str>)> {
+        fn go<T>(
+            m: &mut BTreeMap<Arc<str>, Entry<T>>,
+            kind: Kind,
+            keep: impl Fn(&str, Origin) -> bool,
+        ) -> Vec<(Kind, Arc<str>)> {
+            let gone: Vec<Arc<str>> = m
+                .iter()
+                .filter(|(n, e)| !keep(n, e.origin))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &gone {
+                m.remove(n);
+            }
+            gone.into_iter().map(|n| (kind, n)).collect()
+        }
         match kind {
-            Kind::Listener => self.listeners.retain(|n, e| keep(n, e.origin)),
-            Kind::RouteTable => self.route_tables.retain(|n, e| keep(n, e.origin)),
-            Kind::Cluster => self.clusters.retain(|n, e| keep(n, e.origin)),
-            Kind::Endpoints => self.endpoints.retain(|n, e| keep(n, e.origin)),
+            Kind::Listener => go(&mut self.listeners, kind, keep),
+            Kind::RouteTable => go(&mut self.route_tables, kind, keep),
+            Kind::Cluster => go(&mut self.clusters, kind, keep),
+            Kind::Endpoints => go(&mut self.endpoints, kind, keep),
         }
     }
 
-    /// Recomputes effective clusters (reusing unchanged ones) and the served tables.
-    fn link(&mut self, prev: &Store) {
-        let mut effective = BTreeMap::new();
-        for (name, c) in &self.clusters {
-            let eds = self.endpoints.get(name);
-            let unchanged = prev.clusters.get(name).is_some_and(|p| {
-                Arc::ptr_eq(&p.compiled, &c.compiled)
-                    && match (prev.endpoints.get(name), eds) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(&a.compiled, &b.compiled),
-                        (None, None) => true,
-                        _ => false,
-                    }
-            });
-            let cluster = match prev.effective.get(name) {
-                Some(e) if unchanged => Arc::clone(e),
-                _ => match eds {
-                    Some(eds) => Arc::new(Cluster {
-                        endpoints: Arc::clone(&eds.compiled),
-                        ..(*c.compiled).clone()
-                    }),
-                    None => Arc::clone(&c.compiled),
-                },
-            };
-            effective.insert(name.clone(), cluster);
+    /// Brings effective clusters up to date for the `touched` ones and, when
+    /// anything could change what is served, recomputes the served tables and
+    /// listeners. `self` starts as a copy of `prev`, so an endpoint update
+    /// costs one cluster, not the whole store.
+    fn link(&mut self, prev: &Store, touched: &HashSet<Arc<str>>, structural: bool) {
+        for name in touched {
+            match self.clusters.get(name) {
+                None => {
+                    self.effective.remove(name);
+                }
+                Some(c) => {
+                    let cluster = match self.endpoints.get(name) {
+                        Some(eds) => Arc::new(Cluster {
+                            endpoints: Arc::clone(&eds.compiled),
+                            ..(*c.compiled).clone()
+                        }),
+                        None => Arc::clone(&c.compiled),
+                    };
+                    self.effective.insert(name.clone(), cluster);
+                }
+            }
         }
-        self.effective = effective;
+        let readiness_changed = touched
+            .iter()
+            .any(|n| prev.cluster_ready(n) != self.cluster_ready(n));
+        if !structural && !readiness_changed {
+            return;
+        }
         let mut served = BTreeMap::new();
         for (name, t) in &self.route_tables {
             if t.compiled.clusters.iter().all(|c| self.cluster_ready(c)) {
@@ -740,7 +792,12 @@ impl Store {
 
     /// Checks across resources; `changed` are the listeners this change
     /// carries, where a clash is reported.
-    fn check(&self, cx: &mut Ctx, changed: Option<&HashSet<Arc<str>>>) {
+    fn check(
+        &self,
+        cx: &mut Ctx,
+        changed: Option<&HashSet<Arc<str>>>,
+        touched: &HashSet<Arc<str>>,
+    ) {
         let mut addrs: HashMap<std::net::SocketAddr, &Arc<str>> = HashMap::new();
         for (name, l) in &self.listeners {
             let a = l.compiled.address;
@@ -763,7 +820,10 @@ impl Store {
                 );
             }
         }
-        for (name, c) in &self.effective {
+        for (name, c) in touched
+            .iter()
+            .filter_map(|n| Some((n, self.effective.get(n)?)))
+        {
             let Some(tls) = &c.tls else { continue };
             if tls.sni.is_empty()
                 && !tls.insecure_skip_verify
@@ -795,27 +855,13 @@ impl Store {
             .values()
             .map(|l| Arc::clone(&l.compiled))
             .collect();
-        let mut h = Vec::with_capacity(64 * (store.listeners.len() + store.clusters.len()));
-        for (kind, name, _, digest) in store.served() {
-            h.extend_from_slice(kind.name().as_bytes());
-            h.extend_from_slice(name.as_bytes());
-            h.push(0);
-            h.extend_from_slice(&digest.to_le_bytes());
-        }
+        // Order-independent: the sum of each served resource's kind, name and
+        // content hash.
+        let version = store.served().fold(0u64, |h, key| h.wrapping_add(key));
         let settings = store.settings.clone();
         Snapshot {
-            version: format!("{:016x}", fnv(&h)).into(),
+            version: format!("{version:016x}").into(),
             loaded_at: SystemTime::now(),
-            table_index: route_tables
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.name.clone(), i))
-                .collect(),
-            cluster_index: clusters
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.clone(), i))
-                .collect(),
             listeners,
             route_tables,
             clusters,
@@ -826,24 +872,12 @@ impl Store {
         }
     }
 
-    /// Served resources: (kind, name, version, digest).
-    fn served(&self) -> impl Iterator<Item = (Kind, &str, &str, u64)> {
-        let l = self
-            .served_listeners
-            .iter()
-            .map(|(n, e)| (Kind::Listener, n.as_ref(), e.version.as_ref(), e.digest));
-        let t = self
-            .served_tables
-            .iter()
-            .map(|(n, e)| (Kind::RouteTable, n.as_ref(), e.version.as_ref(), e.digest));
-        let c = self
-            .clusters
-            .iter()
-            .map(|(n, e)| (Kind::Cluster, n.as_ref(), e.version.as_ref(), e.digest));
-        let ep = self
-            .endpoints
-            .iter()
-            .map(|(n, e)| (Kind::Endpoints, n.as_ref(), e.version.as_ref(), e.digest));
+    /// The key hashes of every served resource.
+    fn served(&self) -> impl Iterator<Item = u64> + '_ {
+        let l = self.served_listeners.values().map(|e| e.key);
+        let t = self.served_tables.values().map(|e| e.key);
+        let c = self.clusters.values().map(|e| e.key);
+        let ep = self.endpoints.values().map(|e| e.key);
         l.chain(t).chain(c).chain(ep)
     }
 

@@ -458,3 +458,86 @@ fn a_listener_keeps_serving_its_previous_version_while_its_new_table_warms() {
     );
     assert!(s3.warming().is_empty());
 }
+
+/// Times applies on a store the size of the scale benchmark (10 000 routes,
+/// 1 000 clusters of 50 endpoints). Run with
+/// `cargo test -p corridor-config --release -- --ignored --nocapture apply_cost`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn apply_cost_at_scale() {
+    let mut upserts = Vec::new();
+    for c in 0..1000 {
+        upserts.push(Resource::Cluster(proto::Cluster {
+            name: format!("c{c:04}"),
+            ..Default::default()
+        }));
+        upserts.push(Resource::Endpoints(proto::Endpoints {
+            cluster: format!("c{c:04}"),
+            endpoints: (0..50)
+                .map(|e| proto::Endpoint {
+                    address: format!("10.{}.{}.{e}:8080", c / 256, c % 256),
+                    ..Default::default()
+                })
+                .collect(),
+        }));
+    }
+    let routes = (0..10_000)
+        .map(|r| proto::Route {
+            r#match: Some(proto::RouteMatch {
+                path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
+                    "/v{}/r{}/",
+                    r / 100,
+                    r % 100
+                ))),
+                ..Default::default()
+            }),
+            action: Some(proto::route::Action::Route(proto::RouteAction {
+                cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(format!(
+                    "c{:04}",
+                    r % 1000
+                ))),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    upserts.push(Resource::RouteTable(proto::RouteTable {
+        name: "big".into(),
+        virtual_hosts: vec![proto::VirtualHost {
+            domains: vec!["*".into()],
+            routes,
+            ..Default::default()
+        }],
+    }));
+    let t = std::time::Instant::now();
+    let store = push(&Store::empty(), upserts).unwrap();
+    let full = t.elapsed();
+    let snap = store.clone().snapshot();
+    let mut times = Vec::new();
+    let mut s = store;
+    for i in 0..50 {
+        let one = Resource::Endpoints(proto::Endpoints {
+            cluster: "c0007".into(),
+            endpoints: (0..50)
+                .map(|e| proto::Endpoint {
+                    address: format!("10.9.{i}.{e}:8080"),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+        let t = std::time::Instant::now();
+        s = push(&s, vec![one]).unwrap();
+        let snap2 = s.clone().snapshot();
+        times.push(t.elapsed());
+        assert!(Arc::ptr_eq(
+            snap.route_table("big").unwrap(),
+            snap2.route_table("big").unwrap()
+        ));
+    }
+    times.sort();
+    println!(
+        "full build {full:?}; one-endpoint apply + snapshot: median {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
