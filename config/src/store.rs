@@ -285,6 +285,10 @@ pub struct Change {
     pub full: Vec<Kind>,
     /// Where the change comes from.
     pub origin: Origin,
+    /// Resources a full change lists without a new body because the store
+    /// holds them at the same version (a state-of-the-world response that
+    /// names its resources): kept, not decoded or compiled again.
+    pub unchanged: Vec<(Kind, String)>,
 }
 
 impl Change {
@@ -321,6 +325,7 @@ impl Change {
             removals: Vec::new(),
             full: Kind::ALL.to_vec(),
             origin: Origin::File,
+            unchanged: Vec::new(),
         }
     }
 }
@@ -623,6 +628,11 @@ impl Store {
                 }
             }
         }
+        for (kind, name) in &change.unchanged {
+            if next.origin_of(*kind, name) == Some(change.origin) {
+                seen.entry(*kind).or_default().insert(name.as_str().into());
+            }
+        }
         let empty = HashSet::new();
         let mut removed = Vec::new();
         for kind in &change.full {
@@ -678,6 +688,25 @@ impl Store {
             Ok(next)
         } else {
             Err(cx.errors)
+        }
+    }
+
+    /// The version of resource `kind`/`name` when `origin` put it there.
+    pub fn version_of(&self, kind: Kind, name: &str, origin: Origin) -> Option<Arc<str>> {
+        fn get<T>(
+            m: &BTreeMap<Arc<str>, Entry<T>>,
+            name: &str,
+            origin: Origin,
+        ) -> Option<Arc<str>> {
+            m.get(name)
+                .filter(|e| e.origin == origin)
+                .map(|e| e.version.clone())
+        }
+        match kind {
+            Kind::Listener => get(&self.listeners, name, origin),
+            Kind::RouteTable => get(&self.route_tables, name, origin),
+            Kind::Cluster => get(&self.clusters, name, origin),
+            Kind::Endpoints => get(&self.endpoints, name, origin),
         }
     }
 

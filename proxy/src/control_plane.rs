@@ -40,7 +40,15 @@ pub fn run_control_plane(
             }
         }
         tokio::spawn(Arc::clone(&source).watch(WATCH_INTERVAL));
-        let server = AdsServer::new(Arc::clone(&source) as _);
+        // State of the world names each resource (name, version): a proxy then
+        // skips decoding what it already holds at that version.
+        let server = AdsServer::with_options(
+            Arc::clone(&source) as _,
+            corridor_xds::ServerOptions {
+                wrap_sotw_resources: true,
+                ..corridor_xds::ServerOptions::default()
+            },
+        );
         let registry = server.registry();
         let ads = tokio::net::TcpListener::bind(listen)
             .await

@@ -71,8 +71,10 @@ struct StoreSink {
 }
 
 impl StoreSink {
-    /// The change an update asks for, or why it cannot be decoded.
-    fn change(update: Update) -> Result<(Kind, Change), String> {
+    /// The change an update asks for, or why it cannot be decoded. A
+    /// state-of-the-world resource that names itself with the version the
+    /// store holds is kept without being decoded again.
+    fn change(&self, update: Update) -> Result<(Kind, Change), String> {
         let kind = Kind::from_type_url(update.type_url())
             .ok_or_else(|| format!("unknown resource type {}", update.type_url()))?;
         let mut errors = Vec::new();
@@ -108,7 +110,18 @@ impl StoreSink {
                 ..
             } => {
                 change.full = vec![kind];
+                let snap = self.shared.snapshot();
                 for (i, r) in resources.into_iter().enumerate() {
+                    if !r.name.is_empty()
+                        && !r.version.is_empty()
+                        && snap
+                            .store
+                            .version_of(kind, &r.name, Origin::Xds)
+                            .is_some_and(|v| *v == *r.version)
+                    {
+                        change.unchanged.push((kind, r.name));
+                        continue;
+                    }
                     let version = if r.version.is_empty() {
                         version_info.clone()
                     } else {
@@ -140,7 +153,7 @@ impl Sink for StoreSink {
             Update::Delta { .. } => None,
         };
         let type_url = update.type_url().to_string();
-        let (kind, change) = Self::change(update).inspect_err(|e| {
+        let (kind, change) = self.change(update).inspect_err(|e| {
             let kind = Kind::from_type_url(&type_url).map_or("unknown", Kind::name);
             self.shared.metrics.xds_update(kind, false);
             tracing::warn!(type_url, "control-plane update rejected:\n{e}");

@@ -541,3 +541,43 @@ fn apply_cost_at_scale() {
         times[times.len() - 1]
     );
 }
+
+#[test]
+fn a_full_change_keeps_resources_it_lists_as_unchanged() {
+    let store = push(
+        &pushed_base(),
+        vec![endpoints("c", &[("127.0.0.1:9", "gpt")])],
+    )
+    .unwrap();
+    assert_eq!(
+        store
+            .version_of(Kind::Endpoints, "c", Origin::Xds)
+            .as_deref(),
+        Some("v1")
+    );
+    let kept = store
+        .apply(
+            Change {
+                full: vec![Kind::Endpoints],
+                unchanged: vec![(Kind::Endpoints, "c".into())],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    assert_eq!(kept.resources(Kind::Endpoints).len(), 1);
+    let dropped = store
+        .apply(
+            Change {
+                full: vec![Kind::Endpoints],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    assert!(dropped.resources(Kind::Endpoints).is_empty());
+}
