@@ -1,1 +1,4 @@
-//! Benchmarks live in `benches/` (criterion) and `run.sh` (load tests).
+//! Benchmarks live in `benches/` (criterion), `run.sh` (load tests) and
+//! `xds_scale.sh` (the control-stream scale benchmark, whose helpers are here).
+
+pub mod xds_scale;

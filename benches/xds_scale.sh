@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Corridor control-stream scale benchmark (issue §5): 10 000 routes and
+# 50 000 endpoints served by `corridor control-plane` to 100 subscribers (one
+# real `corridor run` proxy + 99 corridor_xds engine clients), for state of
+# the world and for delta. Measures time to converge (initial push, a change
+# of all 10k routes, a change of one endpoint), control-plane CPU and memory,
+# the proxy's apply time per update, and the proxy's p99 under wrk while
+# pushes arrive versus steady. Prints a Markdown report with the targets.
+# See benches/README.md ("Control-stream scale benchmark").
+#
+# Usage: benches/xds_scale.sh
+#
+# Environment knobs (defaults in brackets):
+#   DURATION=10           seconds per wrk measurement (steady and storm)
+#   WARMUP=2              seconds of wrk warm-up before each measurement
+#   ROUNDS=3              steady/storm rounds per variant; the median ratio is reported
+#   UPDATES=5             repetitions of the 10k-route and 1-endpoint updates
+#   CONNECTIONS=50        wrk connections
+#   SUBSCRIBERS=100       1 proxy + SUBSCRIBERS-1 engine clients
+#   VARIANTS=sotw,delta   ADS variants, each run in full with a fresh control plane
+#   VHOSTS=100, ROUTES_PER_VHOST=100   route table size (plus a catch-all host)
+#   CLUSTERS=1000, ENDPOINTS_PER_CLUSTER=50   endpoints = CLUSTERS x ENDPOINTS_PER_CLUSTER
+#   ENDPOINT_FILES=50     files the Endpoints are spread over (1: one endpoints.yaml)
+#   STORM_ENDPOINT_MS=100 storm: one endpoint moves this often (0: never)
+#   STORM_ROUTES_MS=1000  storm: all routes change this often (0: never)
+#   SKIP_STORM=1          skip the load test (convergence and apply only)
+#   CORRIDOR_BIN=         use this corridor binary and do not build it
+#   XDS_SCALE_BIN=        use this xds_scale binary and do not build it
+#   SKIP_BUILD=1          no cargo: use target/release/{corridor,xds_scale} as they are
+#   BASE_PORT=29080       first port tried; free ports are picked from here up
+#   PROXY_CPU=1, LOAD_CPU=0   pinning: the proxy / everything else (control
+#                         plane, engine clients, wrk, upstream nginx)
+#   CONVERGE_TIMEOUT=60   seconds a convergence may take before the run fails
+#   KEEP_TMP=1            keep the temp dir (resource files, configs)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+LIB_DIR=$SCRIPT_DIR/lib
+cd "$REPO_DIR"
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+export LC_ALL=C
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+UPDATES=${UPDATES:-5}
+CONNECTIONS=${CONNECTIONS:-50}
+SUBSCRIBERS=${SUBSCRIBERS:-100}
+VARIANTS=${VARIANTS:-sotw,delta}
+VHOSTS=${VHOSTS:-100}
+ROUTES_PER_VHOST=${ROUTES_PER_VHOST:-100}
+CLUSTERS=${CLUSTERS:-1000}
+ENDPOINTS_PER_CLUSTER=${ENDPOINTS_PER_CLUSTER:-50}
+ENDPOINT_FILES=${ENDPOINT_FILES:-50}
+STORM_ENDPOINT_MS=${STORM_ENDPOINT_MS:-100}
+STORM_ROUTES_MS=${STORM_ROUTES_MS:-1000}
+SKIP_STORM=${SKIP_STORM:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+BASE_PORT=${BASE_PORT:-29080}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+CONVERGE_TIMEOUT=${CONVERGE_TIMEOUT:-60}
+KEEP_TMP=${KEEP_TMP:-0}
+
+# ---------------------------------------------------------------- helpers
+
+log() { printf '[xds %(%H:%M:%S)T] %s\n' -1 "$*" >&2; [[ -n ${RUN_LOG:-} ]] && printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >>"$RUN_LOG"; return 0; }
+warn() { log "WARNING: $*"; }
+die() { log "ERROR: $*"; exit 1; }
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+for v in DURATION WARMUP ROUNDS UPDATES CONNECTIONS SUBSCRIBERS VHOSTS ROUTES_PER_VHOST CLUSTERS \
+    ENDPOINTS_PER_CLUSTER ENDPOINT_FILES STORM_ENDPOINT_MS STORM_ROUTES_MS BASE_PORT PROXY_CPU LOAD_CPU CONVERGE_TIMEOUT; do
+    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
+done
+(( DURATION >= 1 )) || die "DURATION must be >= 1"
+(( ROUNDS >= 1 )) || die "ROUNDS must be >= 1"
+(( SUBSCRIBERS >= 1 )) || die "SUBSCRIBERS must be >= 1 (the proxy)"
+(( CLUSTERS >= 2 )) || die "CLUSTERS must be >= 2 (c0000 carries the load, another one churns)"
+(( ENDPOINTS_PER_CLUSTER >= 1 && ENDPOINTS_PER_CLUSTER <= 250 )) || die "ENDPOINTS_PER_CLUSTER must be in 1..250 (c0000's endpoints are 127.0.0.1..N)"
+(( ENDPOINT_FILES >= 1 )) || die "ENDPOINT_FILES must be >= 1"
+IFS=', ' read -r -a _variants <<<"$VARIANTS"
+for v in "${_variants[@]}"; do
+    [[ $v == sotw || $v == delta ]] || die "VARIANTS: unknown variant '$v' (use sotw,delta)"
+done
+(( ${#_variants[@]} > 0 )) || die "VARIANTS selects nothing"
+VARIANTS=$(IFS=,; echo "${_variants[*]}")
+
+# ---------------------------------------------------------------- cleanup
+
+TMP=""
+BENCH_PID=""
+UPSTREAM_PID=""
+
+proc_alive() { # alive and not a zombie
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    [[ ${s%% *} != Z ]]
+}
+
+# stop_tree PID: SIGTERM the process and its descendants (listed first, so
+# that they are found even after their parent died), SIGKILL what is left after 5 s.
+stop_tree() {
+    local pid=$1 p i alive
+    local -a pids=("$pid")
+    mapfile -t -O 1 pids < <(python3 "$LIB_DIR/bench.py" tree "$pid" 2>/dev/null || true)
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for p in "${pids[@]}"; do proc_alive "$p" && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do
+        if proc_alive "$p"; then
+            log "pid $p did not exit on SIGTERM; sending SIGKILL"
+            kill -KILL "$p" 2>/dev/null || true
+        fi
+    done
+    return 0
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    [[ -n $BENCH_PID ]] && stop_tree "$BENCH_PID"
+    # The driver writes the pid of each server it starts into $TMP/work/pids
+    # and removes it when it stops the server; whatever is left there
+    # outlived a driver that died without cleaning up.
+    if [[ -n $TMP && -d $TMP/work/pids ]]; then
+        local f pid
+        for f in "$TMP"/work/pids/*.pid; do
+            [[ -e $f ]] || continue
+            pid=$(<"$f")
+            if is_uint "$pid" && proc_alive "$pid" && grep -q corridor "/proc/$pid/cmdline" 2>/dev/null; then
+                stop_tree "$pid"
+            fi
+        done
+    fi
+    [[ -n $UPSTREAM_PID ]] && stop_tree "$UPSTREAM_PID"
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
+    fi
+    if ((rc != 0)); then
+        log "failed (exit $rc)${RESULTS:+; logs in $RESULTS}"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# ---------------------------------------------------------------- install
+
+apt_install() { # apt_install PKG...: like run.sh, without starting services
+    local sudo=""
+    if (( EUID != 0 )); then
+        command -v sudo >/dev/null 2>&1 || { warn "missing $* and not root (no sudo): install them first"; return 1; }
+        sudo=sudo
+    fi
+    log "installing: $*"
+    local policy=/usr/sbin/policy-rc.d made_policy=0 ok=1
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
+    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
+        local -a alt=("${@/nginx-light/nginx}")
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
+    fi
+    ((made_policy)) && $sudo rm -f "$policy"
+    ((ok))
+}
+
+pkgs=()
+command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
+if [[ $SKIP_STORM != 1 ]]; then command -v wrk >/dev/null 2>&1 || pkgs+=(wrk); fi
+command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
+if (( ${#pkgs[@]} > 0 )); then
+    apt_install "${pkgs[@]}" || die "apt-get could not install: ${pkgs[*]}"
+fi
+for c in nginx curl python3 taskset; do
+    command -v "$c" >/dev/null 2>&1 || die "'$c' is missing (apt-get install nginx-light curl python3 util-linux)"
+done
+[[ $SKIP_STORM == 1 ]] || command -v wrk >/dev/null 2>&1 || die "'wrk' is missing (apt-get install wrk), or run with SKIP_STORM=1"
+
+# ---------------------------------------------------------------- build
+
+build() { # build PKG BIN
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: build first, or set CORRIDOR_BIN and XDS_SCALE_BIN"
+    log "cargo build --release -p $1 --bin $2"
+    cargo build --release -p "$1" --bin "$2" >&2 || die "cargo build of $2 failed"
+}
+if [[ -n ${CORRIDOR_BIN:-} ]]; then
+    log "corridor: using CORRIDOR_BIN=$CORRIDOR_BIN (not building)"
+else
+    CORRIDOR_BIN=target/release/corridor
+    [[ $SKIP_BUILD == 1 ]] || build corridor-proxy corridor
+fi
+if [[ -n ${XDS_SCALE_BIN:-} ]]; then
+    log "xds_scale: using XDS_SCALE_BIN=$XDS_SCALE_BIN (not building)"
+else
+    XDS_SCALE_BIN=target/release/xds_scale
+    [[ $SKIP_BUILD == 1 ]] || build corridor-benches xds_scale
+fi
+[[ -x $CORRIDOR_BIN ]] || die "corridor binary '$CORRIDOR_BIN' not found or not executable (build it, or set CORRIDOR_BIN)"
+[[ -x $XDS_SCALE_BIN ]] || die "xds_scale binary '$XDS_SCALE_BIN' not found (cargo build --release -p corridor-benches --bin xds_scale, or set XDS_SCALE_BIN)"
+CORRIDOR_BIN=$(realpath "$CORRIDOR_BIN")
+XDS_SCALE_BIN=$(realpath "$XDS_SCALE_BIN")
+
+# ---------------------------------------------------------------- setup
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS=$REPO_DIR/benches/results/$STAMP-xds
+n=1
+while [[ -e $RESULTS ]]; do RESULTS=$REPO_DIR/benches/results/$STAMP-xds-$((n++)); done
+mkdir -p "$RESULTS/logs" "$RESULTS/configs" "$RESULTS/raw"
+RUN_LOG=$RESULTS/run.log
+TMP=$(mktemp -d /tmp/corridor-xds.XXXXXX)
+chmod 755 "$TMP"
+mkdir -p "$TMP/work" "$TMP/upstream/tmp"
+log "results: $RESULTS"
+
+NPROC=$(nproc)
+PINNED=1
+if ((NPROC < 2)) || ((PROXY_CPU >= NPROC)) || ((LOAD_CPU >= NPROC)); then
+    warn "pinning disabled: need CPUs $PROXY_CPU and $LOAD_CPU, have $NPROC"
+    PINNED=0
+fi
+pin() { if ((PINNED)); then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+
+read -r UP_PORT CP_PORT CP_ADMIN PROXY_PORT PROXY_ADMIN <<<"$(python3 "$LIB_DIR/bench.py" ports "$BASE_PORT" 5)"
+log "ports: upstream $UP_PORT (on 127.0.0.1..$ENDPOINTS_PER_CLUSTER) | control plane $CP_PORT (admin $CP_ADMIN) | proxy $PROXY_PORT (admin $PROXY_ADMIN)"
+
+# The upstream: one nginx worker answering "hello" on 127.0.0.1..N, so that
+# the load-test cluster c0000 has N distinct real endpoints.
+# shellcheck source=lib/configs.sh source-path=SCRIPTDIR
+source "$LIB_DIR/configs.sh"
+{
+    _nginx_common_main "$TMP/upstream" "$RESULTS/logs/upstream.error.log"
+    echo "http {"
+    _nginx_common_http "$TMP/upstream"
+    echo "    server {"
+    for ((i = 1; i <= ENDPOINTS_PER_CLUSTER; i++)); do
+        echo "        listen 127.0.0.$i:$UP_PORT backlog=4096;"
+    done
+    cat <<'EOF'
+        location / {
+            default_type text/plain;
+            return 200 "hello\n";
+        }
+    }
+}
+EOF
+} >"$TMP/upstream/nginx.conf"
+cp "$TMP/upstream/nginx.conf" "$RESULTS/configs/upstream-nginx.conf"
+log "starting the upstream nginx (CPU $LOAD_CPU)"
+pin "$LOAD_CPU" nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -e "$RESULTS/logs/upstream.error.log" \
+    </dev/null >"$RESULTS/logs/upstream.log" 2>&1 &
+UPSTREAM_PID=$!
+for addr in 127.0.0.1 "127.0.0.$ENDPOINTS_PER_CLUSTER"; do
+    deadline=$((SECONDS + 10))
+    until [[ $(curl -s --max-time 2 "http://$addr:$UP_PORT/" 2>/dev/null || true) == hello ]]; do
+        if ! proc_alive "$UPSTREAM_PID" || ((SECONDS >= deadline)); then
+            tail -n 20 "$RESULTS/logs/upstream.error.log" "$RESULTS/logs/upstream.log" >&2 2>/dev/null || true
+            die "the upstream nginx does not answer on http://$addr:$UP_PORT/"
+        fi
+        sleep 0.1
+    done
+done
+
+first_line() { local s; s=$("$@" 2>&1 || true); printf '%s' "${s%%$'\n'*}"; }
+CPU_MODEL=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' || true)
+GIT_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
+if [[ $GIT_REV != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null; then GIT_REV="$GIT_REV+dirty"; fi
+RUN_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "DATE=$RUN_DATE"
+    echo "CPU_MODEL=${CPU_MODEL:-unknown}"
+    echo "NPROC=$NPROC"
+    echo "KERNEL=$(uname -r)"
+    echo "LOADAVG=$LOADAVG_START"
+    echo "GIT_REV=$GIT_REV"
+    echo "CORRIDOR_BIN=$CORRIDOR_BIN"
+    echo "NGINX_VERSION=$(first_line nginx -v)"
+    echo "WRK_VERSION=$(first_line wrk -v)"
+    for v in DURATION WARMUP ROUNDS UPDATES CONNECTIONS SUBSCRIBERS VARIANTS VHOSTS ROUTES_PER_VHOST CLUSTERS \
+        ENDPOINTS_PER_CLUSTER ENDPOINT_FILES STORM_ENDPOINT_MS STORM_ROUTES_MS SKIP_STORM PINNED PROXY_CPU LOAD_CPU; do
+        echo "$v=${!v}"
+    done
+} >"$RESULTS/meta.env"
+
+# ---------------------------------------------------------------- run
+
+args=(
+    --corridor "$CORRIDOR_BIN" --out "$RESULTS" --work "$TMP/work"
+    --upstream-port "$UP_PORT" --cp-port "$CP_PORT" --cp-admin-port "$CP_ADMIN"
+    --proxy-port "$PROXY_PORT" --proxy-admin-port "$PROXY_ADMIN"
+    --subscribers "$SUBSCRIBERS" --variants "$VARIANTS"
+    --vhosts "$VHOSTS" --routes-per-vhost "$ROUTES_PER_VHOST" --clusters "$CLUSTERS"
+    --endpoints-per-cluster "$ENDPOINTS_PER_CLUSTER" --endpoint-files "$ENDPOINT_FILES"
+    --updates "$UPDATES" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP"
+    --connections "$CONNECTIONS" --storm-endpoint-ms "$STORM_ENDPOINT_MS" --storm-routes-ms "$STORM_ROUTES_MS"
+    --converge-timeout "$CONVERGE_TIMEOUT"
+    --header "Run $RUN_DATE (git $GIT_REV), load average $LOADAVG_START at the start."
+)
+((PINNED)) && args+=(--proxy-cpu "$PROXY_CPU" --cp-cpu "$LOAD_CPU")
+[[ $SKIP_STORM == 1 ]] && args+=(--skip-storm)
+log "pinning (pinned=$PINNED): proxy on CPU $PROXY_CPU; control plane, engine clients, wrk and upstream on CPU $LOAD_CPU"
+log "running $XDS_SCALE_BIN ${args[*]}"
+# In the background, waited for, so that Ctrl-C and SIGTERM run the cleanup at once.
+pin "$LOAD_CPU" "$XDS_SCALE_BIN" "${args[@]}" >"$RESULTS/stdout.txt" 2> >(tee -a "$RUN_LOG" >&2) &
+BENCH_PID=$!
+rc=0
+wait "$BENCH_PID" || rc=$?
+BENCH_PID=""
+LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "LOADAVG_END=$LOADAVG_END" >>"$RESULTS/meta.env"
+if [[ -s $RESULTS/report.md ]]; then
+    printf '\nLoad average %s at the start, %s at the end (1/5/15 min); %s, %s CPUs.\n' \
+        "$LOADAVG_START" "$LOADAVG_END" "${CPU_MODEL:-unknown CPU}" "$NPROC" >>"$RESULTS/report.md"
+    cat "$RESULTS/report.md"
+fi
+((rc == 0)) || die "xds_scale failed (exit $rc); see $RUN_LOG and $RESULTS/logs/"
+log "done; results in $RESULTS"
