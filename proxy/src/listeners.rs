@@ -523,8 +523,13 @@ async fn accept_loop(
         tokio::spawn(async move {
             tokio::select! {
                 () = connection => {}
-                // The listener's drain ran out of time: dropping the future closes it.
-                _ = kill.wait_for(|k| *k) => {}
+                // The listener's drain ran out of time: dropping the future closes
+                // it. (A sender dropped without killing means no deadline.)
+                () = async {
+                    if kill.wait_for(|k| *k).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
             }
         });
     }

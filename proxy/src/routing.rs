@@ -70,6 +70,8 @@ pub(crate) struct ClusterRuntime {
     pub(crate) connect_failures: IntCounter,
     /// Trust roots read for it.
     ca: Option<Arc<[WrappedX509]>>,
+    /// Hash of its name and trust roots, to notice a rotated bundle.
+    ca_hash: u64,
 }
 
 impl Routing {
@@ -84,31 +86,78 @@ impl Routing {
         reread_tls: bool,
     ) -> Result<Routing, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let mut clusters = HashMap::with_capacity(config.clusters.len());
-        let mut ca_hash = std::hash::DefaultHasher::new();
-        for c in &config.clusters {
-            let old = prev.and_then(|p| p.clusters.get(&c.name));
-            let rt = match old {
-                Some(o) if Arc::ptr_eq(&o.config, c) && !reread_tls => Arc::clone(o),
-                _ => match ClusterRuntime::new(c, old.map(|o| &**o), metrics, files, reread_tls) {
-                    Ok(rt) => Arc::new(rt),
-                    Err(e) => {
-                        errors.push(ConfigError::new(
-                            FieldPath::resource("Cluster", &c.name)
-                                .field("tls")
-                                .field("ca_file")
-                                .as_str(),
-                            e.to_string(),
-                        ));
-                        continue;
-                    }
-                },
+        let mut build =
+            |c: &Arc<Cluster>, old: Option<&Arc<ClusterRuntime>>| match ClusterRuntime::new(
+                c,
+                old.map(|o| &**o),
+                metrics,
+                files,
+                reread_tls,
+            ) {
+                Ok(rt) => Some(Arc::new(rt)),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        FieldPath::resource("Cluster", &c.name)
+                            .field("tls")
+                            .field("ca_file")
+                            .as_str(),
+                        e.to_string(),
+                    ));
+                    None
+                }
             };
-            for cert in rt.ca.iter().flat_map(|certs| certs.iter()) {
-                ca_hash.write(cert.borrow_raw_cert());
+        let clusters = match prev {
+            // Both lists are sorted by name: walk them side by side and rebuild
+            // only the clusters that changed (an endpoint update: one).
+            Some(p) if !reread_tls => {
+                let mut clusters = p.clusters.clone();
+                let (old, new) = (&p.config.clusters, &config.clusters);
+                let (mut i, mut j) = (0, 0);
+                while i < old.len() || j < new.len() {
+                    match (old.get(i), new.get(j)) {
+                        (Some(o), Some(n)) if o.name == n.name => {
+                            if !Arc::ptr_eq(o, n) {
+                                if let Some(rt) = build(n, p.clusters.get(&n.name)) {
+                                    clusters.insert(n.name.clone(), rt);
+                                }
+                            }
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(o), Some(n)) if o.name < n.name => {
+                            clusters.remove(&o.name);
+                            i += 1;
+                        }
+                        (Some(o), None) => {
+                            clusters.remove(&o.name);
+                            i += 1;
+                        }
+                        (_, Some(n)) => {
+                            if let Some(rt) = build(n, None) {
+                                clusters.insert(n.name.clone(), rt);
+                            }
+                            j += 1;
+                        }
+                        (None, None) => break,
+                    }
+                }
+                clusters
             }
-            clusters.insert(c.name.clone(), rt);
-        }
+            _ => {
+                let mut clusters = HashMap::with_capacity(config.clusters.len());
+                for c in &config.clusters {
+                    let old = prev.and_then(|p| p.clusters.get(&c.name));
+                    if let Some(rt) = build(c, old) {
+                        clusters.insert(c.name.clone(), rt);
+                    }
+                }
+                clusters
+            }
+        };
+        // Order-independent, so the map's order does not matter.
+        let ca_fingerprint = clusters
+            .values()
+            .fold(0u64, |h, rt| h.wrapping_add(rt.ca_hash));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -142,7 +191,7 @@ impl Routing {
             listeners.insert(l.name.clone(), rt);
         }
         Ok(Routing {
-            ca_fingerprint: ca_hash.finish(),
+            ca_fingerprint,
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),
             active_streams: metrics.active_streams.clone(),
@@ -210,7 +259,13 @@ impl ClusterRuntime {
             (Some(_), Some(o)) if !reread_tls && o.config.tls == c.tls => o.ca.clone(),
             (Some(file), _) => Some(tls::load_ca(files, file)?),
         };
+        let mut h = std::hash::DefaultHasher::new();
+        c.name.hash(&mut h);
+        for cert in ca.iter().flat_map(|certs| certs.iter()) {
+            h.write(cert.borrow_raw_cert());
+        }
         Ok(ClusterRuntime {
+            ca_hash: if ca.is_some() { h.finish() } else { 0 },
             peers: peer_templates(c, ca.as_ref()),
             picker,
             connect_failures: metrics.connect_failures(&c.name),

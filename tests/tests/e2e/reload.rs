@@ -389,3 +389,37 @@ async fn upstream_ca_bundles_rotate_without_restart() {
     }
     assert!(proxy.logs().contains("TLS files reloaded"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listener_closes_what_is_still_open_at_the_drain_timeout() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let base =
+        single_route(&[(up.addr(), "")], "", "").replace("drain_timeout: 5s", "drain_timeout: 1s");
+    let side = "  - name: side\n    address: \"{{LISTEN2}}\"\n    route_table: t\n";
+    let both = base.replacen("admin:", &format!("{side}admin:"), 1);
+    let proxy = Corridor::start(&both).await;
+    let addr2 = proxy.addr2;
+    let since = Instant::now();
+    let hung = tokio::spawn(async move {
+        let c = Client::h1(addr2).await.unwrap();
+        c.get("/hang").await.map(|r| r.status())
+    });
+    up.wait_request("/hang", since, Duration::from_secs(5))
+        .await
+        .unwrap();
+    proxy.write_config(&base);
+    let removed = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), hung)
+        .await
+        .expect("the hung request on the removed listener is closed")
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    let took = removed.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed after {took:?}, before the 1 s drain timeout"
+    );
+    // The listener that stays is untouched.
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(fetch_get(&c, "/status/200").await.status, 200);
+}
