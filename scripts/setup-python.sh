@@ -16,6 +16,13 @@ fail() { echo "setup-python: $*" >&2; exit 1; }
 
 command -v python3 >/dev/null 2>&1 || fail "python3 not found; install Python 3.9+ (Debian: apt-get install python3 python3-venv)"
 
+# One setup at a time (parallel test processes may call this together).
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+if command -v flock >/dev/null 2>&1; then
+  flock 9
+fi
+
 if [ -x "$py" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp" \
    && "$py" -c 'import grpc, grpc_tools, google.protobuf, envoy.service.discovery.v3.ads_pb2_grpc' 2>/dev/null; then
   echo "setup-python: $venv is up to date"

@@ -21,8 +21,15 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The interop venv's python, set up (idempotently) by the project's script.
+/// The interop venv's python, set up (idempotently) by the project's script,
+/// once per test process: the tests run in parallel and would otherwise
+/// create the same venv at the same time.
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(setup_python).clone()
+}
+
+fn setup_python() -> PathBuf {
     let out = Command::new(repo_root().join("scripts/setup-python.sh"))
         .output()
         .expect("run scripts/setup-python.sh");
