@@ -1,6 +1,8 @@
 //! Corridor's data plane: a Pingora `ProxyHttp` (D1) serving the compiled
-//! configuration snapshot, its admin listener, configuration reload and drain,
-//! and the embedded demo. The `corridor` binary is a thin CLI over this crate.
+//! configuration snapshot on listeners that come and go with it, its admin
+//! listener, configuration reload and drain, the control-stream client, the
+//! reference control plane, and the embedded demo. The `corridor` binary is a
+//! thin CLI over this crate.
 #![forbid(unsafe_code)]
 
 mod admin;
