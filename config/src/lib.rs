@@ -49,6 +49,6 @@ pub use snapshot::{
     LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings,
 };
 pub use store::{
-    Change, Entry, EntryInfo, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX,
+    fnv, Change, Entry, EntryInfo, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX,
 };
 pub use yaml::Pos;

@@ -173,8 +173,8 @@ fn key_hash(kind: Kind, name: &str, digest: u64) -> u64 {
     fnv(&bytes)
 }
 
-/// FNV-1a over bytes.
-pub(crate) fn fnv(bytes: &[u8]) -> u64 {
+/// FNV-1a over bytes: the content hash behind versions and digests.
+pub fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         h ^= u64::from(*byte);
@@ -691,33 +691,29 @@ impl Store {
         }
     }
 
-    /// The version of resource `kind`/`name` when `origin` put it there.
-    pub fn version_of(&self, kind: Kind, name: &str, origin: Origin) -> Option<Arc<str>> {
-        fn get<T>(
-            m: &BTreeMap<Arc<str>, Entry<T>>,
-            name: &str,
-            origin: Origin,
-        ) -> Option<Arc<str>> {
-            m.get(name)
-                .filter(|e| e.origin == origin)
-                .map(|e| e.version.clone())
+    /// The origin and version of resource `kind`/`name`, if the store has it.
+    fn meta(&self, kind: Kind, name: &str) -> Option<(Origin, Arc<str>)> {
+        fn get<T>(m: &BTreeMap<Arc<str>, Entry<T>>, name: &str) -> Option<(Origin, Arc<str>)> {
+            m.get(name).map(|e| (e.origin, e.version.clone()))
         }
         match kind {
-            Kind::Listener => get(&self.listeners, name, origin),
-            Kind::RouteTable => get(&self.route_tables, name, origin),
-            Kind::Cluster => get(&self.clusters, name, origin),
-            Kind::Endpoints => get(&self.endpoints, name, origin),
+            Kind::Listener => get(&self.listeners, name),
+            Kind::RouteTable => get(&self.route_tables, name),
+            Kind::Cluster => get(&self.clusters, name),
+            Kind::Endpoints => get(&self.endpoints, name),
         }
+    }
+
+    /// The version of resource `kind`/`name` when `origin` put it there.
+    pub fn version_of(&self, kind: Kind, name: &str, origin: Origin) -> Option<Arc<str>> {
+        self.meta(kind, name)
+            .filter(|(o, _)| *o == origin)
+            .map(|(_, v)| v)
     }
 
     /// Where the resource `kind`/`name` came from, if the store has it.
     fn origin_of(&self, kind: Kind, name: &str) -> Option<Origin> {
-        match kind {
-            Kind::Listener => self.listeners.get(name).map(|e| e.origin),
-            Kind::RouteTable => self.route_tables.get(name).map(|e| e.origin),
-            Kind::Cluster => self.clusters.get(name).map(|e| e.origin),
-            Kind::Endpoints => self.endpoints.get(name).map(|e| e.origin),
-        }
+        self.meta(kind, name).map(|(o, _)| o)
     }
 
     /// Removes the resources of `kind` that `keep` rejects; returns them.
@@ -946,26 +942,11 @@ impl Store {
         kind: Kind,
         origin: Origin,
     ) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
-        fn list<T>(
-            m: &BTreeMap<Arc<str>, Entry<T>>,
-            origin: Origin,
-        ) -> Vec<(Arc<str>, Arc<str>, Arc<Resource>)> {
-            m.iter()
-                .filter(|(_, e)| e.origin == origin)
-                .map(|(n, e)| (n.clone(), e.version.clone(), Arc::clone(&e.source)))
-                .collect()
-        }
-        match kind {
-            Kind::Listener => list(&self.listeners, origin),
-            Kind::RouteTable => list(&self.route_tables, origin),
-            Kind::Cluster => list(&self.clusters, origin),
-            Kind::Endpoints => list(&self.endpoints, origin),
-        }
-    }
-
-    /// The compiled route table named `name` as received (served or warming).
-    pub fn route_table_entry(&self, name: &str) -> Option<&Entry<RouteTable>> {
-        self.route_tables.get(name)
+        self.entries(kind)
+            .into_iter()
+            .filter(|e| e.origin == origin)
+            .map(|e| (e.name, e.version, e.source))
+            .collect()
     }
 
     /// Resources received but not served yet, with what they wait for.

@@ -290,6 +290,25 @@ impl Client {
         }
     }
 
+    /// Waits (up to the connect timeout) for the server to open a stream.
+    async fn open<T>(
+        &self,
+        open: impl std::future::Future<
+            Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+        >,
+    ) -> Result<tonic::Streaming<T>, StreamEnd> {
+        match tokio::time::timeout(self.cfg.connect_timeout, open).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(format!(
+                "opening the stream: {:?}: {}",
+                status.code(),
+                status.message()
+            )
+            .into()),
+            Err(_) => Err("opening the stream: timed out".into()),
+        }
+    }
+
     fn grpc(&self, channel: Channel) -> AggregatedDiscoveryServiceClient<Channel> {
         AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(self.cfg.max_message_size)
@@ -363,18 +382,12 @@ impl Client {
             }
         }
         let mut grpc = self.grpc(channel);
-        let open = grpc.stream_aggregated_resources(ReceiverStream::new(rx));
-        let mut inbound = match tokio::time::timeout(self.cfg.connect_timeout, open).await {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) => {
-                return format!(
-                    "opening the stream: {:?}: {}",
-                    status.code(),
-                    status.message()
-                )
-                .into()
-            }
-            Err(_) => return "opening the stream: timed out".into(),
+        let mut inbound = match self
+            .open(grpc.stream_aggregated_resources(ReceiverStream::new(rx)))
+            .await
+        {
+            Ok(inbound) => inbound,
+            Err(end) => return end,
         };
         self.status.set_connected(true);
         tracing::info!(server = %self.cfg.server, "xDS SotW stream open");
@@ -468,18 +481,12 @@ impl Client {
             }
         }
         let mut grpc = self.grpc(channel);
-        let open = grpc.delta_aggregated_resources(ReceiverStream::new(rx));
-        let mut inbound = match tokio::time::timeout(self.cfg.connect_timeout, open).await {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) => {
-                return format!(
-                    "opening the stream: {:?}: {}",
-                    status.code(),
-                    status.message()
-                )
-                .into()
-            }
-            Err(_) => return "opening the stream: timed out".into(),
+        let mut inbound = match self
+            .open(grpc.delta_aggregated_resources(ReceiverStream::new(rx)))
+            .await
+        {
+            Ok(inbound) => inbound,
+            Err(end) => return end,
         };
         self.status.set_connected(true);
         tracing::info!(server = %self.cfg.server, "xDS delta stream open");

@@ -289,7 +289,7 @@ fn validate(text: &str, name: &str) -> Result<Good, ConfigErrors> {
     for u in change.upserts {
         let kind = u.resource.kind();
         let value = u.resource.encode();
-        let version = format!("{:016x}", fnv(&value));
+        let version = format!("{:016x}", corridor_config::fnv(&value));
         types.entry(kind.type_url()).or_default().push((
             u.resource.name().to_string(),
             version,
@@ -306,15 +306,6 @@ fn validate(text: &str, name: &str) -> Result<Good, ConfigErrors> {
         selector: file.nodes.unwrap_or_default(),
         types,
     })
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// A node's string metadata.

@@ -226,7 +226,7 @@ impl AggregatedDiscoveryService for AdsService {
             common: StreamCommon::new(&self.shared, peer, tx),
             types: Vec::new(),
         };
-        tokio::spawn(stream.run(request.into_inner()));
+        tokio::spawn(drive(stream, request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -243,13 +243,79 @@ impl AggregatedDiscoveryService for AdsService {
             common: StreamCommon::new(&self.shared, peer, tx),
             types: Vec::new(),
         };
-        tokio::spawn(stream.run(request.into_inner()));
+        tokio::spawn(drive(stream, request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
 /// The client went away or stopped reading: end the stream.
 struct Gone;
+
+/// What differs between a state-of-the-world and a delta stream; [`drive`]
+/// runs either.
+trait AdsStream: Send {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    fn common(&self) -> &StreamCommon<Self::Response>;
+    /// Handles one request from the client.
+    fn request(&mut self, req: Self::Request) -> impl Future<Output = Result<(), Gone>> + Send;
+    /// Pushes whatever changed in the source.
+    fn changed(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
+}
+
+/// Runs a stream until the client leaves, a send fails or the server shuts down.
+async fn drive<S: AdsStream>(mut s: S, mut inbound: Streaming<S::Request>) {
+    let mut changes = Some(s.common().shared.source.changes());
+    if let Some(rx) = changes.as_mut() {
+        rx.borrow_and_update();
+    }
+    let mut closing = s.common().shared.closing.subscribe();
+    if !*closing.borrow_and_update() {
+        loop {
+            let id = s.common().id;
+            let step = match next_event(&mut inbound, &mut changes, &mut closing, id).await {
+                Event::Request(req) => s.request(req).await,
+                Event::Changed => s.changed().await,
+                Event::End => break,
+            };
+            if step.is_err() {
+                break;
+            }
+        }
+    }
+    s.common().finish();
+}
+
+impl AdsStream for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    fn common(&self) -> &StreamCommon<DiscoveryResponse> {
+        &self.common
+    }
+    fn request(&mut self, req: DiscoveryRequest) -> impl Future<Output = Result<(), Gone>> + Send {
+        self.on_request(req)
+    }
+    fn changed(&mut self) -> impl Future<Output = Result<(), Gone>> + Send {
+        self.push_all()
+    }
+}
+
+impl AdsStream for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    fn common(&self) -> &StreamCommon<DeltaDiscoveryResponse> {
+        &self.common
+    }
+    fn request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+    ) -> impl Future<Output = Result<(), Gone>> + Send {
+        self.on_request(req)
+    }
+    fn changed(&mut self) -> impl Future<Output = Result<(), Gone>> + Send {
+        self.push_all()
+    }
+}
 
 /// What both variants keep per stream.
 struct StreamCommon<R> {
@@ -374,34 +440,6 @@ struct SotwStream {
 }
 
 impl SotwStream {
-    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let mut changes = Some(self.common.shared.source.changes());
-        if let Some(rx) = changes.as_mut() {
-            rx.borrow_and_update();
-        }
-        let mut closing = self.common.shared.closing.subscribe();
-        if !*closing.borrow_and_update() {
-            loop {
-                let step = match next_event(
-                    &mut inbound,
-                    &mut changes,
-                    &mut closing,
-                    self.common.id,
-                )
-                .await
-                {
-                    Event::Request(req) => self.on_request(req).await,
-                    Event::Changed => self.push_all().await,
-                    Event::End => break,
-                };
-                if step.is_err() {
-                    break;
-                }
-            }
-        }
-        self.common.finish();
-    }
-
     async fn on_request(&mut self, mut req: DiscoveryRequest) -> Result<(), Gone> {
         self.common.register(req.node.take(), Variant::Sotw);
         let c = &self.common;
@@ -555,34 +593,6 @@ struct DeltaStream {
 }
 
 impl DeltaStream {
-    async fn run(mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
-        let mut changes = Some(self.common.shared.source.changes());
-        if let Some(rx) = changes.as_mut() {
-            rx.borrow_and_update();
-        }
-        let mut closing = self.common.shared.closing.subscribe();
-        if !*closing.borrow_and_update() {
-            loop {
-                let step = match next_event(
-                    &mut inbound,
-                    &mut changes,
-                    &mut closing,
-                    self.common.id,
-                )
-                .await
-                {
-                    Event::Request(req) => self.on_request(req).await,
-                    Event::Changed => self.push_all().await,
-                    Event::End => break,
-                };
-                if step.is_err() {
-                    break;
-                }
-            }
-        }
-        self.common.finish();
-    }
-
     async fn on_request(&mut self, mut req: DeltaDiscoveryRequest) -> Result<(), Gone> {
         self.common.register(req.node.take(), Variant::Delta);
         let c = &self.common;

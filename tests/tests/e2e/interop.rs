@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use corridor_tests::{Client, Corridor, UpstreamProtocol};
 
-use super::{fetch_get, upstream};
+use super::{fetch_get, upstream, wait_upstream};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -143,16 +143,9 @@ fn control(version: &str, upstream: SocketAddr, bad: bool) -> serde_json::Value 
 }
 
 async fn served_by(addr: SocketAddr, want: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(c) = Client::h1(addr).await {
-            if fetch_get(&c, "/status/200").await.header("x-upstream") == want {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    wait_upstream(addr, want, Duration::from_secs(10))
+        .await
+        .is_some()
 }
 
 async fn drive(delta: bool) {

@@ -17,8 +17,9 @@ mod streaming;
 mod xds;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use corridor_tests::{Upstream, UpstreamProtocol};
+use corridor_tests::{Client, Upstream, UpstreamProtocol};
 
 /// The first lines of most test configs: listener `main` on `{{LISTEN}}` with route
 /// table `t`, and the admin listener.
@@ -143,4 +144,18 @@ pub async fn fetch_get(c: &corridor_tests::Client, path: &str) -> Reply {
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// Polls `GET /status/200` on `addr` until the responding upstream is `want`; how long it took.
+pub async fn wait_upstream(addr: SocketAddr, want: &str, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(c) = Client::h1(addr).await {
+            if fetch_get(&c, "/status/200").await.header("x-upstream") == want {
+                return Some(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corridor_tests::{Client, ControlPlane, Corridor, TestPki, UpstreamProtocol};
 
-use super::{exclusive, fetch_get, upstream};
+use super::{exclusive, fetch_get, upstream, wait_upstream};
 
 /// A bootstrap with one static listener (routing with pushed table `t`) and
 /// the control stream; `extra` goes into the `xds` section.
@@ -60,20 +60,6 @@ fn cluster(name: &str, eps: &[SocketAddr]) -> String {
         .map(|a| format!("      - address: \"{a}\"\n"))
         .collect();
     format!("clusters:\n  - name: {name}\n    endpoints:\n{eps}")
-}
-
-/// Polls `GET /` until the responding upstream is `want`; how long it took.
-async fn wait_upstream(addr: SocketAddr, want: &str, timeout: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Ok(c) = Client::h1(addr).await {
-            if fetch_get(&c, "/status/200").await.header("x-upstream") == want {
-                return Some(start.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
 }
 
 async fn config_dump(proxy: &Corridor) -> serde_json::Value {
