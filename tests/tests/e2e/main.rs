@@ -139,6 +139,23 @@ pub async fn fetch_get(c: &corridor_tests::Client, path: &str) -> Reply {
     .await
 }
 
+/// Opens an h1 connection to `addr` and GETs `path`; `None` when the connection or the
+/// request fails (a listener that is coming or going may accept and then reset).
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
+    let c = Client::h1(addr).await.ok()?;
+    let req = http::Request::get(path)
+        .body(corridor_tests::client::empty())
+        .unwrap();
+    let (parts, body) = c.send(req).await.ok()?.into_parts();
+    let body = corridor_tests::client::read_all(body).await.ok()?;
+    Some(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        version: parts.version,
+        body,
+    })
+}
+
 /// Serializes the tests that measure timing or memory, or move a GiB, so that
 /// they do not disturb each other on a 2-core machine.
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
@@ -150,8 +167,8 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
 pub async fn wait_upstream(addr: SocketAddr, want: &str, timeout: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if let Ok(c) = Client::h1(addr).await {
-            if fetch_get(&c, "/status/200").await.header("x-upstream") == want {
+        if let Some(r) = try_get(addr, "/status/200").await {
+            if r.header("x-upstream") == want {
                 return Some(start.elapsed());
             }
         }

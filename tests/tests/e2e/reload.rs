@@ -10,7 +10,7 @@ use corridor_tests::client;
 use corridor_tests::{BodyReader, Client, Corridor, TestPki, UpstreamProtocol};
 use http::Request;
 
-use super::{fetch_get, single_route, upstream};
+use super::{fetch_get, single_route, try_get, upstream};
 
 /// Polls `GET path` until the `x-upstream` header equals `want`.
 async fn wait_served_by(proxy: &Corridor, path: &str, want: &str, timeout: Duration) -> bool {
@@ -182,14 +182,13 @@ route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_re
 }
 
 /// Polls until `addr` answers `GET /status/200` with 200 (`true`) or refuses
-/// connections (`false`), whichever `want` is.
+/// connections (`false`), whichever `want` is. A connection that the kernel
+/// queued just before the listener closed is reset, not answered: that counts
+/// as not listening.
 async fn wait_listening(addr: std::net::SocketAddr, want: bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let up = match Client::h1(addr).await {
-            Ok(c) => fetch_get(&c, "/status/200").await.status == 200,
-            Err(_) => false,
-        };
+        let up = try_get(addr, "/status/200").await.map(|r| r.status) == Some(200);
         if up == want {
             return true;
         }
