@@ -32,7 +32,7 @@ pub(crate) struct Ctx<'f> {
     pub(crate) errors: Vec<ConfigError>,
     pub(crate) files: &'f dyn Files,
     /// Clusters named by the routes compiled so far, with the naming field.
-    pub(crate) cluster_refs: Vec<(Arc<str>, FieldPath)>,
+    pub(crate) cluster_refs: Vec<(Arc<str>, FieldPath<'static>)>,
 }
 
 impl<'f> Ctx<'f> {
@@ -44,8 +44,9 @@ impl<'f> Ctx<'f> {
         }
     }
 
-    pub(crate) fn err(&mut self, path: &FieldPath, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path.as_str(), message));
+    pub(crate) fn err(&mut self, path: &FieldPath<'_>, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::new(path.to_string(), message));
     }
 }
 
@@ -76,7 +77,7 @@ pub(crate) fn compile_settings(cx: &mut Ctx, b: &proto::Bootstrap) -> Settings {
 pub(crate) fn compile_listener(
     cx: &mut Ctx,
     l: &proto::Listener,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> Option<Listener> {
     let address = parse_addr(cx, &p.field("address"), &l.address);
     let mut protocols = Protocols {
@@ -88,7 +89,7 @@ pub(crate) fn compile_listener(
             Ok(proto::listener::Protocol::Http1) => protocols.http1 = true,
             Ok(proto::listener::Protocol::H2c) => protocols.h2c = true,
             _ => cx.err(
-                &p.field("protocols").index(j),
+                &p.item("protocols", j),
                 "unknown protocol; use http1 or h2c",
             ),
         }
@@ -116,7 +117,7 @@ pub(crate) fn compile_listener(
         require_file(cx, &tp.field("key_file"), &t.key_file);
         for (j, a) in t.alpn.iter().enumerate() {
             if a != "h2" && a != "http/1.1" {
-                cx.err(&tp.field("alpn").index(j), format!("unsupported ALPN `{a}`; use \"h2\" or \"http/1.1\""));
+                cx.err(&tp.item("alpn", j), format!("unsupported ALPN `{a}`; use \"h2\" or \"http/1.1\""));
             }
         }
         let alpn = if t.alpn.is_empty() {
@@ -154,7 +155,7 @@ const DEFAULT_LOG_QUEUE_LINES: usize = 128_000;
 fn compile_listener_http(
     cx: &mut Ctx,
     h: Option<&proto::HttpSettings>,
-    path: &FieldPath,
+    path: &FieldPath<'_>,
 ) -> ListenerHttp {
     let mut out = ListenerHttp::default();
     let Some(h) = h else { return out };
@@ -226,7 +227,7 @@ fn compile_listener_http(
         for (i, c) in f.trusted_cidrs.iter().enumerate() {
             match Cidr::parse(c) {
                 Ok(c) => trusted.push(c),
-                Err(e) => cx.err(&fp.field("trusted_cidrs").index(i), e.to_string()),
+                Err(e) => cx.err(&fp.item("trusted_cidrs", i), e.to_string()),
             }
         }
         if mode == ForwardingMode::Trusted && f.trusted_cidrs.is_empty() {
@@ -256,7 +257,11 @@ fn compile_listener_http(
     out
 }
 
-fn compile_admin(cx: &mut Ctx, admin: Option<&proto::Admin>, path: &FieldPath) -> AdminSettings {
+fn compile_admin(
+    cx: &mut Ctx,
+    admin: Option<&proto::Admin>,
+    path: &FieldPath<'_>,
+) -> AdminSettings {
     let default = AdminSettings {
         address: DEFAULT_ADMIN_ADDRESS.parse().expect("valid default"),
         access_log: false,
@@ -302,7 +307,7 @@ fn compile_admin(cx: &mut Ctx, admin: Option<&proto::Admin>, path: &FieldPath) -
 /// Default wait for the first complete configuration from the control plane (Envoy's).
 const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn compile_xds(cx: &mut Ctx, x: &proto::Xds, path: &FieldPath) -> Option<XdsSettings> {
+fn compile_xds(cx: &mut Ctx, x: &proto::Xds, path: &FieldPath<'_>) -> Option<XdsSettings> {
     if x.server.is_empty() {
         cx.err(
             &path.field("server"),
@@ -349,7 +354,11 @@ fn compile_xds(cx: &mut Ctx, x: &proto::Xds, path: &FieldPath) -> Option<XdsSett
     })
 }
 
-fn compile_runtime(cx: &mut Ctx, rt: Option<&proto::Runtime>, path: &FieldPath) -> RuntimeSettings {
+fn compile_runtime(
+    cx: &mut Ctx,
+    rt: Option<&proto::Runtime>,
+    path: &FieldPath<'_>,
+) -> RuntimeSettings {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = RuntimeSettings {
         worker_threads: cpus,
@@ -378,7 +387,7 @@ fn compile_runtime(cx: &mut Ctx, rt: Option<&proto::Runtime>, path: &FieldPath) 
 // === shared helpers ===
 
 /// Parses an `ip:port` socket address.
-pub(crate) fn parse_addr(cx: &mut Ctx, path: &FieldPath, text: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_addr(cx: &mut Ctx, path: &FieldPath<'_>, text: &str) -> Option<SocketAddr> {
     if text.is_empty() {
         cx.err(path, "an address (ip:port) is required");
         return None;
@@ -403,7 +412,11 @@ pub(crate) fn parse_addr(cx: &mut Ctx, path: &FieldPath, text: &str) -> Option<S
 /// A protobuf enum field's value, or an error naming the field when the number
 /// is not one the schema defines (pushed resources are not checked by the YAML
 /// decoder, so this is where unknown numbers are caught).
-pub(crate) fn enum_value<E: TryFrom<i32>>(cx: &mut Ctx, path: &FieldPath, raw: i32) -> Option<E> {
+pub(crate) fn enum_value<E: TryFrom<i32>>(
+    cx: &mut Ctx,
+    path: &FieldPath<'_>,
+    raw: i32,
+) -> Option<E> {
     match E::try_from(raw) {
         Ok(e) => Some(e),
         Err(_) => {
@@ -414,7 +427,7 @@ pub(crate) fn enum_value<E: TryFrom<i32>>(cx: &mut Ctx, path: &FieldPath, raw: i
 }
 
 /// Checks that a required file exists and can be read (through the files seam).
-pub(crate) fn require_file(cx: &mut Ctx, path: &FieldPath, file: &str) {
+pub(crate) fn require_file(cx: &mut Ctx, path: &FieldPath<'_>, file: &str) {
     if file.is_empty() {
         cx.err(path, "a file path is required");
     } else if let Err(e) = cx.files.check(file) {
@@ -425,7 +438,7 @@ pub(crate) fn require_file(cx: &mut Ctx, path: &FieldPath, file: &str) {
 /// Converts an optional proto duration; `positive` rejects zero.
 pub(crate) fn duration(
     cx: &mut Ctx,
-    path: &FieldPath,
+    path: &FieldPath<'_>,
     d: Option<&prost_types::Duration>,
     positive: bool,
 ) -> Option<Duration> {

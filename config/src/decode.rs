@@ -34,8 +34,8 @@ impl SourceMap {
         }
     }
 
-    fn insert(&mut self, path: &FieldPath, pos: Pos) {
-        self.positions.insert(path.as_str().to_string(), pos);
+    fn insert(&mut self, path: &FieldPath<'_>, pos: Pos) {
+        self.positions.insert(path.to_string().to_string(), pos);
     }
 }
 
@@ -58,16 +58,16 @@ struct Decoder<'a> {
 }
 
 impl Decoder<'_> {
-    fn err(&mut self, path: &FieldPath, pos: Pos, message: impl Into<String>) {
+    fn err(&mut self, path: &FieldPath<'_>, pos: Pos, message: impl Into<String>) {
         self.errors
-            .push(ConfigError::new(path.as_str(), message).at(pos));
+            .push(ConfigError::new(path.to_string(), message).at(pos));
     }
 
     fn message(
         &mut self,
         node: &Node,
         desc: &MessageDescriptor,
-        path: &FieldPath,
+        path: &FieldPath<'_>,
     ) -> DynamicMessage {
         let mut msg = DynamicMessage::new(desc.clone());
         let entries = match &node.value {
@@ -149,7 +149,7 @@ impl Decoder<'_> {
         msg
     }
 
-    fn field(&mut self, node: &Node, field: &FieldDescriptor, path: &FieldPath) -> Option<PV> {
+    fn field(&mut self, node: &Node, field: &FieldDescriptor, path: &FieldPath<'_>) -> Option<PV> {
         if field.is_map() {
             let Kind::Message(entry) = field.kind() else {
                 return None;
@@ -212,7 +212,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn single(&mut self, node: &Node, kind: &Kind, path: &FieldPath) -> Option<PV> {
+    fn single(&mut self, node: &Node, kind: &Kind, path: &FieldPath<'_>) -> Option<PV> {
         match kind {
             Kind::Message(m) if m.full_name() == "google.protobuf.Duration" => {
                 let text = self.text(node, path, "a duration such as \"1.5s\" or \"250ms\"")?;
@@ -234,7 +234,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn text<'n>(&mut self, node: &'n Node, path: &FieldPath, want: &str) -> Option<&'n str> {
+    fn text<'n>(&mut self, node: &'n Node, path: &FieldPath<'_>, want: &str) -> Option<&'n str> {
         match &node.value {
             Value::Scalar { text, .. } => Some(text),
             other => {
@@ -245,7 +245,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn scalar(&mut self, node: &Node, kind: &Kind, path: &FieldPath) -> Option<PV> {
+    fn scalar(&mut self, node: &Node, kind: &Kind, path: &FieldPath<'_>) -> Option<PV> {
         let plain = matches!(node.value, Value::Scalar { plain: true, .. });
         let value = match kind {
             Kind::String => PV::String(self.text(node, path, "a string")?.to_string()),
@@ -364,7 +364,7 @@ impl Decoder<'_> {
         Some(value)
     }
 
-    fn bad(&mut self, node: &Node, path: &FieldPath, message: String) -> Option<PV> {
+    fn bad(&mut self, node: &Node, path: &FieldPath<'_>, message: String) -> Option<PV> {
         self.err(path, node.pos, message);
         None
     }

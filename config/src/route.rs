@@ -96,7 +96,7 @@ pub struct RouteTable {
     /// Names of the clusters its routes send to.
     pub clusters: std::collections::BTreeSet<Arc<str>>,
     /// Each cluster reference with the field that makes it.
-    pub(crate) cluster_refs: Vec<(Arc<str>, crate::error::FieldPath)>,
+    pub(crate) cluster_refs: Vec<(Arc<str>, crate::error::FieldPath<'static>)>,
 }
 
 /// Domain → virtual host lookup.

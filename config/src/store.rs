@@ -212,7 +212,7 @@ pub struct Entry<T> {
     /// What it was compiled from.
     pub source: Arc<Resource>,
     /// Where it came from, for errors found across resources.
-    pub(crate) path: Arc<FieldPath>,
+    pub(crate) path: Arc<FieldPath<'static>>,
     /// Hash of its kind, name and digest; the snapshot version sums these.
     key: u64,
 }
@@ -256,7 +256,7 @@ pub struct Upsert {
     pub version: Option<String>,
     /// Path its errors are reported under, for example `clusters[2]` in a file
     /// or `Cluster(gpu)` for a push.
-    pub path: FieldPath,
+    pub path: FieldPath<'static>,
 }
 
 impl Upsert {
@@ -299,25 +299,25 @@ impl Change {
         for (i, c) in b.clusters.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::Cluster(c.clone()),
-                root.field("clusters").index(i),
+                root.item("clusters", i).to_owned(),
             ));
         }
         for (i, e) in b.endpoints.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::Endpoints(e.clone()),
-                root.field("endpoints").index(i),
+                root.item("endpoints", i).to_owned(),
             ));
         }
         for (i, t) in b.route_tables.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::RouteTable(t.clone()),
-                root.field("route_tables").index(i),
+                root.item("route_tables", i).to_owned(),
             ));
         }
         for (i, l) in b.listeners.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::Listener(l.clone()),
-                root.field("listeners").index(i),
+                root.item("listeners", i).to_owned(),
             ));
         }
         Change {
@@ -330,7 +330,7 @@ impl Change {
     }
 }
 
-fn file_upsert(resource: Resource, path: FieldPath) -> Upsert {
+fn file_upsert(resource: Resource, path: FieldPath<'static>) -> Upsert {
     Upsert {
         resource,
         version: None,
@@ -494,7 +494,7 @@ impl Store {
         let mut seen: HashMap<Kind, HashSet<Arc<str>>> = HashMap::new();
         // References made by this change's resources, compiled or not, so a
         // file reports every dangling name at once.
-        let mut refs: Vec<(Kind, Arc<str>, FieldPath)> = Vec::new();
+        let mut refs: Vec<(Kind, Arc<str>, FieldPath<'static>)> = Vec::new();
         // Clusters whose settings or endpoints changed, and whether any
         // listener or route table did: what `link` has to look at.
         let mut touched: HashSet<Arc<str>> = HashSet::new();
@@ -543,11 +543,13 @@ impl Store {
                 Resource::Listener(l) if !l.route_table.is_empty() => refs.push((
                     Kind::RouteTable,
                     l.route_table.as_str().into(),
-                    path.field("route_table"),
+                    path.field("route_table").to_owned(),
                 )),
-                Resource::Endpoints(_) => {
-                    refs.push((Kind::Cluster, name.clone(), path.field("cluster")))
-                }
+                Resource::Endpoints(_) => refs.push((
+                    Kind::Cluster,
+                    name.clone(),
+                    path.field("cluster").to_owned(),
+                )),
                 _ => {}
             }
             macro_rules! upsert {
@@ -855,8 +857,12 @@ impl Store {
                 && c.endpoints.iter().any(|e| e.hostname.is_none())
             {
                 let path = match self.endpoints.get(name) {
-                    Some(e) => e.path.field("endpoints"),
-                    None => self.clusters[name].path.field("tls").field("sni"),
+                    Some(e) => e.path.field("endpoints").to_owned(),
+                    None => self.clusters[name]
+                        .path
+                        .field("tls")
+                        .field("sni")
+                        .to_owned(),
                 };
                 cx.err(
                     &path,

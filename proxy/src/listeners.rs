@@ -186,7 +186,7 @@ impl Listeners {
                             "cert_file"
                         };
                         errors.push(ConfigError::new(
-                            path(&l.name).field("tls").field(field).as_str(),
+                            path(&l.name).field("tls").field(field).to_string(),
                             e.to_string(),
                         ));
                         continue;
@@ -214,7 +214,7 @@ impl Listeners {
                     Ok(s) => Socket::Bound(s),
                     Err(e) => {
                         errors.push(ConfigError::new(
-                            path(&l.name).field("address").as_str(),
+                            path(&l.name).field("address").to_string(),
                             format!("cannot listen on {}: {e}", spec.address),
                         ));
                         continue;
@@ -227,7 +227,7 @@ impl Listeners {
             let cert = key.map(|k| Arc::new(ReloadableCert::new(k)));
             match self.make(l, spec.clone(), socket, cert, tls_files, runtime, shared) {
                 Ok(active) => out.start.push((l.name.clone(), active)),
-                Err(e) => errors.push(ConfigError::new(path(&l.name).field("tls").as_str(), e)),
+                Err(e) => errors.push(ConfigError::new(path(&l.name).field("tls").to_string(), e)),
             }
         }
         if errors.is_empty() {

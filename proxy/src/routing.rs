@@ -100,7 +100,7 @@ impl Routing {
                         FieldPath::resource("Cluster", &c.name)
                             .field("tls")
                             .field("ca_file")
-                            .as_str(),
+                            .to_string(),
                         e.to_string(),
                     ));
                     None

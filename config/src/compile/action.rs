@@ -13,7 +13,7 @@ use crate::proto;
 pub(super) fn retry_policy(
     cx: &mut Ctx,
     r: Option<&proto::RetryPolicy>,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> RetryPolicy {
     let mut out = RetryPolicy::default();
     let Some(r) = r else { return out };
@@ -39,7 +39,7 @@ pub(super) fn retry_policy(
                 }
             }
             other => cx.err(
-                &p.field("retry_on").index(i),
+                &p.item("retry_on", i),
                 format!(
                     "unknown retry condition `{other}`; use connect-failure, refused-stream, reset, 5xx, gateway-error or retriable-status-codes"
                 ),
@@ -57,7 +57,7 @@ pub(super) fn retry_policy(
             statuses.push(*s as u16);
         } else {
             cx.err(
-                &p.field("retriable_status_codes").index(i),
+                &p.item("retriable_status_codes", i),
                 format!("{s} is not an HTTP status"),
             );
         }
@@ -99,7 +99,7 @@ pub(super) fn retry_policy(
 pub(super) fn compile_direct(
     cx: &mut Ctx,
     d: &proto::DirectResponse,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> Option<DirectResponse> {
     let status = match u16::try_from(d.status)
         .ok()
@@ -147,11 +147,11 @@ const HOP_BY_HOP: [&str; 7] = [
 pub(super) fn mutation(
     cx: &mut Ctx,
     m: Option<&proto::HeaderMutation>,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> HeaderMutation {
     let mut out = HeaderMutation::default();
     let Some(m) = m else { return out };
-    let check = |cx: &mut Ctx, path: FieldPath, name: &str| -> Option<HeaderName> {
+    let check = |cx: &mut Ctx, path: FieldPath<'_>, name: &str| -> Option<HeaderName> {
         let n = header_name(cx, &path, name)?;
         if HOP_BY_HOP.contains(&n.as_str()) {
             cx.err(
@@ -163,13 +163,13 @@ pub(super) fn mutation(
         Some(n)
     };
     for (i, name) in m.remove.iter().enumerate() {
-        if let Some(n) = check(cx, p.field("remove").index(i), name) {
+        if let Some(n) = check(cx, p.item("remove", i), name) {
             out.ops.push(HeaderOp::Remove(n));
         }
     }
     for (kind, list) in [("set", &m.set), ("add", &m.add)] {
         for (i, hv) in list.iter().enumerate() {
-            let hp = p.field(kind).index(i);
+            let hp = p.item(kind, i);
             let Some(name) = check(cx, hp.field("name"), &hv.name) else {
                 continue;
             };

@@ -13,7 +13,7 @@ use crate::error::FieldPath;
 use crate::proto;
 
 /// Compiles one cluster with its inline endpoints.
-pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath) -> Cluster {
+pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_>) -> Cluster {
     use proto::cluster::{LbPolicy as PLb, Protocol as PP};
     let protocol = match enum_value::<PP>(cx, &p.field("protocol"), c.protocol) {
         None | Some(PP::Unspecified | PP::Http1) => UpstreamProtocol::Http1,
@@ -103,7 +103,7 @@ pub(crate) fn compile_endpoints(
     cx: &mut Ctx,
     cluster: &str,
     list: &[proto::Endpoint],
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> EndpointTable {
     let mut endpoints = Vec::with_capacity(list.len());
     let mut addrs = HashSet::new();
@@ -156,7 +156,7 @@ pub(crate) fn compile_endpoints(
             }
         }
         for (k, v) in &e.labels {
-            let lp = ep.field("labels").key(k);
+            let lp = ep.entry("labels", k);
             if k.is_empty() {
                 cx.err(&lp, "label names must not be empty");
                 continue;

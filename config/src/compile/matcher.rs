@@ -15,7 +15,7 @@ use crate::route::{
 pub(super) fn compile_match(
     cx: &mut Ctx,
     m: Option<&proto::RouteMatch>,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> RouteMatch {
     use proto::route_match::PathSpecifier as PS;
     let Some(m) = m else {
@@ -62,15 +62,12 @@ pub(super) fn compile_match(
     for (i, meth) in m.methods.iter().enumerate() {
         match Method::from_bytes(meth.to_ascii_uppercase().as_bytes()) {
             Ok(mm) if !meth.is_empty() => methods.push(mm),
-            _ => cx.err(
-                &p.field("methods").index(i),
-                format!("invalid method `{meth}`"),
-            ),
+            _ => cx.err(&p.item("methods", i), format!("invalid method `{meth}`")),
         }
     }
     let mut headers = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
-        let hp = p.field("headers").index(i);
+        let hp = p.item("headers", i);
         let Some(name) = header_name(cx, &hp.field("name"), &h.name) else {
             continue;
         };
@@ -93,7 +90,7 @@ pub(super) fn compile_match(
     }
     let mut query = Vec::new();
     for (i, q) in m.query_parameters.iter().enumerate() {
-        let qp = p.field("query_parameters").index(i);
+        let qp = p.item("query_parameters", i);
         if q.name.is_empty() {
             cx.err(&qp.field("name"), "a query parameter name is required");
             continue;
@@ -118,7 +115,7 @@ pub(super) fn compile_match(
     for (i, c) in m.client_cidrs.iter().enumerate() {
         match Cidr::parse(c) {
             Ok(c) => clients.push(c),
-            Err(e) => cx.err(&p.field("client_cidrs").index(i), e.to_string()),
+            Err(e) => cx.err(&p.item("client_cidrs", i), e.to_string()),
         }
     }
     RouteMatch {
@@ -141,7 +138,7 @@ enum Cond<'a> {
 
 /// Compiles a header or query condition; both reject a missing condition and
 /// `present: false` / `absent: false`, which could never apply as written.
-fn value_match(cx: &mut Ctx, p: &FieldPath, cond: Option<Cond<'_>>) -> Option<ValueMatch> {
+fn value_match(cx: &mut Ctx, p: &FieldPath<'_>, cond: Option<Cond<'_>>) -> Option<ValueMatch> {
     match cond {
         Some(Cond::Exact(s)) => Some(ValueMatch::Exact(s.into())),
         Some(Cond::Prefix(s)) => Some(ValueMatch::Prefix(s.into())),
@@ -162,7 +159,7 @@ fn value_match(cx: &mut Ctx, p: &FieldPath, cond: Option<Cond<'_>>) -> Option<Va
     }
 }
 
-fn regex_match(cx: &mut Ctx, p: &FieldPath, s: &str) -> Option<ValueMatch> {
+fn regex_match(cx: &mut Ctx, p: &FieldPath<'_>, s: &str) -> Option<ValueMatch> {
     match full_regex(s) {
         Ok(re) => Some(ValueMatch::Regex(re)),
         Err(e) => {
@@ -176,7 +173,7 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-pub(super) fn header_name(cx: &mut Ctx, p: &FieldPath, name: &str) -> Option<HeaderName> {
+pub(super) fn header_name(cx: &mut Ctx, p: &FieldPath<'_>, name: &str) -> Option<HeaderName> {
     if name.is_empty() {
         cx.err(p, "a header name is required");
         return None;

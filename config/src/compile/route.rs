@@ -28,7 +28,7 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) fn compile_route_table(
     cx: &mut Ctx,
     t: &proto::RouteTable,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
 ) -> RouteTable {
     let mut clusters = std::collections::BTreeSet::new();
     cx.cluster_refs.clear();
@@ -37,7 +37,7 @@ pub(crate) fn compile_route_table(
     let mut vhost_names = HashSet::new();
     let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
     for (v, vh) in t.virtual_hosts.iter().enumerate() {
-        let vp = p.field("virtual_hosts").index(v);
+        let vp = p.item("virtual_hosts", v);
         let name: Arc<str> = if vh.name.is_empty() {
             format!("{}/{v}", t.name).into()
         } else {
@@ -59,7 +59,7 @@ pub(crate) fn compile_route_table(
             );
         }
         for (d, domain) in vh.domains.iter().enumerate() {
-            let dp = vp.field("domains").index(d);
+            let dp = vp.item("domains", d);
             let lower = domain.to_ascii_lowercase();
             if let Some(prev) = domain_owner.insert(lower.clone(), v) {
                 cx.err(
@@ -83,7 +83,7 @@ pub(crate) fn compile_route_table(
         let mut routes = Vec::with_capacity(vh.routes.len());
         let mut route_names = HashSet::new();
         for (r, route) in vh.routes.iter().enumerate() {
-            let rp = vp.field("routes").index(r);
+            let rp = vp.item("routes", r);
             let rname: Arc<str> = if route.name.is_empty() {
                 format!("{name}/{r}").into()
             } else {
@@ -125,7 +125,7 @@ pub(crate) fn compile_route_table(
     }
 }
 
-fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &str, v: usize) {
+fn add_domain(cx: &mut Ctx, path: &FieldPath<'_>, hosts: &mut HostIndex, domain: &str, v: usize) {
     let name_chars = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -192,7 +192,7 @@ fn add_domain(cx: &mut Ctx, path: &FieldPath, hosts: &mut HostIndex, domain: &st
 fn compile_route(
     cx: &mut Ctx,
     r: &proto::Route,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
     name: Arc<str>,
     vh_req: &HeaderMutation,
     vh_resp: &HeaderMutation,
@@ -237,18 +237,18 @@ fn compile_route(
 fn compile_forward(
     cx: &mut Ctx,
     a: &proto::RouteAction,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
     matcher: &RouteMatch,
 ) -> Option<Box<Forward>> {
     use proto::route_action::ClusterSpecifier as CS;
     let mut picked: Vec<(Arc<str>, u32)> = Vec::new();
-    let lookup = |cx: &mut Ctx, name: &str, path: FieldPath| -> Option<Arc<str>> {
+    let lookup = |cx: &mut Ctx, name: &str, path: FieldPath<'_>| -> Option<Arc<str>> {
         if name.is_empty() {
             cx.err(&path, "a cluster name is required");
             None
         } else {
             let name: Arc<str> = name.into();
-            cx.cluster_refs.push((name.clone(), path));
+            cx.cluster_refs.push((name.clone(), path.to_owned()));
             Some(name)
         }
     };
@@ -259,7 +259,8 @@ fn compile_forward(
             }
         }
         Some(CS::WeightedClusters(w)) => {
-            let wp = p.field("weighted_clusters").field("clusters");
+            let wcp = p.field("weighted_clusters");
+            let wp = wcp.field("clusters");
             if w.clusters.is_empty() {
                 cx.err(&wp, "at least one cluster is required");
             }
@@ -353,7 +354,7 @@ fn compile_forward(
 fn subset_target(
     cx: &mut Ctx,
     s: Option<&proto::SubsetSelector>,
-    p: &FieldPath,
+    p: &FieldPath<'_>,
     cluster: Arc<str>,
     weight: u32,
 ) -> Target {
@@ -369,7 +370,7 @@ fn subset_target(
     };
     // Labels are checked for form only: whether endpoints carry them is known
     // only when endpoints arrive, and an empty subset falls back until then.
-    let check_key = |cx: &mut Ctx, key: &str, path: FieldPath| {
+    let check_key = |cx: &mut Ctx, key: &str, path: FieldPath<'_>| {
         if key.is_empty() {
             cx.err(&path, "a label name is required");
         }
@@ -380,11 +381,11 @@ fn subset_target(
             .collect()
     };
     for k in s.labels.keys() {
-        check_key(cx, k, p.field("labels").key(k));
+        check_key(cx, k, p.entry("labels", k));
     }
     let mut from_request = Vec::new();
     for (i, rl) in s.from_request.iter().enumerate() {
-        let rp = p.field("from_request").index(i);
+        let rp = p.item("from_request", i);
         check_key(cx, &rl.label, rp.field("label"));
         use proto::request_label::Source;
         let source = match &rl.source {
@@ -421,7 +422,7 @@ fn subset_target(
         Some(PF::DefaultSubset) => Fallback::DefaultSubset,
     };
     for k in s.default_subset.keys() {
-        check_key(cx, k, p.field("default_subset").key(k));
+        check_key(cx, k, p.entry("default_subset", k));
     }
     if fallback == Fallback::DefaultSubset && s.default_subset.is_empty() {
         cx.err(

@@ -481,37 +481,49 @@ fn apply_cost_at_scale() {
                 .collect(),
         }));
     }
-    let routes = (0..10_000)
-        .map(|r| proto::Route {
-            r#match: Some(proto::RouteMatch {
-                path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
-                    "/v{}/r{}/",
-                    r / 100,
-                    r % 100
-                ))),
+    let table = |gen: usize| {
+        let routes = (0..10_000)
+            .map(|r| proto::Route {
+                r#match: Some(proto::RouteMatch {
+                    path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
+                        "/v{}/r{}/g{gen}/",
+                        r / 100,
+                        r % 100
+                    ))),
+                    ..Default::default()
+                }),
+                action: Some(proto::route::Action::Route(proto::RouteAction {
+                    cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(
+                        format!("c{:04}", r % 1000),
+                    )),
+                    ..Default::default()
+                })),
                 ..Default::default()
-            }),
-            action: Some(proto::route::Action::Route(proto::RouteAction {
-                cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(format!(
-                    "c{:04}",
-                    r % 1000
-                ))),
+            })
+            .collect();
+        Resource::RouteTable(proto::RouteTable {
+            name: "big".into(),
+            virtual_hosts: vec![proto::VirtualHost {
+                domains: vec!["*".into()],
+                routes,
                 ..Default::default()
-            })),
-            ..Default::default()
+            }],
         })
-        .collect();
-    upserts.push(Resource::RouteTable(proto::RouteTable {
-        name: "big".into(),
-        virtual_hosts: vec![proto::VirtualHost {
-            domains: vec!["*".into()],
-            routes,
-            ..Default::default()
-        }],
-    }));
+    };
+    upserts.push(table(0));
     let t = std::time::Instant::now();
     let store = push(&Store::empty(), upserts).unwrap();
     let full = t.elapsed();
+    let mut table_times = Vec::new();
+    let mut s = store.clone();
+    for gen in 1..=9 {
+        let next = table(gen);
+        let t = std::time::Instant::now();
+        s = push(&s, vec![next]).unwrap();
+        let _ = s.clone().snapshot();
+        table_times.push(t.elapsed());
+    }
+    table_times.sort();
     let snap = store.clone().snapshot();
     let mut times = Vec::new();
     let mut s = store;
@@ -536,7 +548,9 @@ fn apply_cost_at_scale() {
     }
     times.sort();
     println!(
-        "full build {full:?}; one-endpoint apply + snapshot: median {:?}, max {:?}",
+        "full build {full:?}; 10k-route table change + snapshot: median {:?}; \
+         one-endpoint apply + snapshot: median {:?}, max {:?}",
+        table_times[table_times.len() / 2],
         times[times.len() / 2],
         times[times.len() - 1]
     );
