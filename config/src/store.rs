@@ -9,7 +9,9 @@
 //! and a listener whose table is not ready yet is not served. An endpoint
 //! update replaces one cluster's endpoint table and nothing else.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+
+use imbl::OrdMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -355,18 +357,18 @@ pub struct Store {
     settings: Arc<Settings>,
     /// The bootstrap the settings came from, without its resources.
     settings_source: Arc<proto::Bootstrap>,
-    listeners: BTreeMap<Arc<str>, Entry<Listener>>,
-    route_tables: BTreeMap<Arc<str>, Entry<RouteTable>>,
-    clusters: BTreeMap<Arc<str>, Entry<Cluster>>,
-    endpoints: BTreeMap<Arc<str>, Entry<EndpointTable>>,
+    listeners: OrdMap<Arc<str>, Entry<Listener>>,
+    route_tables: OrdMap<Arc<str>, Entry<RouteTable>>,
+    clusters: OrdMap<Arc<str>, Entry<Cluster>>,
+    endpoints: OrdMap<Arc<str>, Entry<EndpointTable>>,
     /// Each cluster with its current endpoints (its `Endpoints` resource, if any).
-    effective: BTreeMap<Arc<str>, Arc<Cluster>>,
+    effective: OrdMap<Arc<str>, Arc<Cluster>>,
     /// The route tables served: the latest whose clusters all exist, or the
     /// previous one while the latest is warming.
-    served_tables: BTreeMap<Arc<str>, Entry<RouteTable>>,
+    served_tables: OrdMap<Arc<str>, Entry<RouteTable>>,
     /// The listeners served: the latest whose route table is served, or the
     /// previous version while the latest waits for its table.
-    served_listeners: BTreeMap<Arc<str>, Entry<Listener>>,
+    served_listeners: OrdMap<Arc<str>, Entry<Listener>>,
 }
 
 impl Store {
@@ -375,13 +377,13 @@ impl Store {
         Store {
             settings: Arc::new(settings),
             settings_source: Arc::new(settings_only(source)),
-            listeners: BTreeMap::new(),
-            route_tables: BTreeMap::new(),
-            clusters: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            effective: BTreeMap::new(),
-            served_tables: BTreeMap::new(),
-            served_listeners: BTreeMap::new(),
+            listeners: OrdMap::new(),
+            route_tables: OrdMap::new(),
+            clusters: OrdMap::new(),
+            endpoints: OrdMap::new(),
+            effective: OrdMap::new(),
+            served_tables: OrdMap::new(),
+            served_listeners: OrdMap::new(),
         }
     }
 
@@ -695,7 +697,7 @@ impl Store {
 
     /// The origin and version of resource `kind`/`name`, if the store has it.
     fn meta(&self, kind: Kind, name: &str) -> Option<(Origin, Arc<str>)> {
-        fn get<T>(m: &BTreeMap<Arc<str>, Entry<T>>, name: &str) -> Option<(Origin, Arc<str>)> {
+        fn get<T>(m: &OrdMap<Arc<str>, Entry<T>>, name: &str) -> Option<(Origin, Arc<str>)> {
             m.get(name).map(|e| (e.origin, e.version.clone()))
         }
         match kind {
@@ -721,7 +723,7 @@ impl Store {
     /// Removes the resources of `kind` that `keep` rejects; returns them.
     fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) -> Vec<(Kind, Arc<str>)> {
         fn go<T>(
-            m: &mut BTreeMap<Arc<str>, Entry<T>>,
+            m: &mut OrdMap<Arc<str>, Entry<T>>,
             kind: Kind,
             keep: impl Fn(&str, Origin) -> bool,
         ) -> Vec<(Kind, Arc<str>)> {
@@ -771,7 +773,7 @@ impl Store {
         if !structural && !readiness_changed {
             return;
         }
-        let mut served = BTreeMap::new();
+        let mut served = OrdMap::new();
         for (name, t) in &self.route_tables {
             if t.compiled.clusters.iter().all(|c| self.cluster_ready(c)) {
                 served.insert(name.clone(), t.clone());
@@ -779,7 +781,7 @@ impl Store {
                 served.insert(name.clone(), old.clone());
             }
         }
-        let mut listeners = BTreeMap::new();
+        let mut listeners = OrdMap::new();
         for (name, l) in &self.listeners {
             if served.contains_key(&l.compiled.route_table) {
                 listeners.insert(name.clone(), l.clone());
@@ -923,7 +925,7 @@ impl Store {
     /// Every resource of `kind` received, with where it came from and which
     /// compile produced it.
     pub fn entries(&self, kind: Kind) -> Vec<EntryInfo> {
-        fn list<T>(m: &BTreeMap<Arc<str>, Entry<T>>) -> Vec<EntryInfo> {
+        fn list<T>(m: &OrdMap<Arc<str>, Entry<T>>) -> Vec<EntryInfo> {
             m.iter()
                 .map(|(n, e)| EntryInfo {
                     name: n.clone(),
