@@ -148,6 +148,8 @@ impl StoreSink {
 
 impl Sink for StoreSink {
     fn apply(&self, update: Update) -> Result<(), String> {
+        // Applies run on the control runtime's blocking pool.
+        crate::lifecycle::lower_thread_priority("control stream");
         let sotw_version = match &update {
             Update::Full { version_info, .. } => Some(version_info.clone()),
             Update::Delta { .. } => None,
@@ -313,6 +315,8 @@ impl BackgroundService for XdsService {
         let Some(client) = self.client.lock().take() else {
             return;
         };
+        // The service's runtime has one thread: the client and its applies run here.
+        crate::lifecycle::lower_thread_priority("control stream");
         let shared = Arc::clone(&self.shared);
         let status = self.status.clone();
         let wait = self.settings.initial_fetch_timeout;
