@@ -24,8 +24,9 @@ pub struct Snapshot {
     pub listeners: Vec<Arc<Listener>>,
     /// Route tables, sorted by name.
     pub route_tables: Vec<Arc<RouteTable>>,
-    /// Clusters with their current endpoints, sorted by name.
-    pub clusters: Vec<Arc<Cluster>>,
+    /// Clusters with their current endpoints, by name (a persistent map:
+    /// the next snapshot shares every cluster that did not change).
+    pub clusters: imbl::OrdMap<Arc<str>, Arc<Cluster>>,
     /// Admin and logging.
     pub admin: AdminSettings,
     /// Process settings.
@@ -48,11 +49,7 @@ impl Snapshot {
 
     /// The cluster named `name`.
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
-        let i = self
-            .clusters
-            .binary_search_by(|c| c.name.as_ref().cmp(name))
-            .ok()?;
-        Some(&self.clusters[i])
+        self.clusters.get(name)
     }
 
     /// The listener named `name`.

@@ -369,7 +369,16 @@ pub struct Store {
     /// The listeners served: the latest whose route table is served, or the
     /// previous version while the latest waits for its table.
     served_listeners: OrdMap<Arc<str>, Entry<Listener>>,
+    /// Unique per `apply` result (a clone shares it).
+    id: u64,
+    /// The `id` of the store this one was applied to (0 for a new store).
+    parent: u64,
+    /// The clusters whose effective form may differ from the parent's.
+    changed_clusters: Arc<[Arc<str>]>,
 }
+
+/// Numbers stores, so that a snapshot can tell which store it was derived from.
+static STORES: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     /// An empty store with these process settings, compiled from `source`.
@@ -384,6 +393,9 @@ impl Store {
             effective: OrdMap::new(),
             served_tables: OrdMap::new(),
             served_listeners: OrdMap::new(),
+            id: STORES.fetch_add(1, Ordering::Relaxed) + 1,
+            parent: 0,
+            changed_clusters: Arc::from([]),
         }
     }
 
@@ -492,6 +504,8 @@ impl Store {
         strict: bool,
     ) -> Result<Store, Vec<ConfigError>> {
         let mut next = self.clone();
+        next.id = STORES.fetch_add(1, Ordering::Relaxed) + 1;
+        next.parent = self.id;
         let mut cx = Ctx::new(files);
         let mut seen: HashMap<Kind, HashSet<Arc<str>>> = HashMap::new();
         // References made by this change's resources, compiled or not, so a
@@ -633,14 +647,22 @@ impl Store {
             }
         }
         for (kind, name) in &change.unchanged {
-            if next.origin_of(*kind, name) == Some(change.origin) {
-                seen.entry(*kind).or_default().insert(name.as_str().into());
+            if let Some((key, origin)) = next.key_of(*kind, name) {
+                if origin == change.origin {
+                    seen.entry(*kind).or_default().insert(key);
+                }
             }
         }
         let empty = HashSet::new();
         let mut removed = Vec::new();
         for kind in &change.full {
             let keep = seen.get(kind).unwrap_or(&empty);
+            // Every name kept is in the map: when they are as many as its
+            // entries, nothing is removed (a SotW response that changes one
+            // resource of a thousand need not look at the other 999 again).
+            if keep.len() == next.len_of(*kind) {
+                continue;
+            }
             removed.extend(next.retain(*kind, |name, origin| {
                 origin != change.origin || keep.contains(name)
             }));
@@ -660,6 +682,7 @@ impl Store {
             }
         }
         next.link(self, &touched, structural);
+        next.changed_clusters = touched.iter().cloned().collect();
         next.check(&mut cx, seen.get(&Kind::Listener), &touched);
         if strict {
             for (kind, name, path) in refs {
@@ -721,6 +744,35 @@ impl Store {
     }
 
     /// Removes the resources of `kind` that `keep` rejects; returns them.
+    /// The stored key and origin of resource `kind`/`name`.
+    fn key_of(&self, kind: Kind, name: &str) -> Option<(Arc<str>, Origin)> {
+        fn get<T>(m: &OrdMap<Arc<str>, Entry<T>>, name: &str) -> Option<(Arc<str>, Origin)> {
+            m.get_key_value(name).map(|(k, e)| (k.clone(), e.origin))
+        }
+        match kind {
+            Kind::Listener => get(&self.listeners, name),
+            Kind::RouteTable => get(&self.route_tables, name),
+            Kind::Cluster => get(&self.clusters, name),
+            Kind::Endpoints => get(&self.endpoints, name),
+        }
+    }
+
+    /// How many resources of `kind` the store holds.
+    fn len_of(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Listener => self.listeners.len(),
+            Kind::RouteTable => self.route_tables.len(),
+            Kind::Cluster => self.clusters.len(),
+            Kind::Endpoints => self.endpoints.len(),
+        }
+    }
+
+    /// Which clusters may differ between `parent` and this store: `None`
+    /// unless this store is the result of applying a change to `parent`.
+    pub fn changed_clusters_since(&self, parent: &Store) -> Option<&[Arc<str>]> {
+        (self.parent == parent.id && parent.id != 0).then_some(&*self.changed_clusters)
+    }
+
     fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) -> Vec<(Kind, Arc<str>)> {
         fn go<T>(
             m: &mut OrdMap<Arc<str>, Entry<T>>,
@@ -882,7 +934,7 @@ impl Store {
             .values()
             .map(|e| Arc::clone(&e.compiled))
             .collect();
-        let clusters: Vec<Arc<Cluster>> = store.effective.values().cloned().collect();
+        let clusters = store.effective.clone();
         let listeners: Vec<Arc<Listener>> = store
             .served_listeners
             .values()

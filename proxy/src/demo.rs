@@ -53,7 +53,7 @@ pub fn demo_config(opts: &DemoOptions) -> String {
 pub fn start_upstreams(snapshot: &Snapshot) -> anyhow::Result<()> {
     let endpoints: Vec<Endpoint> = snapshot
         .clusters
-        .iter()
+        .values()
         .flat_map(|c| c.endpoints.iter().cloned())
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -87,7 +87,10 @@ pub fn start_upstreams(snapshot: &Snapshot) -> anyhow::Result<()> {
 pub fn print_banner(snapshot: &Snapshot) {
     let proxy = snapshot.listeners[0].address;
     let admin = snapshot.admin.address;
-    let clouds: Vec<String> = snapshot.clusters[0]
+    let Some(first) = snapshot.clusters.values().next() else {
+        return;
+    };
+    let clouds: Vec<String> = first
         .endpoints
         .iter()
         .map(|e| {

@@ -108,7 +108,7 @@ fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
         .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()])
         .chain(
             snap.clusters
-                .iter()
+                .values()
                 .filter_map(|c| c.tls.as_ref().and_then(|t| t.ca_file.clone())),
         );
     shared

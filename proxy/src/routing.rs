@@ -6,6 +6,8 @@
 //! the only thing a request loads.
 
 use std::collections::HashMap;
+
+use imbl::OrdMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
@@ -28,8 +30,9 @@ pub(crate) struct Routing {
     pub(crate) config: Arc<Snapshot>,
     /// Served listeners by name, each with its route table.
     pub(crate) listeners: HashMap<Arc<str>, Arc<ListenerRuntime>>,
-    /// Clusters by name.
-    pub(crate) clusters: HashMap<Arc<str>, Arc<ClusterRuntime>>,
+    /// Clusters by name (a persistent map: the next routing shares every
+    /// cluster an update did not touch).
+    pub(crate) clusters: OrdMap<Arc<str>, Arc<ClusterRuntime>>,
     /// Stats of requests that matched no route.
     pub(crate) no_route: RouteStats,
     /// Hash of the upstream CA certificates in use, to notice rotation.
@@ -106,58 +109,38 @@ impl Routing {
                     None
                 }
             };
-        let clusters = match prev {
-            // Both lists are sorted by name: walk them side by side and rebuild
-            // only the clusters that changed (an endpoint update: one).
-            Some(p) if !reread_tls => {
-                let mut clusters = p.clusters.clone();
-                let (old, new) = (&p.config.clusters, &config.clusters);
-                let (mut i, mut j) = (0, 0);
-                while i < old.len() || j < new.len() {
-                    match (old.get(i), new.get(j)) {
-                        (Some(o), Some(n)) if o.name == n.name => {
-                            if !Arc::ptr_eq(o, n) {
-                                if let Some(rt) = build(n, p.clusters.get(&n.name)) {
-                                    clusters.insert(n.name.clone(), rt);
-                                }
+        let (clusters, ca_fingerprint) = match prev {
+            // The store says which clusters the change touched: rebuild those.
+            Some(p) if !reread_tls => match config.store.changed_clusters_since(&p.config.store) {
+                Some(changed) => {
+                    let mut clusters = p.clusters.clone();
+                    let mut fingerprint = p.ca_fingerprint;
+                    for name in changed {
+                        let old = p.clusters.get(name);
+                        let new = match config.clusters.get(name) {
+                            Some(c) if old.is_some_and(|o| Arc::ptr_eq(&o.config, c)) => continue,
+                            Some(c) => build(c, old),
+                            None => None,
+                        };
+                        if let Some(o) = old {
+                            fingerprint = fingerprint.wrapping_sub(o.ca_hash);
+                        }
+                        match new {
+                            Some(rt) => {
+                                fingerprint = fingerprint.wrapping_add(rt.ca_hash);
+                                clusters.insert(name.clone(), rt);
                             }
-                            i += 1;
-                            j += 1;
-                        }
-                        (Some(o), Some(n)) if o.name < n.name => {
-                            clusters.remove(&o.name);
-                            i += 1;
-                        }
-                        (Some(o), None) => {
-                            clusters.remove(&o.name);
-                            i += 1;
-                        }
-                        (_, Some(n)) => {
-                            if let Some(rt) = build(n, None) {
-                                clusters.insert(n.name.clone(), rt);
+                            None => {
+                                clusters.remove(name);
                             }
-                            j += 1;
                         }
-                        (None, None) => break,
                     }
+                    (clusters, fingerprint)
                 }
-                clusters
-            }
-            _ => {
-                let mut clusters = HashMap::with_capacity(config.clusters.len());
-                for c in &config.clusters {
-                    let old = prev.and_then(|p| p.clusters.get(&c.name));
-                    if let Some(rt) = build(c, old) {
-                        clusters.insert(c.name.clone(), rt);
-                    }
-                }
-                clusters
-            }
+                None => full(&config, prev, false, &mut build),
+            },
+            _ => full(&config, prev, reread_tls, &mut build),
         };
-        // Order-independent, so the map's order does not matter.
-        let ca_fingerprint = clusters
-            .values()
-            .fold(0u64, |h, rt| h.wrapping_add(rt.ca_hash));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -200,6 +183,27 @@ impl Routing {
             clusters,
         })
     }
+}
+
+/// Every cluster's runtime, reusing what `prev` has for unchanged clusters
+/// (unless `reread_tls`), and the sum of their CA hashes (order-independent).
+fn full(
+    config: &Snapshot,
+    prev: Option<&Routing>,
+    reread_tls: bool,
+    build: &mut impl FnMut(&Arc<Cluster>, Option<&Arc<ClusterRuntime>>) -> Option<Arc<ClusterRuntime>>,
+) -> (OrdMap<Arc<str>, Arc<ClusterRuntime>>, u64) {
+    let mut clusters = OrdMap::new();
+    let mut fingerprint = 0u64;
+    for (name, c) in &config.clusters {
+        let old = prev.and_then(|p| p.clusters.get(name));
+        let same = old.filter(|o| !reread_tls && Arc::ptr_eq(&o.config, c));
+        if let Some(rt) = same.cloned().or_else(|| build(c, old)) {
+            fingerprint = fingerprint.wrapping_add(rt.ca_hash);
+            clusters.insert(name.clone(), rt);
+        }
+    }
+    (clusters, fingerprint)
 }
 
 impl TableRuntime {

@@ -331,6 +331,47 @@ mod tests {
         })
     }
 
+    #[test]
+    fn an_update_rebuilds_only_the_clusters_it_touches() {
+        let shared = Shared::new(Store::empty(), None, Registry::new()).unwrap();
+        let cluster = |c: usize| {
+            Resource::Cluster(proto::Cluster {
+                name: format!("c{c:04}"),
+                ..Default::default()
+            })
+        };
+        push(
+            &shared,
+            (0..3).flat_map(|c| [cluster(c), endpoints(c, 0)]).collect(),
+        );
+        let before = shared.routing();
+        push(&shared, vec![endpoints(1, 1)]);
+        let after = shared.routing();
+        for c in ["c0000", "c0002"] {
+            assert!(Arc::ptr_eq(&before.clusters[c], &after.clusters[c]), "{c}");
+        }
+        let rebuilt = &after.clusters["c0001"];
+        assert!(!Arc::ptr_eq(&before.clusters["c0001"], rebuilt));
+        assert_eq!(rebuilt.config.endpoints[0].address.port(), 8001);
+        assert!(Arc::ptr_eq(
+            &rebuilt.config,
+            shared.snapshot().cluster("c0001").unwrap()
+        ));
+        let change = Change {
+            removals: vec![(corridor_config::Kind::Cluster, "c0002".into())],
+            origin: Origin::Xds,
+            ..Change::default()
+        };
+        shared.apply_change(change, "test").unwrap();
+        let last = shared.routing();
+        assert!(!last.clusters.contains_key("c0002"));
+        assert_eq!(last.clusters.len(), 2);
+        assert!(Arc::ptr_eq(
+            &after.clusters["c0000"],
+            &last.clusters["c0000"]
+        ));
+    }
+
     /// Times whole control-stream applies (store, snapshot, routing, listeners)
     /// at the scale benchmark's size. Run with
     /// `cargo test -p corridor-proxy --release --lib -- --ignored --nocapture apply_cost`.

@@ -82,7 +82,7 @@ route_tables:
         crate::RouteAction::Forward(f) => f.targets[0].clone(),
         _ => panic!(),
     };
-    let c = &snap.clusters[0];
+    let c = &snap.clusters.values().next().unwrap();
     let h = HeaderMap::new();
     let none = target(0);
     assert_eq!(

@@ -41,7 +41,7 @@ fn the_demo_example_compiles() {
     let text = include_str!("../../../examples/demo.yaml");
     let snap = load_str(text, "demo.yaml").unwrap();
     assert_eq!(snap.listeners.len(), 1);
-    assert_eq!(snap.clusters[0].endpoints.len(), 3);
+    assert_eq!(snap.clusters.values().next().unwrap().endpoints.len(), 3);
     assert_eq!(snap.version.len(), 16);
 }
 
@@ -163,7 +163,7 @@ fn defaults_are_applied() {
         snap.runtime.drain_timeout,
         std::time::Duration::from_secs(10)
     );
-    let c = &snap.clusters[0];
+    let c = &snap.clusters.values().next().unwrap();
     assert_eq!(c.connect_timeout, std::time::Duration::from_secs(5));
     assert_eq!(
         c.endpoints[0].labels.get("cloud").map(|v| v.as_ref()),

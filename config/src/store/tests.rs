@@ -153,7 +153,10 @@ fn an_unchanged_resource_is_not_recompiled() {
         .unwrap()
         .snapshot();
     assert_eq!(a.version, b.version);
-    assert!(Arc::ptr_eq(&a.clusters[0], &b.clusters[0]));
+    assert!(Arc::ptr_eq(
+        a.clusters.values().next().unwrap(),
+        b.clusters.values().next().unwrap()
+    ));
     assert!(Arc::ptr_eq(&a.route_tables[0], &b.route_tables[0]));
 }
 

@@ -9,7 +9,7 @@ fn cluster(endpoints: &str) -> Arc<Cluster> {
          clusters: [{{ name: c, endpoints: [{endpoints}] }}]\n"
     );
     let snap = load_str(&text, "t").unwrap_or_else(|e| panic!("{e}"));
-    Arc::clone(&snap.clusters[0])
+    Arc::clone(snap.clusters.values().next().unwrap())
 }
 
 #[test]
