@@ -20,7 +20,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// the control stream). Where they share a core with a worker (a sidecar
 /// limited to one CPU), a compile of ten thousand routes then takes its CPU
 /// from idle time first: with the core saturated it gets about a tenth of it,
-/// so requests keep their latency and the change lands a little later.
+/// so requests keep their latency and the change lands a little later. The
+/// control stream lowers its threads once the first complete configuration
+/// has arrived (before that there is no traffic to protect). In a container
+/// nice only ranks the proxy's own threads; outside one it also ranks them
+/// below every other process at nice 0.
 const CONTROL_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority to [`CONTROL_NICE`] (Linux

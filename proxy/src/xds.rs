@@ -148,8 +148,11 @@ impl StoreSink {
 
 impl Sink for StoreSink {
     fn apply(&self, update: Update) -> Result<(), String> {
-        // Applies run on the control runtime's blocking pool.
-        crate::lifecycle::lower_thread_priority("control stream");
+        // Applies run on the control runtime's blocking pool. Until the first
+        // complete configuration there is no traffic to yield to.
+        if self.shared.is_configured() {
+            crate::lifecycle::lower_thread_priority("control stream");
+        }
         let sotw_version = match &update {
             Update::Full { version_info, .. } => Some(version_info.clone()),
             Update::Delta { .. } => None,
@@ -315,8 +318,6 @@ impl BackgroundService for XdsService {
         let Some(client) = self.client.lock().take() else {
             return;
         };
-        // The service's runtime has one thread: the client and its applies run here.
-        crate::lifecycle::lower_thread_priority("control stream");
         let shared = Arc::clone(&self.shared);
         let status = self.status.clone();
         let wait = self.settings.initial_fetch_timeout;
@@ -348,6 +349,9 @@ impl BackgroundService for XdsService {
                 }
             }
             shared.set_configured();
+            // The service's runtime has one thread, where the client receives
+            // and decodes: from now on it yields to the workers.
+            crate::lifecycle::lower_thread_priority("control stream");
         });
         let run = client.spawn();
         let mut tick = tokio::time::interval(PERSIST_INTERVAL);
