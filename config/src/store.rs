@@ -88,6 +88,13 @@ impl Kind {
     pub fn from_type_url(url: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.type_url() == url)
     }
+
+    /// Whether a state-of-the-world response may carry only some resources
+    /// of this kind, as Envoy's RDS and EDS do: route tables and endpoints
+    /// (listeners and clusters always come complete, so omission deletes).
+    pub fn sotw_incremental(self) -> bool {
+        matches!(self, Kind::RouteTable | Kind::Endpoints)
+    }
 }
 
 /// One resource as a file or a push carries it.

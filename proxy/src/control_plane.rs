@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use corridor_config::Kind;
 use corridor_xds::{AdsServer, DirSource, NodeRegistry};
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -41,11 +42,17 @@ pub fn run_control_plane(
         }
         tokio::spawn(Arc::clone(&source).watch(WATCH_INTERVAL));
         // State of the world names each resource (name, version): a proxy then
-        // skips decoding what it already holds at that version.
+        // skips decoding what it already holds at that version. Route tables
+        // and endpoints go out incrementally, as Envoy's RDS and EDS do.
         let server = AdsServer::with_options(
             Arc::clone(&source) as _,
             corridor_xds::ServerOptions {
                 wrap_sotw_resources: true,
+                sotw_incremental_types: Kind::ALL
+                    .into_iter()
+                    .filter(|k| k.sotw_incremental())
+                    .map(|k| k.type_url().to_string())
+                    .collect(),
                 ..corridor_xds::ServerOptions::default()
             },
         );

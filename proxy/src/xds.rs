@@ -107,9 +107,15 @@ impl StoreSink {
             Update::Full {
                 version_info,
                 resources,
+                first,
                 ..
             } => {
-                change.full = vec![kind];
+                // Route tables and endpoints may come a few at a time (Envoy's
+                // RDS and EDS semantics): only a stream's first response
+                // replaces them all; later ones leave out what did not change.
+                if first || !kind.sotw_incremental() {
+                    change.full = vec![kind];
+                }
                 let snap = self.shared.snapshot();
                 for (i, r) in resources.into_iter().enumerate() {
                     if !r.name.is_empty()

@@ -59,7 +59,10 @@ const OUTBOUND_BUFFER: usize = 256;
 /// What a response asks the sink to apply, for one type.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
-    /// State of the world: `resources` replaces everything held for `type_url`.
+    /// State of the world: `resources` replaces everything held for
+    /// `type_url` (for types a server sends incrementally, as Envoy's RDS and
+    /// EDS, only the first response on a stream is complete: see
+    /// [`crate::server::ServerOptions::sotw_incremental_types`]).
     Full {
         /// The resource type.
         type_url: String,
@@ -67,6 +70,8 @@ pub enum Update {
         version_info: String,
         /// Every resource of the type (names may be empty: see the crate docs).
         resources: Vec<Resource>,
+        /// The first response of this type on this stream.
+        first: bool,
     },
     /// Delta: add or replace `added`, drop `removed`; keep the rest.
     Delta {
@@ -222,6 +227,8 @@ struct SotwType {
     type_url: String,
     names: Vec<String>,
     acked_version: String,
+    /// A response of this type has arrived on this stream.
+    answered: bool,
 }
 
 /// Per-type delta subscription state for one stream.
@@ -366,6 +373,7 @@ impl Client {
                 type_url: t.clone(),
                 names: self.cfg.names(t),
                 acked_version: self.sink.known(t).version_info,
+                answered: false,
             })
             .collect();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER.max(types.len() + 1));
@@ -412,6 +420,7 @@ impl Client {
                         type_url: ty.type_url.clone(),
                         version_info: version.clone(),
                         resources,
+                        first: !std::mem::replace(&mut ty.answered, true),
                     };
                     self.apply(update).await.map(|()| count)
                 }

@@ -15,6 +15,10 @@
 //!   matching one is an ACK (recorded) or, with `error_detail`, a NACK
 //!   (recorded; the same version is not resent, only a change is). A changed
 //!   `resource_names` in a non-stale request changes the subscription.
+//!   Types in [`ServerOptions::sotw_incremental_types`] (Corridor's
+//!   RouteTable and Endpoints, like Envoy's RDS and EDS) are complete only
+//!   in a stream's first response; later ones carry just the resources whose
+//!   version changed (possibly none), and an omitted resource is not deleted.
 //!   Resources go out as plain `Any`s unless
 //!   [`ServerOptions::wrap_sotw_resources`] wraps them in
 //!   `envoy.service.discovery.v3.Resource` (name, version, body).
@@ -80,6 +84,12 @@ pub struct ServerOptions {
     pub max_disconnected: usize,
     /// Types a single stream may subscribe to; further ones are ignored.
     pub max_types_per_stream: usize,
+    /// SotW types sent incrementally, as Envoy sends RDS and EDS: after the
+    /// first response on a stream, a response carries only the resources
+    /// whose version differs from what the stream was last sent, and leaving
+    /// one out does not delete it (a client drops it when the stream ends).
+    /// Listener- and cluster-like types must stay complete.
+    pub sotw_incremental_types: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -91,6 +101,7 @@ impl Default for ServerOptions {
             disconnected_retention: Duration::from_secs(600),
             max_disconnected: 1024,
             max_types_per_stream: 64,
+            sotw_incremental_types: Vec::new(),
         }
     }
 }
@@ -432,6 +443,10 @@ struct SotwType {
     names: Option<BTreeSet<String>>,
     sent_version: Option<String>,
     nonce: String,
+    /// Sent incrementally: see [`ServerOptions::sotw_incremental_types`].
+    incremental: bool,
+    /// Incremental types: name -> version of what this stream was sent.
+    sent: HashMap<String, String>,
 }
 
 struct SotwStream {
@@ -478,9 +493,11 @@ impl SotwStream {
                 }
                 self.types.push(SotwType {
                     names: sotw_names(&req.resource_names),
+                    incremental: c.shared.opts.sotw_incremental_types.contains(&req.type_url),
                     type_url: req.type_url,
                     sent_version: None,
                     nonce: String::new(),
+                    sent: HashMap::new(),
                 });
                 self.types.len() - 1
             }
@@ -511,8 +528,12 @@ impl SotwStream {
             return Ok(());
         }
         let wrap = c.shared.opts.wrap_sotw_resources;
+        let changed =
+            |(name, (v, _)): &&(&String, &(String, Any))| t.sent.get(name.as_str()) != Some(v);
+        let partial = t.incremental && t.sent_version.is_some();
         let resources: Vec<Any> = selected
             .iter()
+            .filter(|r| !partial || changed(r))
             .map(|(name, (v, body))| {
                 if wrap {
                     let wrapper = disc::Resource {
@@ -543,6 +564,12 @@ impl SotwStream {
             nonce: nonce.clone(),
             ..Default::default()
         };
+        if t.incremental {
+            t.sent = selected
+                .iter()
+                .map(|(n, (v, _))| ((*n).clone(), v.clone()))
+                .collect();
+        }
         t.sent_version = Some(version);
         t.nonce = nonce;
         c.send(resp).await

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::*;
-use corridor_xds::{Client, MemorySource, ServerOptions};
+use corridor_xds::{Client, MemorySource, ServerOptions, Update};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
 async fn scenario(wrap: bool) {
@@ -233,5 +233,112 @@ async fn explicit_names_both_variants() {
     for t in tasks {
         t.abort();
     }
+    srv.stop().await;
+}
+
+/// The last full update of `type_url` in `log`: (first on its stream, names
+/// in the response, version_info).
+fn last_full(log: &[(Update, bool)], type_url: &str) -> Option<(bool, Vec<String>, String)> {
+    log.iter().rev().find_map(|(u, _)| match u {
+        Update::Full {
+            type_url: t,
+            version_info,
+            resources,
+            first,
+        } if t == type_url => Some((
+            *first,
+            resources.iter().map(|r| r.name.clone()).collect(),
+            version_info.clone(),
+        )),
+        _ => None,
+    })
+}
+
+/// Types sent incrementally (Envoy's RDS/EDS semantics): a stream's first
+/// response is complete; later ones carry only what changed (nothing, with a
+/// new version, for a removal); other types stay complete; a new stream
+/// starts complete again.
+#[tokio::test]
+async fn incremental_types_send_only_what_changed() {
+    init_tracing();
+    let (c, e) = (cluster(), endpoints());
+    let source = Arc::new(MemorySource::new());
+    source.set(&c, "a", "1", body(&c, "a", "alpha"));
+    source.set(&c, "b", "1", body(&c, "b", "beta"));
+    source.set(&e, "e1", "1", body(&e, "e1", "one"));
+    source.set(&e, "e2", "1", body(&e, "e2", "two"));
+    let opts = ServerOptions {
+        wrap_sotw_resources: true,
+        sotw_incremental_types: vec![e.clone()],
+        ..ServerOptions::default()
+    };
+    let srv = TestServer::start(Arc::clone(&source), opts.clone(), 0).await;
+    let sink = Arc::new(TestSink::default());
+    let client = Client::new(
+        client_config(srv.addr, "node-inc", false, &[c.clone(), e.clone()]),
+        sink.clone(),
+    );
+    let status = client.status();
+    let task = client.spawn();
+    tokio::time::timeout(DEADLINE, status.wait_ready())
+        .await
+        .expect("client ready");
+    let (first, names, v1) = last_full(&sink.log_since(0), &e).expect("endpoints sent");
+    assert!(first);
+    assert_eq!(names, ["e1", "e2"]);
+
+    // One resource changes: only it is sent.
+    let mark = sink.log_len();
+    source.set(&e, "e2", "2", body(&e, "e2", "two-b"));
+    wait_for("the changed endpoints", || {
+        last_full(&sink.log_since(mark), &e).is_some()
+    })
+    .await;
+    let (first, names, v2) = last_full(&sink.log_since(mark), &e).unwrap();
+    assert!(!first);
+    assert_eq!(names, ["e2"]);
+    assert_ne!(v2, v1);
+
+    // A complete type stays complete.
+    let mark = sink.log_len();
+    source.set(&c, "b", "2", body(&c, "b", "beta-b"));
+    wait_for("the changed clusters", || {
+        last_full(&sink.log_since(mark), &c).is_some()
+    })
+    .await;
+    assert_eq!(last_full(&sink.log_since(mark), &c).unwrap().1, ["a", "b"]);
+
+    // A removal sends nothing but a new version, which the client ACKs.
+    let mark = sink.log_len();
+    assert!(source.remove(&e, "e1"));
+    wait_for("the removal's version", || {
+        last_full(&sink.log_since(mark), &e).is_some()
+    })
+    .await;
+    let (first, names, v3) = last_full(&sink.log_since(mark), &e).unwrap();
+    assert!(!first && names.is_empty());
+    assert_ne!(v3, v2);
+    wait_for("the removal ACKed", || {
+        status
+            .snapshot()
+            .types
+            .iter()
+            .any(|t| t.type_url == e && t.version_info == v3)
+    })
+    .await;
+
+    // A new stream (a restarted server on the same port) starts complete.
+    let mark = sink.log_len();
+    let port = srv.addr.port();
+    srv.stop().await;
+    let srv = TestServer::start(Arc::clone(&source), opts, port).await;
+    wait_for("the resent endpoints", || {
+        last_full(&sink.log_since(mark), &e).is_some()
+    })
+    .await;
+    let (first, names, _) = last_full(&sink.log_since(mark), &e).unwrap();
+    assert!(first);
+    assert_eq!(names, ["e2"]);
+    task.abort();
     srv.stop().await;
 }

@@ -385,6 +385,69 @@ async fn delta_adds_and_removes_endpoints_and_clusters_without_recompiling_route
     );
 }
 
+/// State of the world sends endpoints as Envoy sends EDS: after the first
+/// response, only the Endpoints that changed; the proxy keeps the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_endpoint_updates_carry_only_the_changed_endpoints() {
+    let a = upstream("a", UpstreamProtocol::Http1).await;
+    let b = upstream("b", UpstreamProtocol::Http1).await;
+    let e = upstream("e", UpstreamProtocol::Http1).await;
+    let endpoints = |cluster: &str, addr: SocketAddr| {
+        format!("endpoints:\n  - cluster: {cluster}\n    endpoints:\n      - address: \"{addr}\"\n")
+    };
+    let routes = route_table("c").replace(
+        "          - name: r\n",
+        "          - name: to-e\n            match: { prefix: /e/ }\n            route: { cluster: ce }\n          - name: r\n",
+    );
+    let cp = ControlPlane::start(&[
+        ("clusters.yaml", "clusters:\n  - name: c\n  - name: ce\n"),
+        ("endpoints-c.yaml", &endpoints("c", a.addr())),
+        ("endpoints-e.yaml", &endpoints("ce", e.addr())),
+        ("routes.yaml", &routes),
+    ])
+    .await;
+    let proxy = Corridor::start(&bootstrap(&cp, "sidecar-sotw", "")).await;
+    assert!(wait_upstream(proxy.addr, "a", Duration::from_secs(5))
+        .await
+        .is_some());
+    let sent = |nodes: &serde_json::Value| {
+        nodes["nodes"][0]["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type_url"].as_str().unwrap().ends_with(".Endpoints"))
+            .map(|t| (t["resources"].as_u64(), t["acked_version"].clone()))
+    };
+    let (count, _) = sent(&cp.nodes().await).expect("Endpoints subscribed");
+    assert_eq!(count, Some(2), "the first response is complete");
+
+    cp.write("endpoints-c.yaml", &endpoints("c", b.addr()));
+    assert!(wait_upstream(proxy.addr, "b", Duration::from_secs(10))
+        .await
+        .is_some());
+    eventually("the update to be ACKed", || async {
+        let dump = config_dump(&proxy).await;
+        let acked = xds_type(&dump, "Endpoints")["version_info"].clone();
+        assert!(acked.as_str().is_some_and(|v| !v.is_empty()), "{dump}");
+        sent(&cp.nodes().await) == Some((Some(1), acked))
+    })
+    .await;
+    // The endpoints the response left out still serve.
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(
+        fetch_get(&c, "/e/status/200").await.header("x-upstream"),
+        "e"
+    );
+    let dump = config_dump(&proxy).await;
+    let held: Vec<&str> = dump["resources"]["Endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["c", "ce"], "{dump}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_get_their_own_view_and_pushed_listeners_come_and_go() {
     let aws = upstream("aws", UpstreamProtocol::Http1).await;

@@ -152,6 +152,7 @@ impl TestSink {
                 type_url,
                 version_info,
                 resources,
+                ..
             } => {
                 let mut next = Held {
                     version_info: version_info.clone(),
