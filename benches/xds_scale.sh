@@ -29,7 +29,9 @@
 #   SKIP_BUILD=1          no cargo: use target/release/{corridor,xds_scale} as they are
 #   BASE_PORT=29080       first port tried; free ports are picked from here up
 #   PROXY_CPU=1, LOAD_CPU=0   pinning: the proxy / everything else (control
-#                         plane, engine clients, wrk, upstream nginx)
+#                         plane, engine clients, wrk, upstream nginx); the
+#                         control plane and engine clients use every CPU
+#                         during the initial convergences
 #   CONVERGE_TIMEOUT=60   seconds a convergence may take before the run fails
 #   KEEP_TMP=1            keep the temp dir (resource files, configs)
 set -euo pipefail
@@ -312,7 +314,7 @@ args=(
 )
 ((PINNED)) && args+=(--proxy-cpu "$PROXY_CPU" --cp-cpu "$LOAD_CPU")
 [[ $SKIP_STORM == 1 ]] && args+=(--skip-storm)
-log "pinning (pinned=$PINNED): proxy on CPU $PROXY_CPU; control plane, engine clients, wrk and upstream on CPU $LOAD_CPU"
+log "pinning (pinned=$PINNED): proxy on CPU $PROXY_CPU; wrk and upstream on CPU $LOAD_CPU; control plane and engine clients on CPU $LOAD_CPU, except during initial convergences (every CPU)"
 log "running $XDS_SCALE_BIN ${args[*]}"
 # In the background, waited for, so that Ctrl-C and SIGTERM run the cleanup at once.
 pin "$LOAD_CPU" "$XDS_SCALE_BIN" "${args[@]}" >"$RESULTS/stdout.txt" 2> >(tee -a "$RUN_LOG" >&2) &

@@ -108,7 +108,9 @@ pub struct Opts {
     /// CPU the proxy is pinned to (none: not pinned).
     #[arg(long)]
     pub proxy_cpu: Option<usize>,
-    /// CPU the control plane is pinned to (none: not pinned).
+    /// CPU the control plane and this process (the engine clients) are pinned
+    /// to (none: not pinned), except during initial convergences, when they
+    /// may use every CPU: on a real deployment each subscriber has its own.
     #[arg(long)]
     pub cp_cpu: Option<usize>,
     /// Seconds to wait for a convergence before giving up.
@@ -244,6 +246,22 @@ pub struct Proc {
     pub log: PathBuf,
 }
 
+/// Sets the CPUs every thread of process `pid` may run on (`taskset -a -p`).
+pub fn set_cpus(pid: u32, cpus: &str) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -a -p -c {cpus} {pid} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 impl Proc {
     /// Starts `program args` (pinned to `cpu` with taskset when given), output to `log`.
     pub fn spawn(
@@ -292,6 +310,11 @@ impl Proc {
             pid_file,
             log,
         })
+    }
+
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its pid, as text for `/proc`.

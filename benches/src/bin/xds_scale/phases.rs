@@ -114,13 +114,16 @@ pub fn variant(b: &mut Bench, v: &str) -> Result<(), String> {
         "--admin".into(),
         cp_admin.to_string(),
     ];
+    // While subscribers converge, the control plane and the engine clients
+    // (this process) may use every CPU; the proxy keeps its own.
+    spread(b, None, true)?;
     let started = Instant::now();
     let pids = b.opts.work.join("pids");
     let mut cp = Proc::spawn(
         &format!("control plane ({v})"),
         &pids,
         b.opts.out.join(format!("logs/control-plane-{v}.log")),
-        b.opts.cp_cpu,
+        None,
         &b.opts.corridor,
         &args,
         &[("RUST_LOG", "info")],
@@ -198,6 +201,7 @@ pub fn variant(b: &mut Bench, v: &str) -> Result<(), String> {
     })?;
     let applied = wait_applied(b, &ctx.proxy, 0, &Kind::ALL);
     let s1 = samples(b, &ctx);
+    spread(b, Some(&ctx.cp), false)?;
     let s0 = Samples {
         cp: cp0,
         me: me0,
@@ -233,6 +237,7 @@ pub fn variant(b: &mut Bench, v: &str) -> Result<(), String> {
         let cp0 = ctx.cp.sample(b.ticks);
         let me0 = probe::proc_sample("self", b.ticks);
         let px0 = ctx.proxy.sample(b.ticks);
+        spread(b, Some(&ctx.cp), true)?;
         let t0 = SystemTime::now();
         ctx.swarm = Some(Swarm::start(
             &server,
@@ -253,6 +258,7 @@ pub fn variant(b: &mut Bench, v: &str) -> Result<(), String> {
             },
         )?;
         let s1 = samples(b, &ctx);
+        spread(b, Some(&ctx.cp), false)?;
         let s0 = Samples {
             cp: cp0,
             me: me0,
@@ -284,6 +290,29 @@ pub fn variant(b: &mut Bench, v: &str) -> Result<(), String> {
         crate::load::load(b, &mut ctx)?;
     }
     Ok(())
+}
+
+/// With pinning on: lets the control plane and the engine clients (this
+/// process) run on every CPU (`wide`, for an initial convergence, where each
+/// real subscriber would have its own CPU), or puts them back on `cp_cpu`
+/// (updates and the load test, so that the proxy's CPU stays its own).
+fn spread(b: &Bench, cp: Option<&Proc>, wide: bool) -> Result<(), String> {
+    let Some(cpu) = b.opts.cp_cpu else {
+        return Ok(());
+    };
+    let cpus = if wide {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .map_err(|e| format!("cannot read the online CPUs: {e}"))?
+            .trim()
+            .to_string()
+    } else {
+        cpu.to_string()
+    };
+    crate::set_cpus(std::process::id(), &cpus)?;
+    match cp {
+        Some(cp) => crate::set_cpus(cp.id(), &cpus),
+        None => Ok(()),
+    }
 }
 
 /// `updates` route changes and endpoint changes, alternating; phases
