@@ -64,7 +64,9 @@ impl Sink for DecodeSink {
             Ok(())
         };
         match update {
-            Update::Full { resources, .. } => {
+            Update::Full {
+                resources, first, ..
+            } => {
                 let mut next = HashMap::with_capacity(resources.len());
                 for r in &resources {
                     let same = !r.name.is_empty()
@@ -77,7 +79,12 @@ impl Sink for DecodeSink {
                         next.insert(r.name.clone(), r.version.clone());
                     }
                 }
-                *held = next;
+                // Incremental kinds: only a stream's first response is complete.
+                if first || !kind.sotw_incremental() {
+                    *held = next;
+                } else {
+                    held.extend(next);
+                }
             }
             Update::Delta { added, removed, .. } => {
                 for r in &added {
