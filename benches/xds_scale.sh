@@ -13,7 +13,7 @@
 # Environment knobs (defaults in brackets):
 #   DURATION=10           seconds per wrk measurement (steady and storm)
 #   WARMUP=2              seconds of wrk warm-up before each measurement
-#   ROUNDS=3              steady/storm rounds per variant; the median ratio is reported
+#   ROUNDS=5              steady/storm rounds per variant; the median ratio is reported
 #   UPDATES=5             repetitions of the 10k-route and 1-endpoint updates
 #   CONNECTIONS=50        wrk connections
 #   SUBSCRIBERS=100       1 proxy + SUBSCRIBERS-1 engine clients
@@ -45,7 +45,7 @@ export LC_ALL=C
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 UPDATES=${UPDATES:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 SUBSCRIBERS=${SUBSCRIBERS:-100}

@@ -387,31 +387,34 @@ mod tests {
             }));
             upserts.push(endpoints(c, 0));
         }
-        let routes = (0..10_000)
-            .map(|r| proto::Route {
-                r#match: Some(proto::RouteMatch {
-                    path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
-                        "/r{r}/"
-                    ))),
+        let table = |gen: usize| {
+            let routes = (0..10_000)
+                .map(|r| proto::Route {
+                    r#match: Some(proto::RouteMatch {
+                        path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
+                            "/r{r}/g{gen}/"
+                        ))),
+                        ..Default::default()
+                    }),
+                    action: Some(proto::route::Action::Route(proto::RouteAction {
+                        cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(
+                            format!("c{:04}", r % 1000),
+                        )),
+                        ..Default::default()
+                    })),
                     ..Default::default()
-                }),
-                action: Some(proto::route::Action::Route(proto::RouteAction {
-                    cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(
-                        format!("c{:04}", r % 1000),
-                    )),
+                })
+                .collect();
+            Resource::RouteTable(proto::RouteTable {
+                name: "big".into(),
+                virtual_hosts: vec![proto::VirtualHost {
+                    domains: vec!["*".into()],
+                    routes,
                     ..Default::default()
-                })),
-                ..Default::default()
+                }],
             })
-            .collect();
-        upserts.push(Resource::RouteTable(proto::RouteTable {
-            name: "big".into(),
-            virtual_hosts: vec![proto::VirtualHost {
-                domains: vec!["*".into()],
-                routes,
-                ..Default::default()
-            }],
-        }));
+        };
+        upserts.push(table(0));
         upserts.push(Resource::Listener(proto::Listener {
             name: "main".into(),
             address: "127.0.0.1:0".into(),
@@ -420,16 +423,25 @@ mod tests {
         }));
         push(&shared, upserts);
         let mut times = Vec::new();
-        for gen in 1..=200 {
+        for gen in 1..=20 {
             let t = std::time::Instant::now();
             push(&shared, vec![endpoints(7, gen)]);
             times.push(t.elapsed());
         }
         times.sort();
+        let mut table_times = Vec::new();
+        for gen in 1..=29 {
+            let next = table(gen);
+            let t = std::time::Instant::now();
+            push(&shared, vec![next]);
+            table_times.push(t.elapsed());
+        }
+        table_times.sort();
         println!(
-            "one-endpoint apply_change: median {:?}, p90 {:?}",
+            "one-endpoint apply_change: median {:?}, p90 {:?}; 10k-route table: median {:?}",
             times[times.len() / 2],
-            times[times.len() * 9 / 10]
+            times[times.len() * 9 / 10],
+            table_times[table_times.len() / 2]
         );
         assert_eq!(
             shared.snapshot().cluster("c0007").unwrap().endpoints.len(),

@@ -88,7 +88,7 @@ pub struct Opts {
     #[arg(long, default_value_t = 5)]
     pub updates: usize,
     /// Steady/storm rounds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Seconds per wrk measurement.
     #[arg(long, default_value_t = 10)]
