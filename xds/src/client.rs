@@ -70,7 +70,8 @@ pub enum Update {
         version_info: String,
         /// Every resource of the type (names may be empty: see the crate docs).
         resources: Vec<Resource>,
-        /// The first response of this type on this stream.
+        /// The first response of this type that arrived on this stream (even
+        /// if it could not be decoded): the only one known to be complete.
         first: bool,
     },
     /// Delta: add or replace `added`, drop `removed`; keep the rest.
@@ -413,6 +414,9 @@ impl Client {
             let nonce = std::mem::take(&mut resp.nonce);
             let version = std::mem::take(&mut resp.version_info);
             let anys = std::mem::take(&mut resp.resources);
+            // Only the first response of a type on a stream is known to be
+            // complete, whether or not it could be decoded or applied.
+            let first = !std::mem::replace(&mut ty.answered, true);
             let outcome = match sotw_resources(&ty.type_url, &version, anys) {
                 Ok(resources) => {
                     let count = resources.len();
@@ -420,7 +424,7 @@ impl Client {
                         type_url: ty.type_url.clone(),
                         version_info: version.clone(),
                         resources,
-                        first: !std::mem::replace(&mut ty.answered, true),
+                        first,
                     };
                     self.apply(update).await.map(|()| count)
                 }

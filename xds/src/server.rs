@@ -86,9 +86,10 @@ pub struct ServerOptions {
     pub max_types_per_stream: usize,
     /// SotW types sent incrementally, as Envoy sends RDS and EDS: after the
     /// first response on a stream, a response carries only the resources
-    /// whose version differs from what the stream was last sent, and leaving
-    /// one out does not delete it (a client drops it when the stream ends).
-    /// Listener- and cluster-like types must stay complete.
+    /// whose version differs from what the stream was last sent (after a
+    /// NACK: every resource), and leaving one out does not delete it (a
+    /// client may drop it when a later stream's first response leaves it
+    /// out). Listener- and cluster-like types must stay complete.
     pub sotw_incremental_types: Vec<String>,
 }
 
@@ -473,6 +474,9 @@ impl SotwStream {
                     Some(e) => {
                         tracing::warn!(stream = c.id, node = %c.node.id, type_url = %t.type_url, nonce = %t.nonce, message = %e.message, "NACK");
                         c.shared.registry.nacked(c.id, &t.type_url, &e.message);
+                        // The client kept what it had before: the next
+                        // response carries every resource again.
+                        t.sent.clear();
                     }
                     None => c
                         .shared

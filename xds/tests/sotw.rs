@@ -256,8 +256,8 @@ fn last_full(log: &[(Update, bool)], type_url: &str) -> Option<(bool, Vec<String
 
 /// Types sent incrementally (Envoy's RDS/EDS semantics): a stream's first
 /// response is complete; later ones carry only what changed (nothing, with a
-/// new version, for a removal); other types stay complete; a new stream
-/// starts complete again.
+/// new version, for a removal); other types stay complete; after a NACK the
+/// next response carries everything; a new stream starts complete again.
 #[tokio::test]
 async fn incremental_types_send_only_what_changed() {
     init_tracing();
@@ -327,6 +327,35 @@ async fn incremental_types_send_only_what_changed() {
     })
     .await;
 
+    // After a NACK the next response carries every resource again.
+    let mark = sink.log_len();
+    source.set(&e, "e3", "1", body(&e, "e3", "three"));
+    wait_for("e3", || last_full(&sink.log_since(mark), &e).is_some()).await;
+    assert_eq!(last_full(&sink.log_since(mark), &e).unwrap().1, ["e3"]);
+    let mark = sink.log_len();
+    source.set(&e, "e2", "3", body(&e, "e2", "reject-this"));
+    wait_for("the NACK", || {
+        status
+            .snapshot()
+            .types
+            .iter()
+            .any(|t| t.type_url == e && t.last_nack.is_some())
+    })
+    .await;
+    assert_eq!(
+        last_full(&sink.log_since(mark), &e).map(|(_, names, _)| names),
+        Some(vec!["e2".to_string()])
+    );
+    let mark = sink.log_len();
+    source.set(&e, "e2", "4", body(&e, "e2", "two-c"));
+    wait_for("the fixed endpoints", || {
+        last_full(&sink.log_since(mark), &e).is_some()
+    })
+    .await;
+    let (first, names, _) = last_full(&sink.log_since(mark), &e).unwrap();
+    assert!(!first);
+    assert_eq!(names, ["e2", "e3"], "every resource after a NACK");
+
     // A new stream (a restarted server on the same port) starts complete.
     let mark = sink.log_len();
     let port = srv.addr.port();
@@ -338,7 +367,7 @@ async fn incremental_types_send_only_what_changed() {
     .await;
     let (first, names, _) = last_full(&sink.log_since(mark), &e).unwrap();
     assert!(first);
-    assert_eq!(names, ["e2"]);
+    assert_eq!(names, ["e2", "e3"]);
     task.abort();
     srv.stop().await;
 }
