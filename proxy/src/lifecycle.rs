@@ -29,12 +29,17 @@ const CONTROL_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority to [`CONTROL_NICE`] (Linux
 /// sets nice per thread). Failure only costs latency under load, so it is logged.
+#[cfg(target_os = "linux")]
 pub(crate) fn lower_thread_priority(what: &str) {
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), CONTROL_NICE) {
         tracing::debug!("cannot lower the {what} thread's priority: {e}");
     }
 }
+
+/// Elsewhere nice is per process: the control threads keep their priority.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lower_thread_priority(_what: &str) {}
 
 /// Reloads configuration and drains on shutdown.
 pub struct Lifecycle {

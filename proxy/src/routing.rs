@@ -6,8 +6,6 @@
 //! the only thing a request loads.
 
 use std::collections::HashMap;
-
-use imbl::OrdMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +13,7 @@ use corridor_config::{
     Cluster, ConfigError, FieldPath, Files, Listener, RouteAction, RouteTable, Snapshot,
     UpstreamProtocol,
 };
+use imbl::OrdMap;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;

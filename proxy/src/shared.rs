@@ -54,8 +54,9 @@ pub struct Shared {
     /// Control-stream state for the admin API, once a client runs.
     pub(crate) xds: parking_lot::Mutex<Option<corridor_xds::ClientStatus>>,
     /// Replaced configurations that requests may still hold. They are freed by
-    /// [`Shared::reclaim`] on a control thread, never by the last request on a
-    /// worker (freeing ten thousand routes takes milliseconds).
+    /// [`Shared::reclaim`] on a control thread rather than by the last request
+    /// on a worker (freeing ten thousand routes takes milliseconds). A removed
+    /// listener's draining accept loop still frees its last table itself.
     retired: parking_lot::Mutex<Vec<Arc<Routing>>>,
 }
 
@@ -347,6 +348,15 @@ mod tests {
         let before = shared.routing();
         push(&shared, vec![endpoints(1, 1)]);
         let after = shared.routing();
+        assert_eq!(
+            after
+                .config
+                .store
+                .changed_clusters_since(&before.config.store)
+                .map(|c| c.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+            Some(vec!["c0001".to_string()]),
+            "the store names the one cluster the update touched"
+        );
         for c in ["c0000", "c0002"] {
             assert!(Arc::ptr_eq(&before.clusters[c], &after.clusters[c]), "{c}");
         }

@@ -22,8 +22,6 @@ pub(crate) struct RouteRef {
 
 /// State of one request across phases and retries.
 pub struct RequestCtx {
-    /// The routing state the request started with; kept to the end.
-    pub(crate) routing: Arc<Routing>,
     /// The listener (and its route table) the request arrived on.
     pub(crate) listener: Arc<ListenerRuntime>,
     pub(crate) start: Instant,
@@ -63,6 +61,11 @@ pub struct RequestCtx {
     pub(crate) upstream_status: u16,
     /// The response is counted in `corridor_active_streams`.
     streaming: bool,
+    /// The routing state the request started with; kept to the end. Declared
+    /// last so that it is dropped last: the listener and cluster above are
+    /// released first, and the configuration they belong to is then freed
+    /// by the control thread's reclaim, not here.
+    pub(crate) routing: Arc<Routing>,
 }
 
 impl RequestCtx {
