@@ -35,7 +35,7 @@ impl SourceMap {
     }
 
     fn insert(&mut self, path: &FieldPath<'_>, pos: Pos) {
-        self.positions.insert(path.to_string().to_string(), pos);
+        self.positions.insert(path.to_string(), pos);
     }
 }
 

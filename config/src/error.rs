@@ -10,7 +10,7 @@ use crate::yaml::Pos;
 ///
 /// Extending a path borrows its parent instead of formatting a string, so a
 /// compile of ten thousand routes builds no text until an error needs it;
-/// [`FieldPath::to_owned`] renders one to keep.
+/// [`FieldPath::to_static`] renders one to keep.
 #[derive(Clone)]
 pub struct FieldPath<'a>(Seg<'a>);
 
@@ -66,7 +66,7 @@ impl<'a> FieldPath<'a> {
     }
 
     /// The path rendered once, to keep beyond the borrows it was built from.
-    pub fn to_owned(&self) -> FieldPath<'static> {
+    pub fn to_static(&self) -> FieldPath<'static> {
         match &self.0 {
             Seg::Text(t) => FieldPath(Seg::Text(Arc::clone(t))),
             _ => FieldPath(Seg::Text(self.to_string().into())),

@@ -52,3 +52,6 @@ pub use store::{
     fnv, Change, Entry, EntryInfo, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX,
 };
 pub use yaml::Pos;
+
+/// The persistent map type of [`Snapshot::clusters`].
+pub use imbl::OrdMap;

@@ -10,12 +10,11 @@
 //! update replaces one cluster's endpoint table and nothing else.
 
 use std::collections::{HashMap, HashSet};
-
-use imbl::OrdMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use imbl::OrdMap;
 use prost::Message as _;
 
 use crate::cluster::{Cluster, EndpointTable};
@@ -308,25 +307,25 @@ impl Change {
         for (i, c) in b.clusters.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::Cluster(c.clone()),
-                root.item("clusters", i).to_owned(),
+                root.item("clusters", i).to_static(),
             ));
         }
         for (i, e) in b.endpoints.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::Endpoints(e.clone()),
-                root.item("endpoints", i).to_owned(),
+                root.item("endpoints", i).to_static(),
             ));
         }
         for (i, t) in b.route_tables.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::RouteTable(t.clone()),
-                root.item("route_tables", i).to_owned(),
+                root.item("route_tables", i).to_static(),
             ));
         }
         for (i, l) in b.listeners.iter().enumerate() {
             upserts.push(file_upsert(
                 Resource::Listener(l.clone()),
-                root.item("listeners", i).to_owned(),
+                root.item("listeners", i).to_static(),
             ));
         }
         Change {
@@ -376,7 +375,8 @@ pub struct Store {
     /// The listeners served: the latest whose route table is served, or the
     /// previous version while the latest waits for its table.
     served_listeners: OrdMap<Arc<str>, Entry<Listener>>,
-    /// Unique per `apply` result (a clone shares it).
+    /// Unique per store made by `new` or `apply` (a clone or `with_settings`
+    /// copy shares it: its effective clusters are the same).
     id: u64,
     /// The `id` of the store this one was applied to (0 for a new store).
     parent: u64,
@@ -566,12 +566,12 @@ impl Store {
                 Resource::Listener(l) if !l.route_table.is_empty() => refs.push((
                     Kind::RouteTable,
                     l.route_table.as_str().into(),
-                    path.field("route_table").to_owned(),
+                    path.field("route_table").to_static(),
                 )),
                 Resource::Endpoints(_) => refs.push((
                     Kind::Cluster,
                     name.clone(),
-                    path.field("cluster").to_owned(),
+                    path.field("cluster").to_static(),
                 )),
                 _ => {}
             }
@@ -750,7 +750,6 @@ impl Store {
         self.meta(kind, name).map(|(o, _)| o)
     }
 
-    /// Removes the resources of `kind` that `keep` rejects; returns them.
     /// The stored key and origin of resource `kind`/`name`.
     fn key_of(&self, kind: Kind, name: &str) -> Option<(Arc<str>, Origin)> {
         fn get<T>(m: &OrdMap<Arc<str>, Entry<T>>, name: &str) -> Option<(Arc<str>, Origin)> {
@@ -776,10 +775,14 @@ impl Store {
 
     /// Which clusters may differ between `parent` and this store: `None`
     /// unless this store is the result of applying a change to `parent`.
+    /// (Only `apply` changes effective clusters, and it gives its result a
+    /// new id; a clone or `with_settings` copy keeps the id because its
+    /// clusters are the same.)
     pub fn changed_clusters_since(&self, parent: &Store) -> Option<&[Arc<str>]> {
-        (self.parent == parent.id && parent.id != 0).then_some(&*self.changed_clusters)
+        (self.parent == parent.id).then_some(&*self.changed_clusters)
     }
 
+    /// Removes the resources of `kind` that `keep` rejects; returns them.
     fn retain(&mut self, kind: Kind, keep: impl Fn(&str, Origin) -> bool) -> Vec<(Kind, Arc<str>)> {
         fn go<T>(
             m: &mut OrdMap<Arc<str>, Entry<T>>,
@@ -918,12 +921,12 @@ impl Store {
                 && c.endpoints.iter().any(|e| e.hostname.is_none())
             {
                 let path = match self.endpoints.get(name) {
-                    Some(e) => e.path.field("endpoints").to_owned(),
+                    Some(e) => e.path.field("endpoints").to_static(),
                     None => self.clusters[name]
                         .path
                         .field("tls")
                         .field("sni")
-                        .to_owned(),
+                        .to_static(),
                 };
                 cx.err(
                     &path,

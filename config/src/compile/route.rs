@@ -39,6 +39,7 @@ pub(crate) fn compile_route_table(
     let mut domain_owner: HashMap<String, usize> = HashMap::new();
     let mut vhost_names = HashSet::new();
     let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
+    let mut compiled = 0usize;
     for (v, vh) in t.virtual_hosts.iter().enumerate() {
         let vp = p.item("virtual_hosts", v);
         let name: Arc<str> = if vh.name.is_empty() {
@@ -86,7 +87,8 @@ pub(crate) fn compile_route_table(
         let mut routes = Vec::with_capacity(vh.routes.len());
         let mut route_names = HashSet::new();
         for (r, route) in vh.routes.iter().enumerate() {
-            if r % YIELD_EVERY == YIELD_EVERY - 1 {
+            compiled += 1;
+            if compiled.is_multiple_of(YIELD_EVERY) {
                 // A big table takes milliseconds: let a worker that shares
                 // this core serve its requests between chunks.
                 std::thread::yield_now();
@@ -256,7 +258,7 @@ fn compile_forward(
             None
         } else {
             let name: Arc<str> = name.into();
-            cx.cluster_refs.push((name.clone(), path.to_owned()));
+            cx.cluster_refs.push((name.clone(), path.to_static()));
             Some(name)
         }
     };
