@@ -181,15 +181,19 @@ route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_re
     );
 }
 
-/// Polls until `addr` answers `GET /status/200` with 200 (`true`) or refuses
-/// connections (`false`), whichever `want` is. A connection that the kernel
-/// queued just before the listener closed is reset, not answered: that counts
-/// as not listening.
+/// Polls until `addr` answers `GET /status/200` with 200 (`want`) or refuses
+/// connections (`!want`). (A connection the kernel queued just before the
+/// listener closed is reset rather than answered; polling goes on until
+/// connections are refused.)
 async fn wait_listening(addr: std::net::SocketAddr, want: bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let up = try_get(addr, "/status/200").await.map(|r| r.status) == Some(200);
-        if up == want {
+        let done = if want {
+            try_get(addr, "/status/200").await.map(|r| r.status) == Some(200)
+        } else {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        };
+        if done {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -68,7 +68,7 @@ pub fn render(b: &Bench) -> String {
     let _ = writeln!(s, "## Control-stream scale benchmark\n");
     let _ = writeln!(
         s,
-        "{}{} routes ({} hosts × {} + a catch-all) and {} endpoints ({} clusters × {}, in {} files), {} subscribers (1 `corridor run` proxy + {} `corridor_xds` engine clients that decode every resource they get, except state-of-the-world resources they hold at the same name and version, as the proxy does), served by `corridor control-plane` from YAML files. The proxy has a CPU of its own throughout; the control plane and the engine clients share the other, except during the two initial convergences, when they may use both (each real subscriber has its own CPU). Medians over {} update(s) and {} load round(s) (wrk -c{}, {} s); `benches/xds_scale.sh`.\n",
+        "{}{} routes ({} hosts × {} + a catch-all) and {} endpoints ({} clusters × {}, in {} files), {} subscribers (1 `corridor run` proxy + {} `corridor_xds` engine clients that decode every resource they get, except state-of-the-world resources they hold at the same name and version, as the proxy does), served by `corridor control-plane` from YAML files. The proxy is pinned to a CPU of its own; the control plane and the engine clients share the other, except during the two initial convergences, when they may use both CPUs, the proxy's included (each real subscriber has its own CPU). Medians over {} update(s) and {} load round(s) (wrk -c{}, {} s); `benches/xds_scale.sh`.\n",
         if o.header.is_empty() { String::new() } else { format!("{} ", o.header) },
         int(sh.routes() as f64),
         sh.vhosts,
