@@ -12,6 +12,11 @@ use corridor_config::{Cluster, EndpointSet, LbPolicy};
 pub trait Picker: Send + Sync + std::fmt::Debug {
     /// Returns an endpoint index from `eligible` (never empty).
     fn pick(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize;
+    /// The same for a retry (`eligible` leaves out what was tried when it can).
+    /// By default the policy picks as for a first try.
+    fn pick_retry(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
+        self.pick(cluster, eligible)
+    }
     /// The policy this picker implements, to reuse its state across snapshots.
     fn policy(&self) -> LbPolicy;
 }
@@ -25,9 +30,8 @@ pub fn picker_for(policy: LbPolicy) -> Arc<dyn Picker> {
 }
 
 /// Picks for one request try: prefers endpoints not yet tried, then the lowest
-/// priority level among them. The first try asks the policy; a retry picks at
-/// random (weighted), so a shared round-robin counter cannot line every
-/// request's first try up with the same failing endpoint.
+/// priority level among them, and asks the cluster's policy among those (a
+/// retry through [`Picker::pick_retry`]).
 pub fn pick(
     picker: &dyn Picker,
     cluster: &Cluster,
@@ -44,7 +48,7 @@ pub fn pick(
     let min_priority = pool.iter().map(|i| cluster.endpoints[i].priority).min()?;
     let choose = |set: &EndpointSet| {
         if retry {
-            Random.pick(cluster, set)
+            picker.pick_retry(cluster, set)
         } else {
             picker.pick(cluster, set)
         }
@@ -74,6 +78,13 @@ impl Picker for RoundRobin {
     fn pick(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         weighted_nth(cluster, eligible, n)
+    }
+
+    /// A retry picks at random (weighted) and leaves the shared sequence
+    /// alone: were retries to advance it, with every request retrying once
+    /// every first try would land on the same (failing) endpoint.
+    fn pick_retry(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
+        Random.pick(cluster, eligible)
     }
 
     fn policy(&self) -> LbPolicy {
@@ -113,6 +124,8 @@ fn weighted_nth(cluster: &Cluster, eligible: &EndpointSet, n: usize) -> usize {
     }
     last
 }
+
+pub(crate) mod state;
 
 #[cfg(test)]
 mod tests;
