@@ -1,7 +1,8 @@
-//! Owns the admin listener: `/ready`, `/live`, `/metrics` (Prometheus text) and
+//! Owns the admin listener: `/ready`, `/live`, `/metrics` (Prometheus text),
 //! `/config_dump` (every resource with its version, what is warming, the
-//! listeners serving and the control stream's state, as JSON; behind a
-//! bearer token when `admin.config_dump_token_file` is set). It is a
+//! listeners serving and the control stream's state, as JSON) and `/clusters`
+//! (each endpoint's runtime state, as JSON); the last two behind a bearer
+//! token when `admin.config_dump_token_file` is set. It is a
 //! separate Pingora service on its own socket (default 127.0.0.1:9901).
 
 use std::sync::Arc;
@@ -42,6 +43,45 @@ impl Admin {
             );
         }
         reply(StatusCode::OK, encoder.format_type(), buf)
+    }
+
+    /// Every cluster served with its endpoints' runtime state (requests in
+    /// flight, attempts, failures, latency to response headers), as JSON.
+    fn clusters(&self) -> Response<Vec<u8>> {
+        let routing = self.shared.routing();
+        let clusters: Vec<serde_json::Value> = routing
+            .clusters
+            .iter()
+            .map(|(name, rt)| {
+                let endpoints: Vec<serde_json::Value> = rt
+                    .config
+                    .endpoints
+                    .iter()
+                    .zip(&rt.states)
+                    .map(|(e, state)| {
+                        let mut j = state.to_json();
+                        j["address"] = e.address.to_string().into();
+                        j["weight"] = e.weight.into();
+                        j["priority"] = e.priority.into();
+                        j["labels"] = e
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_ref())))
+                            .collect::<serde_json::Map<_, _>>()
+                            .into();
+                        j
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": name.as_ref(),
+                    "lb_policy": format!("{:?}", rt.config.lb_policy),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec_pretty(&serde_json::json!({ "clusters": clusters }))
+            .unwrap_or_default();
+        reply(StatusCode::OK, "application/json", body)
     }
 
     fn config_dump(&self) -> Response<Vec<u8>> {
@@ -113,13 +153,18 @@ impl ServeHttp for Admin {
                 Ok(()) => self.config_dump(),
                 Err(resp) => resp,
             },
+            // Endpoint addresses are as internal as the configuration.
+            "/clusters" => match self.authorize_config_dump(session) {
+                Ok(()) => self.clusters(),
+                Err(resp) => resp,
+            },
             "/" => text(
                 StatusCode::OK,
-                "corridor admin: /ready /live /metrics /config_dump\n",
+                "corridor admin: /ready /live /metrics /config_dump /clusters\n",
             ),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /ready /live /metrics /config_dump\n",
+                "not found; try /ready /live /metrics /config_dump /clusters\n",
             ),
         }
     }

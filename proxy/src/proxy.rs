@@ -28,6 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::errors::{self, ErrorInfo, ErrorKind, LocalError};
 use crate::lb;
+use crate::lb::state::Outcome;
 use crate::metrics::RetryReason;
 use crate::routing::{ListenerRuntime, Routing};
 use crate::shared::Shared;
@@ -182,6 +183,9 @@ impl ProxyHttp for Corridor {
         let mut peer = Box::new(rt.peers[idx].clone());
         ctx.tried.insert(idx);
         ctx.endpoint = Some(idx);
+        // Replacing the previous try's guard ends its in-flight count.
+        ctx.in_flight = Some(rt.states[idx].begin());
+        ctx.try_started = Some(Instant::now());
         ctx.upstream_status = 0;
         let remaining = deadline - now;
         let mut read = idle.min(remaining);
@@ -263,6 +267,8 @@ impl ProxyHttp for Corridor {
         if resp.status.is_informational() {
             return Ok(());
         }
+        // Every try's answer reaches the endpoint's state, retried or not.
+        ctx.record_try(Outcome::Status(status));
         let retry_status = ctx
             .forward()
             .is_some_and(|f| f.retry.retries_status(status));
@@ -312,6 +318,7 @@ impl ProxyHttp for Corridor {
         if let Some(c) = &ctx.cluster {
             c.connect_failures.inc();
         }
+        ctx.record_try(Outcome::ConnectFailure);
         let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
         if retry {
             ctx.stats().retry(RetryReason::ConnectFailure);
@@ -335,6 +342,17 @@ impl ProxyHttp for Corridor {
             return e;
         }
         let reason = retry::failure_reason(&e);
+        if reason.is_some() {
+            let timed_out = matches!(
+                e.etype(),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            );
+            ctx.record_try(if timed_out {
+                Outcome::Timeout
+            } else {
+                Outcome::Reset
+            });
+        }
         let retry = match reason {
             Some(r) if retry::may_retry(ctx, session, r) => {
                 ctx.stats().retry(r);

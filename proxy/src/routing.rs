@@ -19,6 +19,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;
 use prometheus::{IntCounter, IntGauge};
 
+use crate::lb::state::EndpointState;
 use crate::lb::{picker_for, Picker};
 use crate::metrics::{Metrics, RouteStats};
 use crate::tls;
@@ -68,6 +69,9 @@ pub(crate) struct ClusterRuntime {
     pub(crate) picker: Arc<dyn Picker>,
     /// Peer template per endpoint.
     pub(crate) peers: Vec<HttpPeer>,
+    /// Runtime state per endpoint (same order as the endpoints), carried over
+    /// from the previous runtime for every endpoint it had at the same address.
+    pub(crate) states: Vec<Arc<EndpointState>>,
     /// Connect failures of this cluster.
     pub(crate) connect_failures: IntCounter,
     /// Trust roots read for it.
@@ -267,9 +271,29 @@ impl ClusterRuntime {
         for cert in ca.iter().flat_map(|certs| certs.iter()) {
             h.write(cert.borrow_raw_cert());
         }
+        // Endpoint identity is `cluster/address` (`Endpoint::id`).
+        let kept: HashMap<&str, &Arc<EndpointState>> = old
+            .map(|o| {
+                o.config
+                    .endpoints
+                    .iter()
+                    .map(|e| e.id.as_ref())
+                    .zip(&o.states)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let states = c
+            .endpoints
+            .iter()
+            .map(|e| {
+                kept.get(e.id.as_ref())
+                    .map_or_else(Default::default, |s| Arc::clone(s))
+            })
+            .collect();
         Ok(ClusterRuntime {
             ca_hash: if ca.is_some() { h.finish() } else { 0 },
             peers: peer_templates(c, ca.as_ref()),
+            states,
             picker,
             connect_failures: metrics.connect_failures(&c.name),
             config: Arc::clone(c),

@@ -10,6 +10,7 @@ use corridor_config::{EndpointSet, Forward, ListenerHttp, Route, RouteAction, Ta
 use http::HeaderValue;
 
 use crate::errors::LocalError;
+use crate::lb::state::{InFlight, Outcome};
 use crate::metrics::RouteStats;
 use crate::routing::{ClusterRuntime, ListenerRuntime, Routing};
 
@@ -61,6 +62,11 @@ pub struct RequestCtx {
     pub(crate) upstream_status: u16,
     /// The response is counted in `corridor_active_streams`.
     streaming: bool,
+    /// The current try, counted in flight on its endpoint until the next try
+    /// or the end of the request (dropping it ends the count, also on cancel).
+    pub(crate) in_flight: Option<InFlight>,
+    /// When the current try started; `None` once its outcome is recorded.
+    pub(crate) try_started: Option<Instant>,
     /// The routing state the request started with; kept to the end. Declared
     /// last so that it is dropped last: the listener and cluster above are
     /// released first, and the configuration they belong to is then freed
@@ -94,7 +100,19 @@ impl RequestCtx {
             local_error: None,
             upstream_status: 0,
             streaming: false,
+            in_flight: None,
+            try_started: None,
         }
+    }
+
+    /// Tells the current try's endpoint how the try ended; only the first
+    /// outcome of a try counts (a retried status also ends in an error).
+    pub(crate) fn record_try(&mut self, outcome: Outcome) {
+        let (Some(f), Some(started)) = (&self.in_flight, self.try_started.take()) else {
+            return;
+        };
+        let latency = matches!(outcome, Outcome::Status(_)).then(|| started.elapsed());
+        f.state().record(outcome, latency);
     }
 
     /// The listener's request handling settings.

@@ -205,6 +205,10 @@ async fn config_dump_token_and_a_warning_for_an_admin_listener_off_loopback() {
     // The auth-scheme is case-insensitive (RFC 9110 §11.1).
     let out = get(Some("bearer s3cret-token")).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // /clusters (endpoint addresses) is behind the same token.
+    let (status, body) = proxy.admin_get("/clusters").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains("endpoints"), "{body}");
     // Health and metrics stay open.
     assert_eq!(proxy.admin_get("/ready").await.0, 200);
     assert_eq!(proxy.admin_get("/metrics").await.0, 200);

@@ -5,6 +5,7 @@
 mod admin;
 mod demo;
 mod edge;
+mod endpoints;
 mod errors;
 mod framing;
 mod framing_h2;
