@@ -131,7 +131,12 @@ async fn sighup_reloads() {
         "{}",
         proxy.logs()
     );
-    assert!(proxy.logs().contains("SIGHUP"));
+    // The log line follows the swap: wait for it rather than race it.
+    assert!(
+        proxy.wait_for_log("SIGHUP", Duration::from_secs(5)).await,
+        "{}",
+        proxy.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +342,13 @@ clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
         200,
         "an existing connection keeps working"
     );
-    assert!(proxy.logs().contains("TLS files reloaded"));
+    assert!(
+        proxy
+            .wait_for_log("TLS files reloaded", Duration::from_secs(5))
+            .await,
+        "{}",
+        proxy.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +401,13 @@ async fn upstream_ca_bundles_rotate_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(proxy.logs().contains("TLS files reloaded"));
+    assert!(
+        proxy
+            .wait_for_log("TLS files reloaded", Duration::from_secs(5))
+            .await,
+        "{}",
+        proxy.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -539,7 +539,12 @@ async fn a_proxy_boots_from_its_persisted_configuration_without_a_control_plane(
     let c = Client::h1(proxy.addr).await.unwrap();
     assert_eq!(fetch_get(&c, "/status/200").await.header("x-upstream"), "a");
     assert!(
-        proxy.logs().contains("serving the persisted configuration"),
+        proxy
+            .wait_for_log(
+                "serving the persisted configuration",
+                Duration::from_secs(5)
+            )
+            .await,
         "{}",
         proxy.logs()
     );
