@@ -16,6 +16,8 @@ mod request;
 mod route;
 mod snapshot;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod yaml;
 
 pub use action::{

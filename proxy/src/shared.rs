@@ -309,6 +309,7 @@ fn unix_time(s: &Snapshot) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corridor_config::testing::{cluster, endpoints, route_table, scale_resources};
     use corridor_config::{proto, Origin, Resource, Upsert};
 
     fn push(shared: &Shared, upserts: Vec<Resource>) {
@@ -320,27 +321,9 @@ mod tests {
         shared.apply_change(change, "test").expect("applies");
     }
 
-    fn endpoints(c: usize, gen: usize) -> Resource {
-        Resource::Endpoints(proto::Endpoints {
-            cluster: format!("c{c:04}"),
-            endpoints: (0..50)
-                .map(|e| proto::Endpoint {
-                    address: format!("10.{}.{}.{e}:{}", c / 256, c % 256, 8000 + gen),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-    }
-
     #[test]
     fn an_update_rebuilds_only_the_clusters_it_touches() {
         let shared = Shared::new(Store::empty(), None, Registry::new()).unwrap();
-        let cluster = |c: usize| {
-            Resource::Cluster(proto::Cluster {
-                name: format!("c{c:04}"),
-                ..Default::default()
-            })
-        };
         push(
             &shared,
             (0..3).flat_map(|c| [cluster(c), endpoints(c, 0)]).collect(),
@@ -389,42 +372,7 @@ mod tests {
     #[ignore = "a measurement, not a check"]
     fn apply_cost_at_scale() {
         let shared = Shared::new(Store::empty(), None, Registry::new()).unwrap();
-        let mut upserts = Vec::new();
-        for c in 0..1000 {
-            upserts.push(Resource::Cluster(proto::Cluster {
-                name: format!("c{c:04}"),
-                ..Default::default()
-            }));
-            upserts.push(endpoints(c, 0));
-        }
-        let table = |gen: usize| {
-            let routes = (0..10_000)
-                .map(|r| proto::Route {
-                    r#match: Some(proto::RouteMatch {
-                        path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
-                            "/r{r}/g{gen}/"
-                        ))),
-                        ..Default::default()
-                    }),
-                    action: Some(proto::route::Action::Route(proto::RouteAction {
-                        cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(
-                            format!("c{:04}", r % 1000),
-                        )),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })
-                .collect();
-            Resource::RouteTable(proto::RouteTable {
-                name: "big".into(),
-                virtual_hosts: vec![proto::VirtualHost {
-                    domains: vec!["*".into()],
-                    routes,
-                    ..Default::default()
-                }],
-            })
-        };
-        upserts.push(table(0));
+        let mut upserts = scale_resources();
         upserts.push(Resource::Listener(proto::Listener {
             name: "main".into(),
             address: "127.0.0.1:0".into(),
@@ -433,15 +381,15 @@ mod tests {
         }));
         push(&shared, upserts);
         let mut times = Vec::new();
-        for gen in 1..=20 {
+        for gen in 1..=200 {
             let t = std::time::Instant::now();
             push(&shared, vec![endpoints(7, gen)]);
             times.push(t.elapsed());
         }
         times.sort();
         let mut table_times = Vec::new();
-        for gen in 1..=29 {
-            let next = table(gen);
+        for gen in 1..=9 {
+            let next = route_table(gen);
             let t = std::time::Instant::now();
             push(&shared, vec![next]);
             table_times.push(t.elapsed());

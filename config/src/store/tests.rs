@@ -468,59 +468,15 @@ fn a_listener_keeps_serving_its_previous_version_while_its_new_table_warms() {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn apply_cost_at_scale() {
-    let mut upserts = Vec::new();
-    for c in 0..1000 {
-        upserts.push(Resource::Cluster(proto::Cluster {
-            name: format!("c{c:04}"),
-            ..Default::default()
-        }));
-        upserts.push(Resource::Endpoints(proto::Endpoints {
-            cluster: format!("c{c:04}"),
-            endpoints: (0..50)
-                .map(|e| proto::Endpoint {
-                    address: format!("10.{}.{}.{e}:8080", c / 256, c % 256),
-                    ..Default::default()
-                })
-                .collect(),
-        }));
-    }
-    let table = |gen: usize| {
-        let routes = (0..10_000)
-            .map(|r| proto::Route {
-                r#match: Some(proto::RouteMatch {
-                    path_specifier: Some(proto::route_match::PathSpecifier::Prefix(format!(
-                        "/v{}/r{}/g{gen}/",
-                        r / 100,
-                        r % 100
-                    ))),
-                    ..Default::default()
-                }),
-                action: Some(proto::route::Action::Route(proto::RouteAction {
-                    cluster_specifier: Some(proto::route_action::ClusterSpecifier::Cluster(
-                        format!("c{:04}", r % 1000),
-                    )),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            })
-            .collect();
-        Resource::RouteTable(proto::RouteTable {
-            name: "big".into(),
-            virtual_hosts: vec![proto::VirtualHost {
-                domains: vec!["*".into()],
-                routes,
-                ..Default::default()
-            }],
-        })
-    };
-    upserts.push(table(0));
+    use crate::testing::{endpoints, route_table, scale_resources};
+    let upserts = scale_resources();
     let t = std::time::Instant::now();
     let store = push(&Store::empty(), upserts).unwrap();
     let full = t.elapsed();
     let mut table_times = Vec::new();
     let mut s = store.clone();
     for gen in 1..=9 {
-        let next = table(gen);
+        let next = route_table(gen);
         let t = std::time::Instant::now();
         s = push(&s, vec![next]).unwrap();
         let _ = s.clone().snapshot();
@@ -530,16 +486,8 @@ fn apply_cost_at_scale() {
     let snap = store.clone().snapshot();
     let mut times = Vec::new();
     let mut s = store;
-    for i in 0..50 {
-        let one = Resource::Endpoints(proto::Endpoints {
-            cluster: "c0007".into(),
-            endpoints: (0..50)
-                .map(|e| proto::Endpoint {
-                    address: format!("10.9.{i}.{e}:8080"),
-                    ..Default::default()
-                })
-                .collect(),
-        });
+    for i in 1..=50 {
+        let one = endpoints(7, i);
         let t = std::time::Instant::now();
         s = push(&s, vec![one]).unwrap();
         let snap2 = s.clone().snapshot();
