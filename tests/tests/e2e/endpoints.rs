@@ -6,12 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use corridor_tests::client;
 use corridor_tests::proxy::refused_addr;
-use corridor_tests::{BodyReader, Client, Corridor, UpstreamProtocol};
-use http::Request;
+use corridor_tests::{Client, Corridor, UpstreamProtocol};
 
-use super::{fetch_get, single_route, upstream};
+use super::{fetch_get, first_sse_event, single_route, upstream};
 
 /// The `/clusters` entry of endpoint `addr` in cluster `c`.
 async fn endpoint(proxy: &Corridor, addr: SocketAddr) -> serde_json::Value {
@@ -115,17 +113,7 @@ async fn in_flight_counts_end_with_the_request_and_state_outlives_a_reload() {
     let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
 
     // A stream in flight counts until the client goes away mid-stream.
-    let c = Client::h1(proxy.addr).await.unwrap();
-    let resp = c
-        .send(
-            Request::get("/sse?n=100&interval_ms=50")
-                .body(client::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut stream = BodyReader::new(resp.into_body());
-    stream.next_sse().await.unwrap().expect("first event");
+    let (c, stream) = first_sse_event(proxy.addr, "/sse?n=100&interval_ms=50").await;
     assert_eq!(endpoint(&proxy, a.addr()).await["active"], 1);
     drop(stream);
     drop(c);

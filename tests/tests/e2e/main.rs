@@ -157,6 +157,19 @@ pub async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
     })
 }
 
+/// Opens an h1 connection to `addr`, GETs the event stream at `path` and
+/// reads its first event; returns the connection and the rest of the stream.
+pub async fn first_sse_event(
+    addr: SocketAddr,
+    path: &str,
+) -> (Client, corridor_tests::BodyReader<hyper::body::Incoming>) {
+    let c = Client::h1(addr).await.unwrap();
+    let resp = c.get(path).await.unwrap();
+    let mut stream = corridor_tests::BodyReader::new(resp.into_body());
+    stream.next_sse().await.unwrap().expect("first event");
+    (c, stream)
+}
+
 /// Serializes the tests that measure timing or memory, or move a GiB, so that
 /// they do not disturb each other on a 2-core machine.
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {

@@ -6,11 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use corridor_tests::client;
-use corridor_tests::{BodyReader, Client, Corridor, TestPki, UpstreamProtocol};
-use http::Request;
+use corridor_tests::{Client, Corridor, TestPki, UpstreamProtocol};
 
-use super::{fetch_get, single_route, try_get, upstream};
+use super::{fetch_get, first_sse_event, single_route, try_get, upstream};
 
 /// Polls `GET path` until the `x-upstream` header equals `want`.
 async fn wait_served_by(proxy: &Corridor, path: &str, want: &str, timeout: Duration) -> bool {
@@ -143,17 +141,7 @@ async fn sighup_reloads() {
 async fn requests_in_flight_finish_on_the_snapshot_they_started_with() {
     let a = upstream("a", UpstreamProtocol::Http1).await;
     let proxy = Corridor::start(&single_route(&[(a.addr(), "")], "", "")).await;
-    let c = Client::h1(proxy.addr).await.unwrap();
-    let resp = c
-        .send(
-            Request::get("/sse?n=30&interval_ms=50")
-                .body(client::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut stream = BodyReader::new(resp.into_body());
-    stream.next_sse().await.unwrap().expect("first event");
+    let (_c, mut stream) = first_sse_event(proxy.addr, "/sse?n=30&interval_ms=50").await;
 
     // The new config has no route to `a` at all.
     let gone = r#"
@@ -217,17 +205,7 @@ async fn listeners_are_added_and_removed_at_run_time() {
     assert!(wait_listening(proxy.addr2, true).await, "{}", proxy.logs());
 
     // A stream in flight on `main` when `main` is removed runs to its end.
-    let c = Client::h1(proxy.addr).await.unwrap();
-    let resp = c
-        .send(
-            Request::get("/sse?n=20&interval_ms=50")
-                .body(client::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut stream = BodyReader::new(resp.into_body());
-    stream.next_sse().await.unwrap().expect("first event");
+    let (_c, mut stream) = first_sse_event(proxy.addr, "/sse?n=20&interval_ms=50").await;
     let only_side = both.replace(
         "  - name: main\n    address: \"{{LISTEN}}\"\n    route_table: t\n",
         "",
