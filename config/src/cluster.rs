@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::balancing::{Balancing, EndpointHealthCheck};
 use crate::endpoint_set::EndpointSet;
 use crate::route::RequestView;
 
@@ -19,15 +20,6 @@ pub enum UpstreamProtocol {
     H2,
     /// HTTP/2 with prior knowledge over plaintext.
     H2c,
-}
-
-/// How a cluster picks among the endpoints of a subset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LbPolicy {
-    /// Weighted round robin.
-    RoundRobin,
-    /// Weighted random.
-    Random,
 }
 
 /// TLS settings towards a cluster.
@@ -69,6 +61,10 @@ pub struct Endpoint {
     pub priority: u32,
     /// TLS name for this endpoint, if it differs from the cluster's.
     pub hostname: Option<Arc<str>>,
+    /// Weight of the endpoint's locality, when locality weights are given.
+    pub locality_weight: Option<u32>,
+    /// How active health checks reach it.
+    pub health_check: EndpointHealthCheck,
 }
 
 /// A cluster's endpoints with their label index: compiled from the cluster's
@@ -128,8 +124,9 @@ pub struct Cluster {
     pub pool_idle_timeout: Duration,
     /// Streams per HTTP/2 connection.
     pub max_h2_streams: usize,
-    /// Endpoint picking policy.
-    pub lb_policy: LbPolicy,
+    /// Balancing policy, priority/locality handling, health and overload
+    /// settings (shared: an endpoint update does not copy them).
+    pub balancing: Arc<Balancing>,
 }
 
 impl Cluster {
@@ -151,7 +148,7 @@ impl Cluster {
             && self.connect_timeout == other.connect_timeout
             && self.pool_idle_timeout == other.pool_idle_timeout
             && self.max_h2_streams == other.max_h2_streams
-            && self.lb_policy == other.lb_policy
+            && self.balancing == other.balancing
     }
 
     /// Endpoints whose labels include all of `labels`.

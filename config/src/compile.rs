@@ -17,6 +17,7 @@ use crate::snapshot::{
 use crate::store::Store;
 
 mod action;
+mod balancing;
 mod cluster;
 mod matcher;
 mod route;
@@ -66,10 +67,20 @@ pub(crate) fn compile_settings(cx: &mut Ctx, b: &proto::Bootstrap) -> Settings {
         .xds
         .as_ref()
         .and_then(|x| compile_xds(cx, x, &root.field("xds")));
+    let locality = b
+        .locality
+        .as_ref()
+        .or(b.xds.as_ref().and_then(|x| x.locality.as_ref()))
+        .map_or_else(Default::default, |l| crate::cluster::Locality {
+            cloud: l.cloud.as_str().into(),
+            region: l.region.as_str().into(),
+            zone: l.zone.as_str().into(),
+        });
     Settings {
         admin,
         runtime,
         xds,
+        locality,
     }
 }
 

@@ -94,6 +94,31 @@ impl EndpointSet {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// The `n`th endpoint of the set in ascending order (from 0).
+    pub fn nth(&self, mut n: usize) -> Option<usize> {
+        for (wi, &w) in self.words.iter().enumerate() {
+            let ones = w.count_ones() as usize;
+            if n < ones {
+                let mut bits = w;
+                for _ in 0..n {
+                    bits &= bits - 1;
+                }
+                return Some(wi * 64 + bits.trailing_zeros() as usize);
+            }
+            n -= ones;
+        }
+        None
+    }
+
+    /// Number of endpoints in both sets.
+    pub fn count_and(&self, other: &EndpointSet) -> usize {
+        self.words
+            .iter()
+            .zip(other.words.iter())
+            .map(|(a, b)| (a & b).count_ones() as usize)
+            .sum()
+    }
+
     /// Endpoint indices in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
@@ -141,6 +166,10 @@ mod tests {
         s.remove(127);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![3, 128]);
         assert_eq!(EndpointSet::full(64).len(), 64);
+        assert_eq!(s.nth(0), Some(3));
+        assert_eq!(s.nth(1), Some(128));
+        assert_eq!(s.nth(2), None);
+        assert_eq!(full.count_and(&s), 2);
         assert_eq!(EndpointSet::full(0).len(), 0);
     }
 }

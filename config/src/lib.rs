@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod balancing;
 mod cluster;
 mod compile;
 mod decode;
@@ -24,9 +25,13 @@ pub use action::{
     DirectResponse, EditHeaders, Forward, HeaderMutation, HeaderOp, RetryOn, RetryPolicy,
     RouteAction,
 };
+pub use balancing::{
+    Balancing, CircuitBreakers, CommonLb, EndpointHealthCheck, HashKey, HealthCheck,
+    HealthCheckKind, LbPolicy, LbSettings, OutlierDetection, RetryLimit,
+};
 pub use cluster::{
-    glob_match, Cluster, Endpoint, EndpointTable, Fallback, LabelSource, LbPolicy, Locality,
-    RequestLabel, SubsetError, Target, UpstreamProtocol, UpstreamTls,
+    glob_match, Cluster, Endpoint, EndpointTable, Fallback, LabelSource, Locality, RequestLabel,
+    SubsetError, Target, UpstreamProtocol, UpstreamTls,
 };
 pub use compile::{compile, DEFAULT_ADMIN_ADDRESS};
 pub use decode::{parse_duration, SourceMap};

@@ -67,6 +67,8 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     /// The control stream, when configured.
     pub xds: Option<XdsSettings>,
+    /// Where this Corridor runs (zone-aware balancing).
+    pub locality: crate::cluster::Locality,
 }
 
 impl Settings {

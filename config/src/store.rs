@@ -103,8 +103,8 @@ pub enum Resource {
     Listener(proto::Listener),
     /// A route table.
     RouteTable(proto::RouteTable),
-    /// A cluster.
-    Cluster(proto::Cluster),
+    /// A cluster (boxed: with its balancing settings it is the largest).
+    Cluster(Box<proto::Cluster>),
     /// A cluster's endpoints.
     Endpoints(proto::Endpoints),
 }
@@ -138,7 +138,9 @@ impl Resource {
             Kind::RouteTable => {
                 Resource::RouteTable(proto::RouteTable::decode(bytes).map_err(err)?)
             }
-            Kind::Cluster => Resource::Cluster(proto::Cluster::decode(bytes).map_err(err)?),
+            Kind::Cluster => {
+                Resource::Cluster(Box::new(proto::Cluster::decode(bytes).map_err(err)?))
+            }
             Kind::Endpoints => Resource::Endpoints(proto::Endpoints::decode(bytes).map_err(err)?),
         })
     }
@@ -306,7 +308,7 @@ impl Change {
         let mut upserts = Vec::new();
         for (i, c) in b.clusters.iter().enumerate() {
             upserts.push(file_upsert(
-                Resource::Cluster(c.clone()),
+                Resource::Cluster(Box::new(c.clone())),
                 root.item("clusters", i).to_static(),
             ));
         }
@@ -490,7 +492,7 @@ impl Store {
         }
         for (_, _, r) in self.resources(Kind::Cluster) {
             if let Resource::Cluster(c) = &*r {
-                b.clusters.push(c.clone());
+                b.clusters.push((**c).clone());
             }
         }
         for (_, _, r) in self.resources(Kind::Endpoints) {
@@ -625,7 +627,9 @@ impl Store {
                         &mut cx,
                         &e.cluster,
                         &e.endpoints,
-                        &path.field("endpoints")
+                        &e.locality_weights,
+                        &path.field("endpoints"),
+                        &path.field("locality_weights")
                     ))
                 ),
                 Resource::RouteTable(t) => {

@@ -7,10 +7,10 @@ use crate::store::Resource;
 
 /// Cluster `c{c:04}`, without inline endpoints.
 pub fn cluster(c: usize) -> Resource {
-    Resource::Cluster(proto::Cluster {
+    Resource::Cluster(Box::new(proto::Cluster {
         name: format!("c{c:04}"),
         ..Default::default()
-    })
+    }))
 }
 
 /// The 50 endpoints of cluster `c{c:04}`; `gen` is in the port (8000 + gen),
@@ -24,6 +24,7 @@ pub fn endpoints(c: usize, gen: usize) -> Resource {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     })
 }
 

@@ -5,16 +5,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::balancing::compile_balancing;
 use super::{duration, enum_value, parse_addr, require_file, Ctx};
-use crate::cluster::{
-    Cluster, Endpoint, EndpointTable, LbPolicy, Locality, UpstreamProtocol, UpstreamTls,
-};
+use crate::balancing::EndpointHealthCheck;
+use crate::cluster::{Cluster, Endpoint, EndpointTable, Locality, UpstreamProtocol, UpstreamTls};
 use crate::error::FieldPath;
 use crate::proto;
 
 /// Compiles one cluster with its inline endpoints.
 pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_>) -> Cluster {
-    use proto::cluster::{LbPolicy as PLb, Protocol as PP};
+    use proto::cluster::Protocol as PP;
     let protocol = match enum_value::<PP>(cx, &p.field("protocol"), c.protocol) {
         None | Some(PP::Unspecified | PP::Http1) => UpstreamProtocol::Http1,
         Some(PP::H2) => UpstreamProtocol::H2,
@@ -48,10 +48,7 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
         ),
         _ => {}
     }
-    let lb_policy = match enum_value::<PLb>(cx, &p.field("lb_policy"), c.lb_policy) {
-        None | Some(PLb::Unspecified | PLb::RoundRobin) => LbPolicy::RoundRobin,
-        Some(PLb::Random) => LbPolicy::Random,
-    };
+    let balancing = compile_balancing(cx, c, p);
     let connect_timeout = duration(
         cx,
         &p.field("connect_timeout"),
@@ -85,7 +82,25 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
         None => (Duration::from_secs(60), 100),
     };
 
-    let endpoints = compile_endpoints(cx, &c.name, &c.endpoints, &p.field("endpoints"));
+    let endpoints = compile_endpoints(
+        cx,
+        &c.name,
+        &c.endpoints,
+        &c.locality_weights,
+        &p.field("endpoints"),
+        &p.field("locality_weights"),
+    );
+    if !balancing.health_checks.is_empty()
+        && c.endpoints
+            .iter()
+            .any(|e| e.health_check.as_ref().is_some_and(|h| !h.path.is_empty()))
+        && !balancing
+            .health_checks
+            .iter()
+            .any(|h| matches!(h.kind, crate::balancing::HealthCheckKind::Http { .. }))
+    {
+        cx.err(&p.field("health_checks"), "an endpoint sets health_check.path, but the cluster has no http_health_check to use it");
+    }
     Cluster {
         name: c.name.as_str().into(),
         endpoints: Arc::new(endpoints),
@@ -94,17 +109,42 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
         connect_timeout,
         pool_idle_timeout,
         max_h2_streams,
-        lb_policy,
+        balancing: Arc::new(balancing),
     }
 }
 
-/// Compiles the endpoint list of cluster `cluster`; `p` is the list's path.
+/// Compiles the endpoint list of cluster `cluster` with its locality
+/// weights; `p` and `wp` are the two lists' paths.
 pub(crate) fn compile_endpoints(
     cx: &mut Ctx,
     cluster: &str,
     list: &[proto::Endpoint],
+    weights: &[proto::LocalityWeight],
     p: &FieldPath<'_>,
+    wp: &FieldPath<'_>,
 ) -> EndpointTable {
+    let mut locality_weights: Vec<(Locality, u32)> = Vec::with_capacity(weights.len());
+    for (i, w) in weights.iter().enumerate() {
+        let l = w.locality.as_ref().map_or_else(Locality::default, locality);
+        if w.weight == 0 || w.weight > 1_000_000 {
+            cx.err(
+                &wp.index(i).field("weight"),
+                format!("weight {} is out of range (1 to 1000000)", w.weight),
+            );
+            continue;
+        }
+        if locality_weights.iter().any(|(o, _)| *o == l) {
+            cx.err(
+                &wp.index(i).field("locality"),
+                format!(
+                    "locality {}/{}/{} is weighted twice",
+                    l.cloud, l.region, l.zone
+                ),
+            );
+            continue;
+        }
+        locality_weights.push((l, w.weight));
+    }
     let mut endpoints = Vec::with_capacity(list.len());
     let mut addrs = HashSet::new();
     for (j, e) in list.iter().enumerate() {
@@ -137,14 +177,34 @@ pub(crate) fn compile_endpoints(
             }
             Some(w) => w,
         };
-        let locality = e
-            .locality
-            .as_ref()
-            .map_or_else(Locality::default, |l| Locality {
-                cloud: l.cloud.as_str().into(),
-                region: l.region.as_str().into(),
-                zone: l.zone.as_str().into(),
-            });
+        let locality = e.locality.as_ref().map_or_else(Locality::default, locality);
+        let health_check = match &e.health_check {
+            None => EndpointHealthCheck::default(),
+            Some(h) => {
+                let port = match h.port_value {
+                    0 => None,
+                    p @ 1..=65535 => Some(p as u16),
+                    p => {
+                        cx.err(
+                            &ep.field("health_check").field("port_value"),
+                            format!("{p} is not a port"),
+                        );
+                        None
+                    }
+                };
+                if !h.path.is_empty() && !h.path.starts_with('/') {
+                    cx.err(
+                        &ep.field("health_check").field("path"),
+                        "a path must start with `/`",
+                    );
+                }
+                EndpointHealthCheck {
+                    port,
+                    path: (!h.path.is_empty()).then(|| h.path.as_str().into()),
+                    disabled: h.disable_active_health_check,
+                }
+            }
+        };
         let mut labels: BTreeMap<Arc<str>, Arc<str>> = BTreeMap::new();
         for (key, value) in [
             ("cloud", &locality.cloud),
@@ -176,12 +236,27 @@ pub(crate) fn compile_endpoints(
         endpoints.push(Endpoint {
             id: format!("{cluster}/{address}").into(),
             address,
-            locality,
             labels,
             weight,
             priority: e.priority,
             hostname: (!e.hostname.is_empty()).then(|| e.hostname.as_str().into()),
+            locality_weight: (!locality_weights.is_empty()).then(|| {
+                locality_weights
+                    .iter()
+                    .find(|(l, _)| *l == locality)
+                    .map_or(1, |(_, w)| *w)
+            }),
+            locality,
+            health_check,
         });
     }
     EndpointTable::new(endpoints)
+}
+
+fn locality(l: &proto::Locality) -> Locality {
+    Locality {
+        cloud: l.cloud.as_str().into(),
+        region: l.region.as_str().into(),
+        zone: l.zone.as_str().into(),
+    }
 }

@@ -371,3 +371,95 @@ route_tables:
         assert!(e.contains("domains[0]: invalid domain"), "{bad}: {e}");
     }
 }
+
+/// A file with one cluster `c` whose fields are `fields` (YAML flow, after the endpoints).
+fn one_cluster(fields: &str) -> String {
+    format!(
+        "listeners: [{{ name: l, address: \"127.0.0.1:1\", route_table: t }}]\n\
+         route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]\n\
+         clusters: [{{ name: c, endpoints: [{{ address: \"127.0.0.1:2\" }}], {fields} }}]\n"
+    )
+}
+
+#[test]
+fn balancing_settings_get_envoys_defaults() {
+    let snap = load_str(
+        &one_cluster("lb_policy: peak_ewma, outlier_detection: {}, health_checks: [{ tcp_health_check: {} }]"),
+        "c.yaml",
+    )
+    .unwrap();
+    let b = &snap.clusters.values().next().unwrap().balancing;
+    assert_eq!(b.lb.policy, crate::LbPolicy::PeakEwma);
+    assert_eq!(b.lb.default_rtt, std::time::Duration::from_millis(30));
+    assert_eq!(b.lb.decay, std::time::Duration::from_secs(10));
+    assert_eq!(
+        b.outlier.as_ref(),
+        Some(&crate::OutlierDetection::default())
+    );
+    let od = b.outlier.as_ref().unwrap();
+    assert_eq!(
+        (
+            od.consecutive_5xx,
+            od.max_ejection_percent,
+            od.enforcing_consecutive_gateway_failure
+        ),
+        (5, 10, 0)
+    );
+    assert_eq!(b.health_checks[0].unhealthy_threshold, 3);
+    assert_eq!(b.common.panic_threshold, 50.0);
+    assert_eq!(b.common.overprovisioning, 140);
+    assert_eq!(b.breakers.max_requests, 1024);
+    assert_eq!(
+        b.breakers.retries,
+        crate::RetryLimit::Budget {
+            percent: 20.0,
+            min_concurrency: 3
+        }
+    );
+    // Without outlier_detection there is no ejection; max_retries alone is Envoy's fixed breaker.
+    let snap = load_str(
+        &one_cluster("circuit_breakers: { max_retries: 3 }"),
+        "c.yaml",
+    )
+    .unwrap();
+    let b = &snap.clusters.values().next().unwrap().balancing;
+    assert!(b.outlier.is_none());
+    assert_eq!(b.breakers.retries, crate::RetryLimit::Fixed(3));
+}
+
+#[test]
+fn bad_balancing_settings_name_their_field() {
+    let errs = load_str(
+        &one_cluster(
+            "hash_policy: { header: x-user }, maglev: { table_size: 65536 }, \
+             outlier_detection: { max_ejection_percent: 150, consecutive_5xx: 0 }, \
+             health_checks: [{ interval: 1s }, { http_health_check: { path: health, expected_statuses: [{ start: 300, end: 200 }] } }], \
+             circuit_breakers: { max_requests: 0, max_retries: 2, retry_budget: {} }, \
+             common_lb_config: { healthy_panic_threshold: 120 }, \
+             locality_weights: [{ locality: { cloud: aws }, weight: 0 }]",
+        ),
+        "c.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "clusters[0].hash_policy: `hash_policy` applies to lb_policy ring_hash or maglev, but this cluster uses round_robin",
+        "clusters[0].maglev: `maglev` applies to lb_policy maglev",
+        "clusters[0].maglev.table_size: table_size 65536 must be a prime",
+        "clusters[0].outlier_detection.max_ejection_percent: 150 is not a percentage",
+        "clusters[0].outlier_detection.consecutive_5xx: must be at least 1",
+        "clusters[0].health_checks[0]: a health check needs one of",
+        "clusters[0].health_checks[1].http_health_check.path: a path starting with `/` is required",
+        "clusters[0].health_checks[1].http_health_check.expected_statuses[0]: [300, 200) is not a range",
+        "clusters[0].circuit_breakers.max_requests: 0 would refuse every request",
+        "clusters[0].circuit_breakers.max_retries: max_retries and retry_budget exclude each other",
+        "clusters[0].common_lb_config.healthy_panic_threshold: 120 is not a percentage",
+        "clusters[0].locality_weights[0].weight: weight 0 is out of range",
+    ] {
+        assert!(errs.contains(want), "missing `{want}` in:\n{errs}");
+    }
+    assert!(
+        errs.starts_with("c.yaml:3:"),
+        "positions point into the file:\n{errs}"
+    );
+}

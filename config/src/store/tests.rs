@@ -45,6 +45,7 @@ fn endpoints(cluster: &str, addrs: &[(&str, &str)]) -> Resource {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     })
 }
 
@@ -190,14 +191,14 @@ fn a_route_table_waits_for_its_clusters_and_the_old_version_keeps_serving() {
     .unwrap();
     let s2 = w2.clone().snapshot();
     assert!(s2.route_table("t2").is_none() && s2.listener("side").is_none());
-    let cluster = Resource::Cluster(proto::Cluster {
+    let cluster = Resource::Cluster(Box::new(proto::Cluster {
         name: "late".into(),
         endpoints: vec![proto::Endpoint {
             address: "127.0.0.1:6".into(),
             ..Default::default()
         }],
         ..Default::default()
-    });
+    }));
     let ready = push(&w2, vec![cluster]).unwrap();
     assert!(ready.warming().is_empty());
     let s3 = ready.clone().snapshot();
@@ -224,14 +225,14 @@ fn a_route_table_waits_for_its_clusters_and_the_old_version_keeps_serving() {
 #[test]
 fn pushed_errors_name_the_resource_and_field_and_change_nothing() {
     let store = base();
-    let bad = Resource::Cluster(proto::Cluster {
+    let bad = Resource::Cluster(Box::new(proto::Cluster {
         name: "gpu".into(),
         endpoints: vec![proto::Endpoint {
             address: "gpu-0:80".into(),
             ..Default::default()
         }],
         ..Default::default()
-    });
+    }));
     let errors = push(&store, vec![bad, endpoints("c", &[("nope", "x")])]).unwrap_err();
     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(
@@ -278,10 +279,10 @@ fn duplicate_names_and_address_clashes_are_errors() {
 fn a_file_reload_removes_only_file_resources() {
     let store = push(
         &base(),
-        vec![Resource::Cluster(proto::Cluster {
+        vec![Resource::Cluster(Box::new(proto::Cluster {
             name: "pushed".into(),
             ..Default::default()
-        })],
+        }))],
     )
     .unwrap();
     let (b, _) = crate::parse_bootstrap(BASE, "x").unwrap();
@@ -352,10 +353,10 @@ fn a_pushed_removal_removes_only_pushed_resources() {
     );
     let pushed = push(
         &store,
-        vec![Resource::Cluster(proto::Cluster {
+        vec![Resource::Cluster(Box::new(proto::Cluster {
             name: "p".into(),
             ..Default::default()
-        })],
+        }))],
     )
     .unwrap();
     let gone = pushed
@@ -374,10 +375,10 @@ fn a_pushed_removal_removes_only_pushed_resources() {
 
 #[test]
 fn a_pushed_cluster_without_endpoints_warms_until_they_arrive() {
-    let cluster = Resource::Cluster(proto::Cluster {
+    let cluster = Resource::Cluster(Box::new(proto::Cluster {
         name: "eds".into(),
         ..Default::default()
-    });
+    }));
     let warming = push(&pushed_base(), vec![cluster, table("t", "eds")]).unwrap();
     assert_eq!(
         target_cluster(&warming.clone().snapshot(), "t").as_ref(),

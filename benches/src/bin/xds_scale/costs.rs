@@ -52,7 +52,11 @@ fn resources(text: &str) -> Result<Vec<Resource>, String> {
     let (f, _) = corridor_config::parse_resource_file(text, "generated")
         .map_err(|e| format!("a generated file does not parse: {e}"))?;
     let mut out: Vec<Resource> = f.listeners.into_iter().map(Resource::Listener).collect();
-    out.extend(f.clusters.into_iter().map(Resource::Cluster));
+    out.extend(
+        f.clusters
+            .into_iter()
+            .map(|c| Resource::Cluster(Box::new(c))),
+    );
     out.extend(f.route_tables.into_iter().map(Resource::RouteTable));
     out.extend(f.endpoints.into_iter().map(Resource::Endpoints));
     Ok(out)
