@@ -59,10 +59,18 @@ impl Admin {
                     .iter()
                     .zip(&rt.states)
                     .map(|(e, state)| {
-                        let mut j = state.to_json();
+                        let mut j = state.to_json(rt.config.balancing.lb.decay.as_secs_f64());
                         j["address"] = e.address.to_string().into();
                         j["weight"] = e.weight.into();
                         j["priority"] = e.priority.into();
+                        j["locality"] = serde_json::json!({
+                            "cloud": e.locality.cloud.as_ref(),
+                            "region": e.locality.region.as_ref(),
+                            "zone": e.locality.zone.as_ref(),
+                        });
+                        if let Some(w) = e.locality_weight {
+                            j["locality_weight"] = w.into();
+                        }
                         j["labels"] = e
                             .labels
                             .iter()
@@ -74,7 +82,10 @@ impl Admin {
                     .collect();
                 serde_json::json!({
                     "name": name.as_ref(),
-                    "lb_policy": format!("{:?}", rt.config.lb_policy),
+                    "lb_policy": rt.config.balancing.lb.policy.name(),
+                    "outlier_detection": rt.config.balancing.outlier.is_some(),
+                    "health_checks": rt.config.balancing.health_checks.len(),
+                    "active_requests": rt.shared.active_requests(),
                     "endpoints": endpoints,
                 })
             })

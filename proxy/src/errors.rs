@@ -41,6 +41,8 @@ pub enum ErrorKind {
     NotImplemented,
     /// The HTTP version is not supported (505).
     VersionNotSupported,
+    /// A circuit breaker of the cluster is full (503).
+    Overflow,
     /// A bug or an unexpected internal state (500).
     Internal,
 }
@@ -50,7 +52,9 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
-            ErrorKind::NoEndpoint | ErrorKind::ConnectFailed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoint | ErrorKind::ConnectFailed | ErrorKind::Overflow => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamReset | ErrorKind::BadUpstreamResponse => StatusCode::BAD_GATEWAY,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -93,6 +97,7 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => "request_headers_too_large",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::VersionNotSupported => "http_version_not_supported",
+            ErrorKind::Overflow => "overflow",
             ErrorKind::Internal => "internal",
         }
     }

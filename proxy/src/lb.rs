@@ -1,131 +1,490 @@
-//! Owns picking one endpoint from a candidate set (D6). `Picker` is the seam for
-//! balancing policies: round robin and random today, latency-aware P2C next.
-//! Priority handling and "a different endpoint each try" live here too, so
-//! every policy gets them.
+//! Owns picking one endpoint for one try (D6): the one eligibility filter
+//! (the request's candidates, minus endpoints already tried, minus ejected
+//! and unhealthy ones unless the level is in panic), priority spill-over and
+//! zone preference with Envoy's overprovisioning factor, and then the
+//! cluster's policy: smooth weighted round robin, weighted random, least
+//! request (P2C), peak-EWMA (P2C), ring hash or Maglev.
+//!
+//! Per-endpoint runtime state is in `state`, per-cluster state that survives
+//! changes (availability generation, breakers) in `shared`, passive health in
+//! `outlier`, and the consistent-hash tables in `hash`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use corridor_config::{Cluster, EndpointSet, LbPolicy};
+use arc_swap::ArcSwap;
+use corridor_config::{Cluster, EndpointSet, LbPolicy, Locality};
 
-/// A balancing policy: picks among `eligible`, all of one priority level.
-pub trait Picker: Send + Sync + std::fmt::Debug {
-    /// Returns an endpoint index from `eligible` (never empty).
-    fn pick(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize;
-    /// The same for a retry (`eligible` leaves out what was tried when it can).
-    /// By default the policy picks as for a first try.
-    fn pick_retry(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
-        self.pick(cluster, eligible)
-    }
-    /// The policy this picker implements, to reuse its state across snapshots.
-    fn policy(&self) -> LbPolicy;
+use crate::routing::ClusterRuntime;
+
+pub(crate) mod hash;
+pub(crate) mod outlier;
+pub(crate) mod shared;
+pub(crate) mod state;
+
+/// What a pick needs from the request.
+#[derive(Debug)]
+pub struct PickRequest<'a> {
+    /// Endpoints the request may use (its subset; later also residency).
+    pub candidates: &'a EndpointSet,
+    /// Endpoints earlier tries of this request used.
+    pub tried: &'a EndpointSet,
+    /// The request's key for hashing policies.
+    pub hash: Option<u64>,
 }
 
-/// Creates the picker for a policy.
-pub fn picker_for(policy: LbPolicy) -> Arc<dyn Picker> {
-    match policy {
-        LbPolicy::RoundRobin => Arc::new(RoundRobin::default()),
-        LbPolicy::Random => Arc::new(Random),
+/// The balancer's precomputed view of a cluster's endpoints (built with each
+/// endpoint table), and its cache of which endpoints are usable.
+pub(crate) struct Balancer {
+    /// Endpoints per priority level, lowest priority number first.
+    levels: Vec<EndpointSet>,
+    /// This Corridor's zone and region (minus zone) endpoints, when the
+    /// locality is known and zone preference is on.
+    local: Option<[EndpointSet; 2]>,
+    /// Effective weight per endpoint (endpoint × locality weight share).
+    weights: Vec<u32>,
+    /// Every endpoint has the same effective weight.
+    uniform: bool,
+    /// Ring or Maglev table for hashing policies.
+    table: Table,
+    /// Endpoints neither ejected nor failing a health check, as of a generation.
+    usable: ArcSwap<Usable>,
+}
+
+enum Table {
+    None,
+    Ring(hash::Ring),
+    Maglev(hash::Maglev),
+}
+
+struct Usable {
+    generation: u64,
+    set: EndpointSet,
+}
+
+impl Balancer {
+    /// The view of `c`'s endpoints, with `local` as this Corridor's locality.
+    pub(crate) fn new(c: &Cluster, local: &Locality) -> Self {
+        let eps = &c.endpoints;
+        let n = eps.len();
+        let mut prios: Vec<u32> = eps.iter().map(|e| e.priority).collect();
+        prios.sort_unstable();
+        prios.dedup();
+        let levels = prios
+            .iter()
+            .map(|p| {
+                let mut s = EndpointSet::empty(n);
+                for (i, e) in eps.iter().enumerate() {
+                    if e.priority == *p {
+                        s.insert(i);
+                    }
+                }
+                s
+            })
+            .collect();
+        let common = &c.balancing.common;
+        let local = (common.zone_aware && !local.region.is_empty()).then(|| {
+            let mut zone = EndpointSet::empty(n);
+            let mut region = EndpointSet::empty(n);
+            for (i, e) in eps.iter().enumerate() {
+                let l = &e.locality;
+                if l.cloud == local.cloud && l.region == local.region {
+                    if !local.zone.is_empty() && l.zone == local.zone {
+                        zone.insert(i);
+                    } else {
+                        region.insert(i);
+                    }
+                }
+            }
+            [zone, region]
+        });
+        let weights = effective_weights(c);
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
+        let ids: Vec<(&str, u32)> = eps
+            .iter()
+            .zip(&weights)
+            .map(|(e, w)| (e.id.as_ref(), *w))
+            .collect();
+        let lb = &c.balancing.lb;
+        let table = match lb.policy {
+            LbPolicy::RingHash => Table::Ring(hash::Ring::new(&ids, lb.ring_min, lb.ring_max)),
+            LbPolicy::Maglev => Table::Maglev(hash::Maglev::new(&ids, lb.maglev_table_size)),
+            _ => Table::None,
+        };
+        Self {
+            levels,
+            local,
+            weights,
+            uniform,
+            table,
+            usable: ArcSwap::from_pointee(Usable {
+                generation: u64::MAX,
+                set: EndpointSet::default(),
+            }),
+        }
     }
 }
 
-/// Picks for one request try: prefers endpoints not yet tried, then the lowest
-/// priority level among them, and asks the cluster's policy among those (a
-/// retry through [`Picker::pick_retry`]).
-pub fn pick(
-    picker: &dyn Picker,
-    cluster: &Cluster,
-    candidates: &EndpointSet,
-    tried: &EndpointSet,
-) -> Option<usize> {
-    if candidates.is_empty() {
+/// Endpoint weight times its locality's weight share: with locality weights,
+/// each locality's endpoints together weigh its weight, split by their own.
+fn effective_weights(c: &Cluster) -> Vec<u32> {
+    let eps = &c.endpoints;
+    if eps.iter().all(|e| e.locality_weight.is_none()) {
+        return eps.iter().map(|e| e.weight).collect();
+    }
+    let mut sums: Vec<(&Locality, u64)> = Vec::new();
+    for e in eps.iter() {
+        match sums.iter_mut().find(|(l, _)| **l == e.locality) {
+            Some((_, s)) => *s += u64::from(e.weight),
+            None => sums.push((&e.locality, u64::from(e.weight))),
+        }
+    }
+    eps.iter()
+        .map(|e| {
+            let sum = sums
+                .iter()
+                .find(|(l, _)| **l == e.locality)
+                .map_or(1, |(_, s)| *s);
+            let lw = u64::from(e.locality_weight.unwrap_or(1));
+            // Scaled so that small shares keep their proportions.
+            ((lw * u64::from(e.weight) * 10_000) / sum.max(1)).clamp(1, u64::from(u32::MAX)) as u32
+        })
+        .collect()
+}
+
+/// Picks the endpoint for one try, or `None` when no endpoint is left (no
+/// candidate at all, or none usable with panic mode off).
+pub(crate) fn pick(rt: &ClusterRuntime, req: &PickRequest<'_>) -> Option<usize> {
+    if req.candidates.is_empty() {
         return None;
     }
-    let retry = !tried.is_empty();
-    let mut fresh = candidates.clone();
-    fresh.subtract(tried);
-    let pool = if fresh.is_empty() { candidates } else { &fresh };
-    let min_priority = pool.iter().map(|i| cluster.endpoints[i].priority).min()?;
-    let choose = |set: &EndpointSet| {
-        if retry {
-            picker.pick_retry(cluster, set)
+    // Prefer endpoints not tried yet; when all were, any candidate.
+    let mut pool = req.candidates.clone();
+    pool.subtract(req.tried);
+    if pool.is_empty() {
+        pool = req.candidates.clone();
+    }
+    let set = with_usable(rt, |usable| eligible(rt, &pool, usable))?;
+    let retry = !req.tried.is_empty();
+    Some(choose(rt, &set, req.hash, retry))
+}
+
+/// Runs `f` with the set of usable endpoints, refreshing the cached set when
+/// an endpoint's usability changed since it was computed.
+fn with_usable<R>(rt: &ClusterRuntime, f: impl FnOnce(&EndpointSet) -> R) -> R {
+    let generation = rt.shared.generation();
+    let cached = rt.lb.usable.load();
+    if cached.generation == generation {
+        return f(&cached.set);
+    }
+    let mut set = EndpointSet::empty(rt.states.len());
+    for (i, s) in rt.states.iter().enumerate() {
+        if s.usable() {
+            set.insert(i);
+        }
+    }
+    let fresh = Arc::new(Usable { generation, set });
+    rt.lb.usable.store(Arc::clone(&fresh));
+    f(&fresh.set)
+}
+
+/// The endpoints the policy chooses among: a priority level drawn by its
+/// share of traffic, its usable endpoints (all of them in panic), narrowed to
+/// this Corridor's zone or region while those have capacity.
+fn eligible(rt: &ClusterRuntime, pool: &EndpointSet, usable: &EndpointSet) -> Option<EndpointSet> {
+    let common = &rt.config.balancing.common;
+    let single = rt.lb.levels.len() <= 1;
+    // Fast path: one level, no zone preference, every candidate usable.
+    if single && rt.lb.local.is_none() && pool.count_and(usable) == pool.len() {
+        return Some(pool.clone());
+    }
+    let op = f64::from(common.overprovisioning) / 100.0;
+    let level = if single {
+        pool.clone()
+    } else {
+        let mut totals = smallvec::SmallVec::<[(usize, usize); 4]>::new();
+        for mask in &rt.lb.levels {
+            let mut l = pool.clone();
+            l.intersect(mask);
+            let total = l.len();
+            let healthy = l.count_and(usable);
+            totals.push((total, healthy));
+        }
+        let li = draw_by_health(&totals, op)?;
+        let mut l = pool.clone();
+        l.intersect(&rt.lb.levels[li]);
+        l
+    };
+    let total = level.len();
+    if total == 0 {
+        return None;
+    }
+    let mut healthy = level.clone();
+    healthy.intersect(usable);
+    let panic = (healthy.len() as f64) * 100.0 < common.panic_threshold * total as f64;
+    let base = if panic { level.clone() } else { healthy };
+    if base.is_empty() {
+        return None;
+    }
+    let Some(local) = &rt.lb.local else {
+        return Some(base);
+    };
+    if (total as u32) < common.zone_min_cluster_size {
+        return Some(base);
+    }
+    // Zone, then region, then the rest, each taking what its healthy share
+    // (× overprovisioning) covers.
+    let mut rest = level.clone();
+    rest.subtract(&local[0]);
+    rest.subtract(&local[1]);
+    let tiers = [&local[0], &local[1], &rest];
+    let counts: smallvec::SmallVec<[(usize, usize); 4]> = tiers
+        .iter()
+        .map(|t| (level.count_and(t), base.count_and(t)))
+        .collect();
+    let ti = draw_by_health(&counts, op)?;
+    let mut out = base;
+    out.intersect(tiers[ti]);
+    Some(out)
+}
+
+/// Draws a group (priority level or locality tier) by its share of traffic:
+/// each group in order takes min(remaining, healthy% × overprovisioning);
+/// when the shares sum under 100 % they are scaled up; with no healthy
+/// endpoint anywhere, groups are drawn by size. `groups` are (total, healthy).
+fn draw_by_health(groups: &[(usize, usize)], op: f64) -> Option<usize> {
+    let health = |(total, healthy): (usize, usize)| {
+        if total == 0 {
+            0.0
         } else {
-            picker.pick(cluster, set)
+            (healthy as f64 * 100.0 * op / total as f64).min(100.0)
         }
     };
-    if pool
-        .iter()
-        .all(|i| cluster.endpoints[i].priority == min_priority)
-    {
-        return Some(choose(pool));
+    let sum: f64 = groups.iter().map(|g| health(*g)).sum();
+    if sum <= 0.0 {
+        let all: usize = groups.iter().map(|g| g.0).sum();
+        if all == 0 {
+            return None;
+        }
+        let mut r = fastrand::usize(..all);
+        for (i, g) in groups.iter().enumerate() {
+            if r < g.0 {
+                return Some(i);
+            }
+            r -= g.0;
+        }
+        return None;
     }
-    let mut level = pool.clone();
-    for i in pool.iter() {
-        if cluster.endpoints[i].priority != min_priority {
-            level.remove(i);
+    let scale = if sum < 100.0 { 100.0 / sum } else { 1.0 };
+    let mut r = fastrand::f64() * 100.0;
+    let mut remaining = 100.0;
+    let mut last = None;
+    for (i, g) in groups.iter().enumerate() {
+        let h = health(*g);
+        if h <= 0.0 {
+            continue;
+        }
+        let share = (h * scale).min(remaining);
+        if r < share {
+            return Some(i);
+        }
+        r -= share;
+        remaining -= share;
+        last = Some(i);
+        if remaining <= 0.0 {
+            break;
         }
     }
-    Some(choose(&level))
+    last
 }
 
-/// Weighted round robin over a shared counter.
-#[derive(Debug, Default)]
-pub struct RoundRobin {
-    next: AtomicUsize,
+/// Applies the cluster's policy to a non-empty set.
+fn choose(rt: &ClusterRuntime, set: &EndpointSet, hash: Option<u64>, retry: bool) -> usize {
+    let lb = &rt.config.balancing.lb;
+    let first = || set.nth(0).unwrap_or(0);
+    if set.len() == 1 {
+        return first();
+    }
+    match lb.policy {
+        LbPolicy::RoundRobin if !retry => round_robin(rt, set),
+        // A retry leaves the shared sequence alone: were retries to advance
+        // it, with every request retrying once every first try would land on
+        // the same (failing) endpoint.
+        LbPolicy::RoundRobin | LbPolicy::Random => draw(rt, set),
+        LbPolicy::LeastRequest => {
+            let n = lb.choice_count.max(2);
+            let mut best = draw(rt, set);
+            for _ in 1..n {
+                let c = draw(rt, set);
+                // Fewer in flight per unit of weight wins.
+                let load = |i: usize| {
+                    u64::from(rt.states[i].active()) * 1024 / u64::from(rt.lb.weights[i].max(1))
+                };
+                if load(c) < load(best) {
+                    best = c;
+                }
+            }
+            best
+        }
+        LbPolicy::PeakEwma => {
+            let now = state::now_ms();
+            let cost = |i| cost(rt, i, now);
+            let a = draw(rt, set);
+            let mut b = draw(rt, set);
+            for _ in 0..3 {
+                if b != a {
+                    break;
+                }
+                b = draw(rt, set);
+            }
+            if cost(b) < cost(a) {
+                b
+            } else {
+                a
+            }
+        }
+        LbPolicy::RingHash | LbPolicy::Maglev => {
+            let Some(key) = hash else {
+                // No key (for example the header is missing): any endpoint.
+                return draw(rt, set);
+            };
+            let eligible = |i: usize| set.contains(i);
+            let found = match &rt.lb.table {
+                Table::Ring(r) => r.pick(key, eligible),
+                Table::Maglev(m) => m.pick(key, eligible),
+                Table::None => None,
+            };
+            found.unwrap_or_else(first)
+        }
+    }
 }
 
-impl Picker for RoundRobin {
-    fn pick(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        weighted_nth(cluster, eligible, n)
+/// Peak-EWMA cost of endpoint `i`: latency × (in flight + 1) / weight, and
+/// with ORCA, ÷ (1 − reported utilization).
+fn cost(rt: &ClusterRuntime, i: usize, now: u64) -> f64 {
+    let lb = &rt.config.balancing.lb;
+    let s = &rt.states[i];
+    let rtt = s.peak_rtt_us(
+        lb.default_rtt.as_secs_f64() * 1e6,
+        lb.decay.as_secs_f64(),
+        now,
+    );
+    let mut c = rtt * f64::from(s.active() + 1) / f64::from(rt.lb.weights[i].max(1));
+    if lb.orca {
+        c /= 1.0 - f64::from(s.utilization()).min(0.95);
     }
-
-    /// A retry picks at random (weighted) and leaves the shared sequence
-    /// alone: were retries to advance it, with every request retrying once
-    /// every first try would land on the same (failing) endpoint.
-    fn pick_retry(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
-        Random.pick(cluster, eligible)
-    }
-
-    fn policy(&self) -> LbPolicy {
-        LbPolicy::RoundRobin
-    }
+    c
 }
 
-/// Weighted random.
-#[derive(Debug, Default)]
-pub struct Random;
-
-impl Picker for Random {
-    fn pick(&self, cluster: &Cluster, eligible: &EndpointSet) -> usize {
-        weighted_nth(cluster, eligible, fastrand::usize(..))
+/// Smooth weighted round robin over the shared sequence: equal weights take
+/// turns strictly; unequal weights follow a golden-ratio sequence over the
+/// weight line, so a heavy endpoint's turns interleave with the others'.
+fn round_robin(rt: &ClusterRuntime, set: &EndpointSet) -> usize {
+    let n = rt
+        .shared
+        .rr
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if rt.lb.uniform {
+        return set.nth((n % set.len() as u64) as usize).unwrap_or(0);
     }
-
-    fn policy(&self) -> LbPolicy {
-        LbPolicy::Random
-    }
+    let total: u64 = set.iter().map(|i| u64::from(rt.lb.weights[i])).sum();
+    let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let pos = ((u128::from(x) * u128::from(total)) >> 64) as u64;
+    weighted_at(rt, set, pos)
 }
 
-/// The endpoint at position `n` (mod total weight) of the weighted sequence.
-fn weighted_nth(cluster: &Cluster, eligible: &EndpointSet, n: usize) -> usize {
-    let total: u64 = eligible
-        .iter()
-        .map(|i| u64::from(cluster.endpoints[i].weight))
-        .sum();
-    let mut r = (n as u64) % total.max(1);
+/// A draw proportional to effective weight.
+fn draw(rt: &ClusterRuntime, set: &EndpointSet) -> usize {
+    if rt.lb.uniform {
+        return set.nth(fastrand::usize(..set.len())).unwrap_or(0);
+    }
+    let total: u64 = set.iter().map(|i| u64::from(rt.lb.weights[i])).sum();
+    weighted_at(rt, set, fastrand::u64(..total.max(1)))
+}
+
+/// The endpoint at position `pos` of the set's weight line.
+fn weighted_at(rt: &ClusterRuntime, set: &EndpointSet, mut pos: u64) -> usize {
     let mut last = 0;
-    for i in eligible.iter() {
-        let w = u64::from(cluster.endpoints[i].weight);
-        if r < w {
+    for i in set.iter() {
+        let w = u64::from(rt.lb.weights[i]);
+        if pos < w {
             return i;
         }
-        r -= w;
+        pos -= w;
         last = i;
     }
     last
 }
 
-pub(crate) mod state;
+/// One cluster's balancer outside a running proxy, exactly as requests use
+/// it (for benchmarks and tools): built from a compiled snapshot.
+pub struct ClusterBalancer(Arc<ClusterRuntime>);
+
+impl ClusterBalancer {
+    /// The balancer of cluster `name` in `snapshot`; `None` without it.
+    pub fn new(snapshot: Arc<corridor_config::Snapshot>, name: &str) -> Option<Self> {
+        let metrics = crate::metrics::Metrics::new(&prometheus::Registry::new()).ok()?;
+        let routing = crate::routing::Routing::build(
+            snapshot,
+            None,
+            &metrics,
+            &corridor_config::DiskFiles,
+            false,
+        )
+        .ok()?;
+        routing.clusters.get(name).cloned().map(Self)
+    }
+
+    /// Picks an endpoint index for one try.
+    pub fn pick(&self, req: &PickRequest<'_>) -> Option<usize> {
+        pick(&self.0, req)
+    }
+
+    /// Records a response with `status` after `latency` from endpoint `i`.
+    pub fn record(&self, i: usize, status: u16, latency: std::time::Duration) {
+        self.0
+            .record(i, state::Outcome::Status(status), Some(latency));
+    }
+
+    /// Every endpoint of the cluster, as a candidate set.
+    pub fn all(&self) -> EndpointSet {
+        self.0.config.all()
+    }
+}
+
+/// The utilization in an ORCA `endpoint-load-metrics` header value, TEXT
+/// (`TEXT cpu_utilization=0.3, application_utilization=0.5`) or JSON form:
+/// `application_utilization` when reported, else `cpu_utilization`.
+pub(crate) fn parse_orca(v: &[u8]) -> Option<f32> {
+    let v = std::str::from_utf8(v).ok()?.trim();
+    let (app, cpu) = if let Some(text) = v.strip_prefix("TEXT ") {
+        let mut app = None;
+        let mut cpu = None;
+        for pair in text.split(',') {
+            let (k, val) = pair.trim().split_once('=')?;
+            let val = val.trim().parse::<f32>().ok();
+            match k.trim() {
+                "application_utilization" => app = val,
+                "cpu_utilization" => cpu = val,
+                _ => {}
+            }
+        }
+        (app, cpu)
+    } else if let Some(json) = v.strip_prefix("JSON ") {
+        let j: serde_json::Value = serde_json::from_str(json).ok()?;
+        let f = |k: &str| {
+            j.get(k)
+                .or_else(|| j.get(k.replace("_u", "U").as_str()))
+                .and_then(serde_json::Value::as_f64)
+                .map(|x| x as f32)
+        };
+        (f("application_utilization"), f("cpu_utilization"))
+    } else {
+        return None;
+    };
+    app.filter(|u| *u > 0.0)
+        .or(cpu)
+        .filter(|u| u.is_finite() && *u >= 0.0)
+}
 
 #[cfg(test)]
 mod tests;

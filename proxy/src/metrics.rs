@@ -3,7 +3,8 @@
 //! snapshot (`RouteStats`) so the request path only touches atomics.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Status classes used as the `status_class` label.
@@ -72,6 +73,11 @@ pub struct Metrics {
     xds_updates: IntCounterVec,
     /// 1 while the control stream is connected.
     pub(crate) xds_connected: IntGauge,
+    ejections: IntCounterVec,
+    ejected: IntGaugeVec,
+    hc_transitions: IntCounterVec,
+    overflow: IntCounterVec,
+    endpoint_latency: HistogramVec,
     #[cfg(feature = "alloc-count")]
     allocations: IntCounter,
 }
@@ -84,6 +90,42 @@ impl Metrics {
             30.0, 60.0, 300.0,
         ];
         let m = Self {
+            ejections: IntCounterVec::new(
+                Opts::new(
+                    "corridor_outlier_ejections_total",
+                    "Endpoints ejected by outlier detection, by cluster and detector",
+                ),
+                &["cluster", "reason"],
+            )?,
+            ejected: IntGaugeVec::new(
+                Opts::new("corridor_outlier_ejected_endpoints", "Endpoints ejected now, by cluster"),
+                &["cluster"],
+            )?,
+            hc_transitions: IntCounterVec::new(
+                Opts::new(
+                    "corridor_health_check_transitions_total",
+                    "Endpoints that active health checks turned healthy or unhealthy, by cluster",
+                ),
+                &["cluster", "to"],
+            )?,
+            overflow: IntCounterVec::new(
+                Opts::new(
+                    "corridor_overflow_total",
+                    "Requests answered 503 overflow, or retries not made, because a circuit breaker was full, by cluster and breaker",
+                ),
+                &["cluster", "breaker"],
+            )?,
+            endpoint_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "corridor_endpoint_response_header_seconds",
+                    "Time from sending a try to an endpoint to its response headers, by cluster and endpoint",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0,
+                ]),
+                &["cluster", "endpoint"],
+            )?,
             requests: IntCounterVec::new(
                 Opts::new("corridor_requests_total", "Requests by route, cluster and response status class"),
                 &["route", "cluster", "status_class"],
@@ -175,6 +217,11 @@ impl Metrics {
         registry.register(Box::new(m.config_loaded_at.clone()))?;
         registry.register(Box::new(m.config_apply.clone()))?;
         registry.register(Box::new(m.xds_updates.clone()))?;
+        registry.register(Box::new(m.ejections.clone()))?;
+        registry.register(Box::new(m.ejected.clone()))?;
+        registry.register(Box::new(m.hc_transitions.clone()))?;
+        registry.register(Box::new(m.overflow.clone()))?;
+        registry.register(Box::new(m.endpoint_latency.clone()))?;
         #[cfg(feature = "alloc-count")]
         registry.register(Box::new(m.allocations.clone()))?;
         for r in ["ok", "failed"] {
@@ -233,6 +280,39 @@ impl Metrics {
     /// The connect-failure counter of a cluster.
     pub(crate) fn connect_failures(&self, cluster: &str) -> IntCounter {
         self.connect_failures.with_label_values(&[cluster])
+    }
+
+    /// The ejection counter of a cluster and detector.
+    pub(crate) fn ejections(&self, cluster: &str, reason: &str) -> IntCounter {
+        self.ejections.with_label_values(&[cluster, reason])
+    }
+
+    /// The gauge of a cluster's ejected endpoints.
+    pub(crate) fn ejected(&self, cluster: &str) -> IntGauge {
+        self.ejected.with_label_values(&[cluster])
+    }
+
+    /// The health-check transition counter of a cluster (`to`: healthy or unhealthy).
+    pub(crate) fn hc_transitions(&self, cluster: &str, to: &str) -> IntCounter {
+        self.hc_transitions.with_label_values(&[cluster, to])
+    }
+
+    /// The overflow counter of a cluster's breaker.
+    pub(crate) fn overflow(&self, cluster: &str, breaker: &str) -> IntCounter {
+        self.overflow.with_label_values(&[cluster, breaker])
+    }
+
+    /// The response-header latency histogram of one endpoint.
+    pub(crate) fn endpoint_latency(&self, cluster: &str, endpoint: &str) -> Histogram {
+        self.endpoint_latency
+            .with_label_values(&[cluster, endpoint])
+    }
+
+    /// Drops the per-endpoint series of an endpoint that left its cluster.
+    pub(crate) fn remove_endpoint(&self, cluster: &str, endpoint: &str) {
+        let _ = self
+            .endpoint_latency
+            .remove_label_values(&[cluster, endpoint]);
     }
 
     /// Refreshes gauges computed at scrape time.

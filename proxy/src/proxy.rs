@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use corridor_config::{check_h1_head, RouteAction};
+use corridor_config::{check_h1_head, RetryLimit, RouteAction, UpstreamProtocol};
 use http::header;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -28,6 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::errors::{self, ErrorInfo, ErrorKind, LocalError};
 use crate::lb;
+use crate::lb::shared::{Breaker, Wait};
 use crate::lb::state::Outcome;
 use crate::metrics::RetryReason;
 use crate::routing::{ListenerRuntime, Routing};
@@ -165,18 +166,69 @@ impl ProxyHttp for Corridor {
             }
             tokio::time::sleep(retry_backoff).await;
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             return Err(timeout_error(ctx, timeout));
         }
         let Some(rt) = ctx.cluster.clone() else {
             return Err(LocalError::new(ErrorKind::Internal, "no cluster chosen").into_pingora());
         };
         let cluster = &rt.config;
-        let Some(idx) = lb::pick(&*rt.picker, cluster, &ctx.candidates, &ctx.tried) else {
+        let breakers = &cluster.balancing.breakers;
+        if ctx.request_guard.is_none() {
+            let Some(g) = rt.shared.admit_request(breakers.max_requests) else {
+                rt.shared.metrics.overflowed(Breaker::Requests);
+                let err = LocalError::new(
+                    ErrorKind::Overflow,
+                    format!(
+                        "cluster `{}` has {} requests in flight, its limit (circuit_breakers.max_requests)",
+                        cluster.name, breakers.max_requests
+                    ),
+                );
+                return Err(local(ctx, err));
+            };
+            ctx.request_guard = Some(g);
+            if let RetryLimit::Budget { percent, .. } = breakers.retries {
+                rt.shared.deposit(percent / 100.0);
+            }
+        }
+        // The previous try's connection is no longer in use.
+        ctx.connection = None;
+        let per_connection = match cluster.protocol {
+            UpstreamProtocol::Http1 => 1,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => cluster.max_h2_streams as u32,
+        };
+        let limit = breakers.max_connections.saturating_mul(per_connection);
+        match rt
+            .shared
+            .connection(limit, breakers.max_pending_requests, deadline)
+            .await
+        {
+            Ok(g) => ctx.connection = Some(g),
+            Err(Wait::TimedOut) => return Err(timeout_error(ctx, timeout)),
+            Err(Wait::Overflow) => {
+                rt.shared.metrics.overflowed(Breaker::Pending);
+                let err = LocalError::new(
+                    ErrorKind::Overflow,
+                    format!(
+                        "cluster `{}` has all {limit} connections in use and {} requests waiting (circuit_breakers.max_connections, max_pending_requests)",
+                        cluster.name, breakers.max_pending_requests
+                    ),
+                );
+                return Err(local(ctx, err));
+            }
+        }
+        let req = lb::PickRequest {
+            candidates: &ctx.candidates,
+            tried: &ctx.tried,
+            hash: ctx.hash,
+        };
+        let Some(idx) = lb::pick(&rt, &req) else {
             let err = LocalError::new(
                 ErrorKind::NoEndpoint,
-                format!("cluster `{}` has no endpoint", cluster.name),
+                format!(
+                    "cluster `{}` has no healthy endpoint for this request (all ejected or failing health checks)",
+                    cluster.name
+                ),
             );
             return Err(local(ctx, err));
         };
@@ -187,6 +239,10 @@ impl ProxyHttp for Corridor {
         ctx.in_flight = Some(rt.states[idx].begin());
         ctx.try_started = Some(Instant::now());
         ctx.upstream_status = 0;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timeout_error(ctx, timeout));
+        }
         let remaining = deadline - now;
         let mut read = idle.min(remaining);
         if let Some(p) = per_try {
@@ -266,6 +322,17 @@ impl ProxyHttp for Corridor {
         ctx.upstream_status = status;
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if let (Some(rt), Some(i)) = (&ctx.cluster, ctx.endpoint) {
+            if rt.config.balancing.lb.orca {
+                if let Some(u) = resp
+                    .headers
+                    .get("endpoint-load-metrics")
+                    .and_then(|v| lb::parse_orca(v.as_bytes()))
+                {
+                    rt.states[i].set_utilization(u);
+                }
+            }
         }
         // Every try's answer reaches the endpoint's state, retried or not.
         ctx.record_try(Outcome::Status(status));

@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use corridor_config::{
-    Cluster, ConfigError, FieldPath, Files, Listener, RouteAction, RouteTable, Snapshot,
+    Cluster, ConfigError, FieldPath, Files, Listener, Locality, RouteAction, RouteTable, Snapshot,
     UpstreamProtocol,
 };
 use imbl::OrdMap;
@@ -19,8 +19,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;
 use prometheus::{IntCounter, IntGauge};
 
-use crate::lb::state::EndpointState;
-use crate::lb::{picker_for, Picker};
+use crate::lb::shared::ClusterShared;
+use crate::lb::state::{EndpointState, Outcome, PeakParams};
+use crate::lb::{outlier, Balancer};
 use crate::metrics::{Metrics, RouteStats};
 use crate::tls;
 
@@ -37,6 +38,8 @@ pub(crate) struct Routing {
     pub(crate) no_route: RouteStats,
     /// Hash of the upstream CA certificates in use, to notice rotation.
     pub(crate) ca_fingerprint: u64,
+    /// This Corridor's locality the balancers were built for.
+    locality: Locality,
     /// Requests in flight (the process-wide gauge).
     pub(crate) active_requests: IntGauge,
     /// Responses streaming (the process-wide gauge).
@@ -65,8 +68,10 @@ pub(crate) struct TableRuntime {
 pub(crate) struct ClusterRuntime {
     /// The cluster with its current endpoints.
     pub(crate) config: Arc<Cluster>,
-    /// Balancer; kept across loads while the cluster keeps its name and policy.
-    pub(crate) picker: Arc<dyn Picker>,
+    /// The balancer's view of the endpoints.
+    pub(crate) lb: Balancer,
+    /// State kept across changes while the cluster keeps its name.
+    pub(crate) shared: Arc<ClusterShared>,
     /// Peer template per endpoint.
     pub(crate) peers: Vec<HttpPeer>,
     /// Runtime state per endpoint (same order as the endpoints), carried over
@@ -92,6 +97,9 @@ impl Routing {
         reread_tls: bool,
     ) -> Result<Routing, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let locality = config.store.settings().locality.clone();
+        // A new locality changes every balancer's zone preference.
+        let reread_tls = reread_tls || prev.is_some_and(|p| p.locality != locality);
         let mut build =
             |c: &Arc<Cluster>, old: Option<&Arc<ClusterRuntime>>| match ClusterRuntime::new(
                 c,
@@ -99,6 +107,7 @@ impl Routing {
                 metrics,
                 files,
                 reread_tls,
+                &locality,
             ) {
                 Ok(rt) => Some(Arc::new(rt)),
                 Err(e) => {
@@ -178,6 +187,7 @@ impl Routing {
         }
         Ok(Routing {
             ca_fingerprint,
+            locality,
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),
             active_streams: metrics.active_streams.clone(),
@@ -256,10 +266,11 @@ impl ClusterRuntime {
         metrics: &Metrics,
         files: &dyn Files,
         reread_tls: bool,
+        local: &Locality,
     ) -> Result<ClusterRuntime, tls::TlsError> {
-        let picker = match old {
-            Some(o) if o.picker.policy() == c.lb_policy => Arc::clone(&o.picker),
-            _ => picker_for(c.lb_policy),
+        let shared = match old {
+            Some(o) => Arc::clone(&o.shared),
+            None => Arc::new(ClusterShared::new(metrics, &c.name)),
         };
         let ca = match (c.tls.as_ref().and_then(|t| t.ca_file.as_ref()), old) {
             (None, _) => None,
@@ -282,23 +293,127 @@ impl ClusterRuntime {
                     .collect()
             })
             .unwrap_or_default();
-        let states = c
+        let states: Vec<Arc<EndpointState>> = c
             .endpoints
             .iter()
-            .map(|e| {
-                kept.get(e.id.as_ref())
-                    .map_or_else(Default::default, |s| Arc::clone(s))
+            .map(|e| match kept.get(e.id.as_ref()) {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let s = EndpointState::default();
+                    let _ = s
+                        .latency
+                        .set(metrics.endpoint_latency(&c.name, &e.address.to_string()));
+                    let bits = initial_hc_bits(c, e);
+                    s.hc_failing
+                        .store(bits, std::sync::atomic::Ordering::Relaxed);
+                    s.hc_new
+                        .store(bits != 0, std::sync::atomic::Ordering::Relaxed);
+                    Arc::new(s)
+                }
             })
             .collect();
+        settle_carried_states(c, old, &states, metrics, &shared);
         Ok(ClusterRuntime {
             ca_hash: if ca.is_some() { h.finish() } else { 0 },
             peers: peer_templates(c, ca.as_ref()),
+            lb: Balancer::new(c, local),
+            shared,
             states,
-            picker,
             connect_failures: metrics.connect_failures(&c.name),
             config: Arc::clone(c),
             ca,
         })
+    }
+}
+
+impl ClusterRuntime {
+    /// TLS for this cluster's health probes: the client configuration, the
+    /// server name, and a hash that changes with the trust roots.
+    pub(crate) fn probe_tls(
+        &self,
+    ) -> Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+        u64,
+    )> {
+        let t = self.config.tls.as_ref()?;
+        let config = tls::probe_client_config(self.ca.as_deref(), t.insecure_skip_verify)?;
+        let name = rustls::pki_types::ServerName::try_from(t.sni.to_string()).ok()?;
+        Some((
+            config,
+            name,
+            self.ca_hash ^ u64::from(t.insecure_skip_verify),
+        ))
+    }
+
+    /// Records how a try on endpoint `i` ended: the endpoint's state, its
+    /// latency histogram and outlier detection.
+    pub(crate) fn record(&self, i: usize, outcome: Outcome, latency: Option<std::time::Duration>) {
+        let Some(st) = self.states.get(i) else { return };
+        let lb = &self.config.balancing.lb;
+        st.record(
+            outcome,
+            latency,
+            PeakParams {
+                penalty: lb.default_rtt,
+                decay_s: lb.decay.as_secs_f64(),
+            },
+        );
+        outlier::on_outcome(self, i, outcome);
+    }
+}
+
+/// Health-check bits a new endpoint starts with: every check it is subject to
+/// counts as failing until it first passes (Envoy).
+fn initial_hc_bits(c: &Cluster, e: &corridor_config::Endpoint) -> u32 {
+    let n = c.balancing.health_checks.len().min(32);
+    if n == 0 || e.health_check.disabled {
+        0
+    } else {
+        u32::MAX >> (32 - n)
+    }
+}
+
+/// Brings states carried from the previous runtime in line with the new
+/// settings (health checks or outlier detection removed or changed), and
+/// drops the per-endpoint metrics of endpoints that are gone.
+fn settle_carried_states(
+    c: &Cluster,
+    old: Option<&ClusterRuntime>,
+    states: &[Arc<EndpointState>],
+    metrics: &Metrics,
+    shared: &ClusterShared,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(old) = old else { return };
+    let mut changed = false;
+    for (e, s) in c.endpoints.iter().zip(states) {
+        let n = c.balancing.health_checks.len().min(32);
+        let mask = if n == 0 || e.health_check.disabled {
+            0
+        } else {
+            u32::MAX >> (32 - n)
+        };
+        let bits = s.hc_failing.load(Ordering::Relaxed);
+        if bits & !mask != 0 {
+            s.hc_failing.fetch_and(mask, Ordering::Relaxed);
+            changed = true;
+        }
+        if c.balancing.outlier.is_none() && s.ejected_until.swap(0, Ordering::Relaxed) != 0 {
+            shared.metrics.ejected.dec();
+            changed = true;
+        }
+    }
+    for (e, s) in old.config.endpoints.iter().zip(&old.states) {
+        if !states.iter().any(|n| Arc::ptr_eq(n, s)) {
+            metrics.remove_endpoint(&c.name, &e.address.to_string());
+            if s.ejected() {
+                shared.metrics.ejected.dec();
+            }
+        }
+    }
+    if changed {
+        shared.availability_changed();
     }
 }
 

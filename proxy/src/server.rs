@@ -84,6 +84,10 @@ pub fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
         server.add_service(xds);
     }
 
+    let mut health = background_service("health", crate::health::Health::new(Arc::clone(&shared)));
+    health.threads = Some(1);
+    server.add_service(health);
+
     let mut lifecycle = background_service("lifecycle", Lifecycle::new(Arc::clone(&shared)));
     lifecycle.threads = Some(1);
     server.add_service(lifecycle);

@@ -1,14 +1,34 @@
 //! Owns per-endpoint runtime state: what happened on each attempt (requests in
-//! flight, attempts, failures, latency to response headers), kept outside the
-//! immutable configuration and carried across configuration changes that keep
-//! the endpoint. Balancing policies and outlier detection read it.
+//! flight, attempts, failures, latency to response headers, the peak-EWMA
+//! estimate, outlier counters) and whether the endpoint is ejected or failing
+//! its active health checks. It lives outside the immutable configuration and
+//! is carried across configuration changes that keep the endpoint. Balancing
+//! policies, outlier detection and the admin API read it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Weight of the newest sample in the latency average, in 1/1024ths.
+use prometheus::Histogram;
+
+/// Weight of the newest sample in the displayed latency average, in 1/1024ths.
 const EWMA_NEW: u64 = 256;
+
+/// Milliseconds on a monotonic clock, never 0 (0 can mean "never"). On
+/// Linux the coarse clock (a few ms of resolution, a fraction of the cost
+/// of a precise read): pickers read it on every pick.
+#[cfg(target_os = "linux")]
+pub(crate) fn now_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64).wrapping_mul(1000) + (t.tv_nsec as u64) / 1_000_000 + 1
+}
+
+/// Milliseconds since the process's first use of this clock, never 0.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
 
 /// How one attempt on an endpoint ended, as far as the endpoint is to blame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +44,8 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    fn failed(self) -> bool {
+    /// Whether the attempt failed (a 5xx, or a local-origin failure).
+    pub(crate) fn failed(self) -> bool {
         match self {
             Outcome::Status(s) => s >= 500,
             Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => true,
@@ -38,9 +59,49 @@ pub(crate) struct EndpointState {
     active: AtomicU32,
     attempts: AtomicU64,
     failures: AtomicU64,
-    consecutive_failures: AtomicU32,
-    /// Moving average of the time to response headers, in µs (0: none yet).
+    /// Displayed moving average of the time to response headers, in µs (0: none yet).
     latency_ewma_us: AtomicU64,
+    /// Peak-EWMA estimate: f32 µs in the high half, `now_ms` of the last
+    /// update (truncated) in the low half; 0: no sample yet.
+    peak: AtomicU64,
+    /// Last reported ORCA utilization (f32 bits; 0 = none).
+    orca: AtomicU32,
+    /// Outlier detection counters.
+    pub(crate) outlier: OutlierCounters,
+    /// Ejected by outlier detection until this `now_ms` (0: not ejected).
+    pub(crate) ejected_until: AtomicU64,
+    /// Ejection multiplier (Envoy's `num_ejections`): grows per ejection,
+    /// shrinks per interval spent in.
+    pub(crate) multiplier: AtomicU32,
+    /// Ejections so far.
+    pub(crate) ejections: AtomicU64,
+    /// Bit `i` set: failing active health check `i` (or not checked yet).
+    pub(crate) hc_failing: AtomicU32,
+    /// Failing active health checks reported through the admin API.
+    pub(crate) hc_last_error: parking_lot::Mutex<Option<String>>,
+    /// Per-endpoint histogram of the time to response headers.
+    pub(crate) latency: OnceLock<Histogram>,
+    /// Created before a health check first passed (new endpoints wait for it).
+    pub(crate) hc_new: AtomicBool,
+}
+
+/// Outlier detection's counters of one endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct OutlierCounters {
+    /// 5xx (and, unless split, local-origin failures) in a row.
+    pub(crate) consecutive_5xx: AtomicU32,
+    /// 502/503/504 (and, unless split, local-origin failures) in a row.
+    pub(crate) consecutive_gateway: AtomicU32,
+    /// Local-origin failures in a row (split mode).
+    pub(crate) consecutive_local: AtomicU32,
+    /// This interval: successes and failures of external origin.
+    pub(crate) ok: AtomicU32,
+    /// See `ok`.
+    pub(crate) failed: AtomicU32,
+    /// This interval: local-origin successes and failures (split mode).
+    pub(crate) local_ok: AtomicU32,
+    /// See `local_ok`.
+    pub(crate) local_failed: AtomicU32,
 }
 
 impl EndpointState {
@@ -52,13 +113,12 @@ impl EndpointState {
         InFlight(Arc::clone(self))
     }
 
-    /// Records how an attempt ended and, with response headers, how long they took.
-    pub(crate) fn record(&self, outcome: Outcome, latency: Option<Duration>) {
-        if outcome.failed() {
+    /// Records how an attempt ended and, with response headers, how long they
+    /// took; for peak-EWMA a failure counts as at least `peak.penalty`.
+    pub(crate) fn record(&self, outcome: Outcome, latency: Option<Duration>, peak: PeakParams) {
+        let failed = outcome.failed();
+        if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.consecutive_failures.store(0, Ordering::Relaxed);
         }
         if let Some(l) = latency {
             let sample = u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -70,7 +130,75 @@ impl EndpointState {
                 (old * (1024 - EWMA_NEW) + sample * EWMA_NEW) / 1024
             };
             self.latency_ewma_us.store(new, Ordering::Relaxed);
+            if let Some(h) = self.latency.get() {
+                h.observe(l.as_secs_f64());
+            }
         }
+        // A failure never looks faster than the penalty: a fast-failing
+        // endpoint must not attract a latency-aware balancer.
+        let sample = match (latency, failed) {
+            (Some(l), false) => Some(l),
+            (l, true) => Some(l.unwrap_or_default().max(peak.penalty)),
+            (None, false) => None,
+        };
+        if let Some(s) = sample {
+            self.observe_rtt(s.as_secs_f64() * 1e6, peak.decay_s);
+        }
+    }
+
+    /// Feeds one latency sample (µs) into the peak-EWMA estimate: a sample
+    /// above the estimate replaces it; a lower one is averaged in with weight
+    /// 1 − e^(−elapsed/decay) (decay is applied when read, see `peak_rtt_us`).
+    fn observe_rtt(&self, sample_us: f64, decay_s: f64) {
+        let now = now_ms();
+        let mut cur = self.peak.load(Ordering::Relaxed);
+        loop {
+            let (rtt, at) = unpack(cur);
+            let next = if cur == 0 || sample_us >= rtt {
+                sample_us
+            } else {
+                // Decay is applied by the reader; here the weight of the old
+                // value is how recent it is.
+                let elapsed = now.wrapping_sub(at) as u32 as f64;
+                let w = (-elapsed / 1000.0 / decay_s).exp();
+                rtt * w + sample_us * (1.0 - w)
+            };
+            let packed = pack(next, now);
+            match self
+                .peak
+                .compare_exchange_weak(cur, packed, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The peak-EWMA latency estimate in µs, decayed towards zero for the
+    /// time since its last sample (an idle endpoint is tried again), or
+    /// `default_us` without samples.
+    pub(crate) fn peak_rtt_us(&self, default_us: f64, decay_s: f64, now: u64) -> f64 {
+        let cur = self.peak.load(Ordering::Relaxed);
+        if cur == 0 {
+            return default_us;
+        }
+        let (rtt, at) = unpack(cur);
+        let elapsed = (now as u32).wrapping_sub(at as u32);
+        if elapsed == 0 {
+            return rtt;
+        }
+        rtt * (-f64::from(elapsed) / 1000.0 / decay_s).exp()
+    }
+
+    /// Remembers the utilization an endpoint reported (ORCA).
+    pub(crate) fn set_utilization(&self, u: f32) {
+        self.orca
+            .store(u.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The last reported utilization (0 when none).
+    pub(crate) fn utilization(&self) -> f32 {
+        f32::from_bits(self.orca.load(Ordering::Relaxed))
     }
 
     /// Attempts in flight.
@@ -78,29 +206,70 @@ impl EndpointState {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// The state as JSON, for the admin API.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
+    /// Whether outlier detection has ejected the endpoint.
+    pub(crate) fn ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the endpoint fails (or has not yet passed) an active health check.
+    pub(crate) fn hc_failing(&self) -> bool {
+        self.hc_failing.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the balancer may pick the endpoint (outside panic mode).
+    pub(crate) fn usable(&self) -> bool {
+        !self.ejected() && !self.hc_failing()
+    }
+
+    /// The state as JSON, for the admin API (`decay_s`: the cluster's peak-EWMA decay).
+    pub(crate) fn to_json(&self, decay_s: f64) -> serde_json::Value {
         let ewma = self.latency_ewma_us.load(Ordering::Relaxed);
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        let health = if self.hc_failing() {
+            "unhealthy"
+        } else if until != 0 {
+            "ejected"
+        } else {
+            "healthy"
+        };
         serde_json::json!({
+            "health": health,
+            "ejected": until != 0,
+            "ejected_for_ms": (until != 0).then(|| until.saturating_sub(now_ms())),
+            "ejections": self.ejections.load(Ordering::Relaxed),
+            "health_check_failing": self.hc_failing(),
+            "health_check_error": self.hc_last_error.lock().clone(),
             "active": self.active(),
             "attempts": self.attempts.load(Ordering::Relaxed),
             "failures": self.failures.load(Ordering::Relaxed),
-            "consecutive_failures": self.consecutive_failures.load(Ordering::Relaxed),
+            "consecutive_5xx": self.outlier.consecutive_5xx.load(Ordering::Relaxed),
             "latency_ewma_ms": (ewma > 0).then(|| ewma as f64 / 1000.0),
+            "peak_ewma_ms": (self.peak.load(Ordering::Relaxed) != 0)
+                .then(|| self.peak_rtt_us(0.0, decay_s, now_ms()) / 1000.0),
         })
     }
+}
+
+/// A cluster's peak-EWMA parameters, as recording needs them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeakParams {
+    /// The least latency a failure counts as (the default RTT).
+    pub(crate) penalty: Duration,
+    /// Decay time constant in seconds.
+    pub(crate) decay_s: f64,
+}
+
+fn pack(rtt_us: f64, at_ms: u64) -> u64 {
+    (u64::from((rtt_us as f32).max(f32::MIN_POSITIVE).to_bits()) << 32) | (at_ms & 0xffff_ffff)
+}
+
+fn unpack(v: u64) -> (f64, u64) {
+    (f64::from(f32::from_bits((v >> 32) as u32)), v & 0xffff_ffff)
 }
 
 /// An attempt in flight on an endpoint; dropping it ends the count.
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<EndpointState>);
-
-impl InFlight {
-    /// The endpoint's state.
-    pub(crate) fn state(&self) -> &EndpointState {
-        &self.0
-    }
-}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -118,22 +287,45 @@ mod tests {
         let a = s.begin();
         let b = s.begin();
         assert_eq!(s.active(), 2);
-        a.state()
-            .record(Outcome::Status(503), Some(Duration::from_millis(10)));
-        a.state().record(Outcome::ConnectFailure, None);
+        let p = PeakParams {
+            penalty: Duration::from_millis(30),
+            decay_s: 10.0,
+        };
+        s.record(Outcome::Status(503), Some(Duration::from_millis(10)), p);
+        s.record(Outcome::ConnectFailure, None, p);
         drop(a);
         assert_eq!(s.active(), 1);
-        let j = s.to_json();
+        let j = s.to_json(10.0);
         assert_eq!(j["failures"], 2);
-        assert_eq!(j["consecutive_failures"], 2);
         assert_eq!(j["latency_ewma_ms"], 10.0);
-        b.state()
-            .record(Outcome::Status(200), Some(Duration::from_millis(20)));
+        s.record(Outcome::Status(200), Some(Duration::from_millis(20)), p);
         drop(b);
-        let j = s.to_json();
+        let j = s.to_json(10.0);
         assert_eq!(j["active"], 0);
         assert_eq!(j["attempts"], 2);
-        assert_eq!(j["consecutive_failures"], 0);
         assert_eq!(j["latency_ewma_ms"], 12.5);
+    }
+
+    #[test]
+    fn peak_ewma_jumps_to_peaks_and_decays_when_idle() {
+        let s = EndpointState::default();
+        assert_eq!(s.peak_rtt_us(30_000.0, 10.0, now_ms()), 30_000.0);
+        let p = PeakParams {
+            penalty: Duration::from_millis(30),
+            decay_s: 10.0,
+        };
+        s.record(Outcome::Status(200), Some(Duration::from_millis(5)), p);
+        let first = s.peak_rtt_us(30_000.0, 10.0, now_ms());
+        assert!((4_900.0..=5_000.0).contains(&first), "{first}");
+        // A peak replaces the estimate at once.
+        s.record(Outcome::Status(200), Some(Duration::from_millis(100)), p);
+        assert!(s.peak_rtt_us(30_000.0, 10.0, now_ms()) > 99_000.0);
+        // A fast failure counts as the penalty at least.
+        let f = EndpointState::default();
+        f.record(Outcome::Status(503), Some(Duration::from_micros(200)), p);
+        assert!(f.peak_rtt_us(1.0, 10.0, now_ms()) > 29_000.0);
+        // With a tiny decay constant the estimate fades while idle.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(s.peak_rtt_us(30_000.0, 0.005, now_ms()) < 5_000.0);
     }
 }

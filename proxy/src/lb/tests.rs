@@ -1,82 +1,380 @@
-use corridor_config::load_str;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use corridor_config::{load_str, DiskFiles};
+
+use super::state::Outcome;
 use super::*;
+use crate::metrics::Metrics;
+use crate::routing::Routing;
 
-fn cluster(endpoints: &str) -> Arc<Cluster> {
+/// The runtime of cluster `c` with `endpoints`, further cluster fields
+/// `extra` and top-level fields `top`.
+fn runtime_with(endpoints: &str, extra: &str, top: &str) -> Arc<ClusterRuntime> {
     let text = format!(
         "listeners: [{{ name: l, address: \"127.0.0.1:1\", route_table: t }}]\n\
          route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]\n\
-         clusters: [{{ name: c, endpoints: [{endpoints}] }}]\n"
+         clusters: [{{ name: c, endpoints: [{endpoints}] {extra} }}]\n{top}"
     );
     let snap = load_str(&text, "t").unwrap_or_else(|e| panic!("{e}"));
-    Arc::clone(snap.clusters.values().next().unwrap())
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let routing = Routing::build(Arc::new(snap), None, &metrics, &DiskFiles, false)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    Arc::clone(routing.clusters.values().next().unwrap())
+}
+
+fn runtime(endpoints: &str, extra: &str) -> Arc<ClusterRuntime> {
+    runtime_with(endpoints, extra, "")
+}
+
+/// `n` endpoints 127.0.0.1:2.. with `fields` each.
+fn eps(n: usize, fields: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|i| format!("{{ address: \"127.0.0.1:{}\" {} }}", 2 + i, fields(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn first_try(rt: &ClusterRuntime) -> usize {
+    let all = rt.config.all();
+    let none = EndpointSet::empty(rt.states.len());
+    pick(
+        rt,
+        &PickRequest {
+            candidates: &all,
+            tried: &none,
+            hash: None,
+        },
+    )
+    .expect("an endpoint")
+}
+
+fn shares(rt: &ClusterRuntime, n: usize) -> Vec<usize> {
+    let mut counts = vec![0; rt.states.len()];
+    for _ in 0..n {
+        counts[first_try(rt)] += 1;
+    }
+    counts
+}
+
+fn eject(rt: &ClusterRuntime, i: usize) {
+    rt.states[i]
+        .ejected_until
+        .store(u64::MAX, Ordering::Relaxed);
+    rt.shared.availability_changed();
+}
+
+fn fail_health(rt: &ClusterRuntime, i: usize) {
+    rt.states[i].hc_failing.store(1, Ordering::Relaxed);
+    rt.shared.availability_changed();
 }
 
 #[test]
-fn round_robin_honours_weights() {
-    let c = cluster(r#"{ address: "127.0.0.1:2", weight: 3 }, { address: "127.0.0.1:3" }"#);
-    let rr = RoundRobin::default();
-    let mut counts = [0; 2];
-    for _ in 0..400 {
-        counts[pick(&rr, &c, &c.all(), &EndpointSet::empty(2)).unwrap()] += 1;
-    }
-    assert_eq!(counts, [300, 100]);
+fn round_robin_takes_strict_turns_and_interleaves_weights() {
+    let rt = runtime(&eps(3, |_| String::new()), "");
+    let seq: Vec<usize> = (0..6).map(|_| first_try(&rt)).collect();
+    assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
+
+    let rt = runtime(
+        r#"{ address: "127.0.0.1:2", weight: 3 }, { address: "127.0.0.1:3" }"#,
+        "",
+    );
+    let seq: Vec<usize> = (0..400).map(|_| first_try(&rt)).collect();
+    let heavy = seq.iter().filter(|i| **i == 0).count();
+    assert!((298..=302).contains(&heavy), "{heavy} of 400");
+    let longest = seq
+        .split(|i| *i == 1)
+        .map(<[usize]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest <= 4,
+        "smooth: at most 4 heavy picks in a row, saw {longest}"
+    );
 }
 
 #[test]
 fn retries_prefer_untried_then_next_priority() {
-    let c = cluster(
+    let rt = runtime(
         r#"{ address: "127.0.0.1:2" }, { address: "127.0.0.1:3" }, { address: "127.0.0.1:4", priority: 1 }"#,
+        "",
     );
-    let rr = RoundRobin::default();
+    let all = rt.config.all();
     let mut tried = EndpointSet::empty(3);
-    let first = pick(&rr, &c, &c.all(), &tried).unwrap();
+    let next = |tried: &EndpointSet| {
+        pick(
+            &rt,
+            &PickRequest {
+                candidates: &all,
+                tried,
+                hash: None,
+            },
+        )
+    };
+    let first = next(&tried).unwrap();
     assert!(first < 2, "priority 0 first");
     tried.insert(first);
-    let second = pick(&rr, &c, &c.all(), &tried).unwrap();
+    let second = next(&tried).unwrap();
     assert!(
         second < 2 && second != first,
         "the other priority-0 endpoint next"
     );
     tried.insert(second);
-    assert_eq!(pick(&rr, &c, &c.all(), &tried), Some(2), "then priority 1");
+    assert_eq!(next(&tried), Some(2), "then priority 1");
     tried.insert(2);
-    assert!(
-        pick(&rr, &c, &c.all(), &tried).is_some(),
-        "all tried: reuse rather than fail"
-    );
-    assert_eq!(pick(&rr, &c, &EndpointSet::empty(3), &tried), None);
+    assert!(next(&tried).is_some(), "all tried: reuse rather than fail");
 }
 
 #[test]
 fn random_stays_within_candidates() {
-    let c = cluster(
-        r#"{ address: "127.0.0.1:2" }, { address: "127.0.0.1:3" }, { address: "127.0.0.1:4" }"#,
-    );
+    let rt = runtime(&eps(3, |_| String::new()), ", lb_policy: random");
     let mut only = EndpointSet::empty(3);
     only.insert(1);
     only.insert(2);
+    let none = EndpointSet::empty(3);
     let seen: std::collections::HashSet<usize> = (0..200)
-        .map(|_| pick(&Random, &c, &only, &EndpointSet::empty(3)).unwrap())
+        .map(|_| {
+            pick(
+                &rt,
+                &PickRequest {
+                    candidates: &only,
+                    tried: &none,
+                    hash: None,
+                },
+            )
+            .unwrap()
+        })
         .collect();
     assert_eq!(seen, [1, 2].into_iter().collect());
 }
 
 #[test]
 fn a_failing_endpoint_is_not_always_the_first_try() {
-    // Two endpoints; every request fails on its first try and retries. With one
-    // shared counter for first tries and retries, every first try would land on
+    // Every request fails on its first try and retries. With one shared
+    // sequence for first tries and retries, every first try would land on
     // the same endpoint.
-    let c = cluster(r#"{ address: "127.0.0.1:2" }, { address: "127.0.0.1:3" }"#);
-    let rr = RoundRobin::default();
+    let rt = runtime(&eps(2, |_| String::new()), "");
+    let all = rt.config.all();
     let mut first = [0; 2];
     for _ in 0..200 {
         let mut tried = EndpointSet::empty(2);
-        let a = pick(&rr, &c, &c.all(), &tried).unwrap();
+        let a = first_try(&rt);
         first[a] += 1;
         tried.insert(a);
-        let b = pick(&rr, &c, &c.all(), &tried).unwrap();
+        let b = pick(
+            &rt,
+            &PickRequest {
+                candidates: &all,
+                tried: &tried,
+                hash: None,
+            },
+        )
+        .unwrap();
         assert_ne!(a, b);
     }
     assert!(first[0] > 40 && first[1] > 40, "first tries {first:?}");
+}
+
+#[test]
+fn least_request_avoids_the_busy_endpoint() {
+    let rt = runtime(&eps(4, |_| String::new()), ", lb_policy: least_request");
+    let _busy: Vec<_> = (0..5).map(|_| rt.states[0].begin()).collect();
+    let counts = shares(&rt, 4000);
+    // Endpoint 0 wins only when drawn twice: about 1/16 of picks.
+    assert!(counts[0] < 400, "{counts:?}");
+    assert!(counts[1..].iter().all(|c| *c > 1000), "{counts:?}");
+}
+
+#[test]
+fn peak_ewma_sends_almost_nothing_to_the_slow_endpoint() {
+    let rt = runtime(&eps(4, |_| String::new()), ", lb_policy: peak_ewma");
+    for _ in 0..5 {
+        rt.record(0, Outcome::Status(200), Some(Duration::from_millis(100)));
+        for i in 1..4 {
+            rt.record(i, Outcome::Status(200), Some(Duration::from_millis(1)));
+        }
+    }
+    let counts = shares(&rt, 4000);
+    assert!(counts[0] < 40, "slow endpoint got {counts:?}");
+    // A fast failure is no cheaper than the default RTT (30 ms).
+    let rt = runtime(&eps(4, |_| String::new()), ", lb_policy: peak_ewma");
+    for _ in 0..5 {
+        rt.record(0, Outcome::Status(503), Some(Duration::from_micros(100)));
+        for i in 1..4 {
+            rt.record(i, Outcome::Status(200), Some(Duration::from_millis(1)));
+        }
+    }
+    let counts = shares(&rt, 4000);
+    assert!(counts[0] < 40, "fast-failing endpoint got {counts:?}");
+}
+
+#[test]
+fn ejected_endpoints_are_skipped_until_panic() {
+    let rt = runtime(&eps(4, |_| String::new()), "");
+    eject(&rt, 0);
+    let counts = shares(&rt, 400);
+    assert_eq!(counts[0], 0, "{counts:?}");
+    // One of four usable: 25 % < the 50 % panic threshold, so all four again.
+    eject(&rt, 1);
+    fail_health(&rt, 2);
+    let counts = shares(&rt, 400);
+    assert!(counts.iter().all(|c| *c > 50), "panic spreads: {counts:?}");
+
+    let rt = runtime(
+        &eps(2, |_| String::new()),
+        ", common_lb_config: { healthy_panic_threshold: 0 }",
+    );
+    eject(&rt, 0);
+    eject(&rt, 1);
+    let all = rt.config.all();
+    let none = EndpointSet::empty(2);
+    let req = PickRequest {
+        candidates: &all,
+        tried: &none,
+        hash: None,
+    };
+    assert_eq!(pick(&rt, &req), None, "no panic: nothing to pick");
+}
+
+#[test]
+fn priorities_spill_over_by_healthy_share_times_1_4() {
+    let rt = runtime(
+        &eps(8, |i| format!(", priority: {}", i / 4)),
+        ", common_lb_config: { healthy_panic_threshold: 0 }",
+    );
+    let level1 = |c: &[usize]| c[4..].iter().sum::<usize>();
+    assert_eq!(
+        level1(&shares(&rt, 1000)),
+        0,
+        "all healthy: priority 0 only"
+    );
+    // Half of priority 0 unhealthy: it keeps 50 % × 1.4 = 70 %.
+    fail_health(&rt, 0);
+    fail_health(&rt, 1);
+    let c = shares(&rt, 10_000);
+    let spilled = level1(&c);
+    assert!((2600..=3400).contains(&spilled), "30 % expected: {c:?}");
+    assert_eq!(c[0] + c[1], 0);
+    // All of priority 0 down: everything to priority 1.
+    fail_health(&rt, 2);
+    fail_health(&rt, 3);
+    assert_eq!(level1(&shares(&rt, 1000)), 1000);
+}
+
+#[test]
+fn the_local_zone_is_preferred_while_it_has_capacity() {
+    let zone = |i: usize| ["a", "b"][i % 2];
+    let rt = runtime_with(
+        &eps(8, |i| {
+            format!(
+                ", locality: {{ cloud: aws, region: r1, zone: {} }}",
+                zone(i)
+            )
+        }),
+        "",
+        "locality: { cloud: aws, region: r1, zone: a }\n",
+    );
+    let c = shares(&rt, 2000);
+    let local: usize = (0..8).filter(|i| i % 2 == 0).map(|i| c[i]).sum();
+    assert_eq!(local, 2000, "{c:?}");
+    // Half the local zone unhealthy: it keeps 70 %.
+    fail_health(&rt, 0);
+    fail_health(&rt, 2);
+    let c = shares(&rt, 10_000);
+    let local: usize = (0..8).filter(|i| i % 2 == 0).map(|i| c[i]).sum();
+    assert!((6300..=7700).contains(&local), "{c:?}");
+}
+
+#[test]
+fn locality_weights_split_traffic_by_locality() {
+    let rt = runtime(
+        &eps(4, |i| {
+            format!(
+                ", locality: {{ cloud: gcp, region: r, zone: {} }}",
+                if i == 0 { "a" } else { "b" }
+            )
+        }),
+        ", locality_weights: [ { locality: { cloud: gcp, region: r, zone: a }, weight: 3 }, \
+           { locality: { cloud: gcp, region: r, zone: b }, weight: 1 } ]",
+    );
+    let c = shares(&rt, 8000);
+    assert!((5600..=6400).contains(&c[0]), "zone a weighs 3 of 4: {c:?}");
+}
+
+#[test]
+fn hashing_policies_are_consistent_and_skip_ejected_endpoints() {
+    for policy in ["ring_hash", "maglev"] {
+        let rt = runtime(
+            &eps(5, |_| String::new()),
+            &format!(", lb_policy: {policy}"),
+        );
+        let all = rt.config.all();
+        let none = EndpointSet::empty(5);
+        let pick_key = |k: u64| {
+            pick(
+                &rt,
+                &PickRequest {
+                    candidates: &all,
+                    tried: &none,
+                    hash: Some(hash::hash_key(&k.to_le_bytes())),
+                },
+            )
+            .unwrap()
+        };
+        let before: Vec<usize> = (0..1000).map(pick_key).collect();
+        assert_eq!(before, (0..1000).map(pick_key).collect::<Vec<_>>());
+        eject(&rt, 2);
+        let after: Vec<usize> = (0..1000).map(pick_key).collect();
+        for (b, a) in before.iter().zip(&after) {
+            if *b == 2 {
+                assert_ne!(*a, 2, "{policy}");
+            } else {
+                assert_eq!(a, b, "{policy}: only the ejected endpoint's keys move");
+            }
+        }
+    }
+}
+
+#[test]
+fn orca_header_values_parse() {
+    assert_eq!(
+        parse_orca(b"TEXT cpu_utilization=0.3, application_utilization=0.5"),
+        Some(0.5)
+    );
+    assert_eq!(parse_orca(b"TEXT cpu_utilization=0.25"), Some(0.25));
+    assert_eq!(parse_orca(br#"JSON {"cpu_utilization": 0.75}"#), Some(0.75));
+    assert_eq!(parse_orca(b"BIN abc"), None);
+    assert_eq!(parse_orca(b"TEXT garbage"), None);
+}
+
+#[test]
+fn consecutive_5xx_ejects_and_the_review_returns_the_endpoint() {
+    let rt = runtime(
+        &eps(4, |_| String::new()),
+        ", outlier_detection: { interval: 0.05s, base_ejection_time: 0.1s, max_ejection_percent: 10 }",
+    );
+    for _ in 0..4 {
+        rt.record(0, Outcome::Status(503), None);
+    }
+    assert!(!rt.states[0].ejected(), "four 5xx are not five");
+    rt.record(0, Outcome::Status(503), None);
+    assert!(rt.states[0].ejected(), "the fifth ejects");
+    // Max ejection percent: one of four is always allowed, a second is 50 % > 10 %.
+    for _ in 0..5 {
+        rt.record(1, Outcome::ConnectFailure, None);
+    }
+    assert!(!rt.states[1].ejected(), "max_ejection_percent holds");
+    // The review returns it once its time is up (and not before).
+    outlier::review(&rt, state::now_ms());
+    outlier::review(&rt, state::now_ms() + 60);
+    assert!(rt.states[0].ejected());
+    outlier::review(&rt, state::now_ms() + 200);
+    assert!(!rt.states[0].ejected());
+    // The second ejection lasts twice as long.
+    for _ in 0..5 {
+        rt.record(0, Outcome::Status(500), None);
+    }
+    let until = rt.states[0].ejected_until.load(Ordering::Relaxed);
+    let left = until.saturating_sub(state::now_ms());
+    assert!((150..=200).contains(&left), "{left} ms");
 }

@@ -10,6 +10,7 @@ use corridor_config::{EndpointSet, Forward, ListenerHttp, Route, RouteAction, Ta
 use http::HeaderValue;
 
 use crate::errors::LocalError;
+use crate::lb::shared::{ConnectionGuard, RequestGuard, RetryGuard};
 use crate::lb::state::{InFlight, Outcome};
 use crate::metrics::RouteStats;
 use crate::routing::{ClusterRuntime, ListenerRuntime, Routing};
@@ -67,6 +68,14 @@ pub struct RequestCtx {
     pub(crate) in_flight: Option<InFlight>,
     /// When the current try started; `None` once its outcome is recorded.
     pub(crate) try_started: Option<Instant>,
+    /// The request's key for hashing balancers.
+    pub(crate) hash: Option<u64>,
+    /// The request counted against the cluster's `max_requests`.
+    pub(crate) request_guard: Option<RequestGuard>,
+    /// The current try's connection, counted against `max_connections`.
+    pub(crate) connection: Option<ConnectionGuard>,
+    /// The retry in flight, counted against the retry limit until its outcome.
+    pub(crate) retry_guard: Option<RetryGuard>,
     /// The routing state the request started with; kept to the end. Declared
     /// last so that it is dropped last: the listener and cluster above are
     /// released first, and the configuration they belong to is then freed
@@ -102,17 +111,25 @@ impl RequestCtx {
             streaming: false,
             in_flight: None,
             try_started: None,
+            hash: None,
+            request_guard: None,
+            connection: None,
+            retry_guard: None,
         }
     }
 
     /// Tells the current try's endpoint how the try ended; only the first
     /// outcome of a try counts (a retried status also ends in an error).
     pub(crate) fn record_try(&mut self, outcome: Outcome) {
-        let (Some(f), Some(started)) = (&self.in_flight, self.try_started.take()) else {
+        let (Some(rt), Some(i), Some(started)) =
+            (&self.cluster, self.endpoint, self.try_started.take())
+        else {
             return;
         };
         let latency = matches!(outcome, Outcome::Status(_)).then(|| started.elapsed());
-        f.state().record(outcome, latency);
+        rt.record(i, outcome, latency);
+        // A retry stops counting against the retry limit once it has an outcome.
+        self.retry_guard = None;
     }
 
     /// The listener's request handling settings.

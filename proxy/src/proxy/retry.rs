@@ -8,6 +8,9 @@ use pingora_core::{Error, ErrorType, RetryType};
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use corridor_config::RetryLimit;
+
+use crate::lb::shared::Breaker;
 use crate::metrics::RetryReason;
 
 /// What kind of failure a try ended with, for retry purposes.
@@ -45,9 +48,34 @@ fn policy_covers(ctx: &RequestCtx, reason: RetryReason) -> bool {
     }
 }
 
-/// Whether the request may be sent again after `reason`. Connect failures and
-/// refused streams never reached the application, so any method may retry them.
-pub(crate) fn may_retry(ctx: &RequestCtx, session: &Session, reason: RetryReason) -> bool {
+/// Whether the request may be sent again after `reason`, and if so counts
+/// the retry against the cluster's retry limit (a retry over it is not made).
+pub(crate) fn may_retry(ctx: &mut RequestCtx, session: &Session, reason: RetryReason) -> bool {
+    if !allowed(ctx, session, reason) {
+        return false;
+    }
+    let Some(rt) = &ctx.cluster else { return true };
+    let retries = rt.config.balancing.breakers.retries;
+    let limit = retries.allowed(rt.shared.active_requests());
+    // A budget also spends its reserve, so that the first burst of a fault
+    // is retried before outlier detection has reacted; a fixed limit is fixed.
+    let reserve = matches!(retries, RetryLimit::Budget { .. });
+    match rt.shared.admit_retry(limit, reserve) {
+        Some(g) => {
+            ctx.retry_guard = Some(g);
+            true
+        }
+        None => {
+            rt.shared.metrics.overflowed(Breaker::Retries);
+            false
+        }
+    }
+}
+
+/// Whether the route's policy and the request's state allow another try
+/// after `reason`. Connect failures and refused streams never reached the
+/// application, so any method may retry them.
+fn allowed(ctx: &RequestCtx, session: &Session, reason: RetryReason) -> bool {
     let Some(f) = ctx.forward() else { return false };
     if ctx.response_started || ctx.attempts > f.retry.num_retries {
         return false;

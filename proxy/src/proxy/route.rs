@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use corridor_config::{EditHeaders, RequestView, RouteAction, SubsetError};
+use corridor_config::{EditHeaders, HashKey, RequestView, RouteAction, SubsetError};
 use http::header;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -14,6 +14,7 @@ use pingora_proxy::Session;
 use super::ctx::{RequestCtx, RouteRef};
 use super::edge;
 use crate::errors::{ErrorKind, LocalError};
+use crate::lb::hash::hash_key;
 
 /// Matches the request to a route. `Ok(Some)` is a direct response to send,
 /// `Ok(None)` means forward, `Err` is a local error to answer.
@@ -90,11 +91,40 @@ pub(super) fn select_route(
         };
         LocalError::new(ErrorKind::NoEndpoint, why)
     })?;
+    if cluster.balancing.lb.policy.is_hash() {
+        ctx.hash = request_hash(&cluster.balancing.lb.hash_key, req, ctx.client);
+    }
     ctx.tried = corridor_config::EndpointSet::empty(cluster.endpoints.len());
     ctx.candidates = candidates;
     ctx.cluster = Some(rt);
     ctx.deadline = Some(ctx.start + f.timeout);
     Ok(None)
+}
+
+/// The request's key for a hashing balancer: a header, a cookie or the
+/// trusted client address; `None` when the request has none.
+fn request_hash(
+    key: &HashKey,
+    req: &RequestHeader,
+    client: Option<std::net::IpAddr>,
+) -> Option<u64> {
+    match key {
+        HashKey::Header(name) => req.headers.get(name).map(|v| hash_key(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                (&pair[..eq] == name.as_bytes()).then(|| hash_key(&pair[eq + 1..]))
+            }),
+        HashKey::SourceAddress => client.map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
+            std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
+        }),
+    }
 }
 
 /// Sends a route's direct response with its header edits.

@@ -1,0 +1,278 @@
+//! Owns the health thread: the outlier detectors' interval reviews and the
+//! active health checks. One task per (endpoint, check) probes at the
+//! check's interval (plus jitter) and flips the endpoint's health after the
+//! unhealthy or healthy threshold; tasks follow the configuration (started,
+//! kept or stopped on every change) and write into the endpoint state the
+//! balancer reads, so a check never runs on a request's path.
+
+mod probe;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use corridor_config::{EndpointHealthCheck, HealthCheck, HealthCheckKind};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::task::JoinHandle;
+
+use crate::lb::outlier;
+use crate::lb::shared::ClusterShared;
+use crate::lb::state::{now_ms, EndpointState};
+use crate::routing::{ClusterRuntime, Routing};
+use crate::shared::Shared;
+use probe::{ProbeKind, ProbeTarget};
+
+/// How often outlier reviews are considered (each cluster runs at its own interval).
+const TICK: Duration = Duration::from_millis(25);
+
+/// The health service.
+pub struct Health {
+    shared: Arc<Shared>,
+}
+
+impl Health {
+    /// A health service over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+/// Identifies one check of one endpoint of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CheckKey {
+    cluster: Arc<str>,
+    endpoint: Arc<str>,
+    check: usize,
+}
+
+/// Everything a running check depends on; a change restarts it.
+#[derive(Clone)]
+struct CheckSpec {
+    state: Arc<EndpointState>,
+    shared: Arc<ClusterShared>,
+    check: HealthCheck,
+    endpoint: EndpointHealthCheck,
+    target: ProbeTarget,
+    tls_hash: u64,
+    uneject_on_pass: bool,
+}
+
+impl CheckSpec {
+    fn same(&self, o: &CheckSpec) -> bool {
+        Arc::ptr_eq(&self.state, &o.state)
+            && Arc::ptr_eq(&self.shared, &o.shared)
+            && self.check == o.check
+            && self.endpoint == o.endpoint
+            && self.target.addr == o.target.addr
+            && self.target.h2 == o.target.h2
+            && self.tls_hash == o.tls_hash
+            && self.uneject_on_pass == o.uneject_on_pass
+    }
+}
+
+struct Running {
+    spec: CheckSpec,
+    task: JoinHandle<()>,
+}
+
+#[async_trait]
+impl BackgroundService for Health {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut checks: HashMap<CheckKey, Running> = HashMap::new();
+        let mut reviewed: Vec<Arc<ClusterRuntime>> = Vec::new();
+        // The address of the routing last reconciled (not a reference, which
+        // would keep it alive).
+        let mut seen: usize = 0;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let routing = self.shared.routing();
+            if Arc::as_ptr(&routing) as usize != seen {
+                seen = Arc::as_ptr(&routing) as usize;
+                reviewed = routing
+                    .clusters
+                    .values()
+                    .filter(|rt| rt.config.balancing.outlier.is_some())
+                    .cloned()
+                    .collect();
+                reconcile(&routing, &mut checks);
+            }
+            drop(routing);
+            let now = now_ms();
+            for rt in &reviewed {
+                outlier::review(rt, now);
+            }
+        }
+        for (_, r) in checks.drain() {
+            r.task.abort();
+        }
+    }
+}
+
+/// Starts, keeps or stops check tasks so that they match `routing`.
+fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
+    let mut wanted: HashMap<CheckKey, CheckSpec> = HashMap::new();
+    for rt in routing.clusters.values() {
+        let b = &rt.config.balancing;
+        if b.health_checks.is_empty() {
+            continue;
+        }
+        let tls = rt.probe_tls();
+        let uneject_on_pass = b
+            .outlier
+            .as_ref()
+            .is_some_and(|o| o.successful_active_health_check_uneject_host);
+        for (i, e) in rt.config.endpoints.iter().enumerate() {
+            if e.health_check.disabled {
+                continue;
+            }
+            let mut addr: SocketAddr = e.address;
+            if let Some(p) = e.health_check.port {
+                addr.set_port(p);
+            }
+            for (ci, check) in b.health_checks.iter().enumerate().take(32) {
+                let h2 = match check.kind {
+                    HealthCheckKind::Grpc { .. } => true,
+                    _ => rt.config.protocol != corridor_config::UpstreamProtocol::Http1,
+                };
+                wanted.insert(
+                    CheckKey {
+                        cluster: rt.config.name.clone(),
+                        endpoint: e.id.clone(),
+                        check: ci,
+                    },
+                    CheckSpec {
+                        state: Arc::clone(&rt.states[i]),
+                        shared: Arc::clone(&rt.shared),
+                        check: check.clone(),
+                        endpoint: e.health_check.clone(),
+                        target: ProbeTarget {
+                            addr,
+                            h2,
+                            tls: tls.clone().map(|(cfg, name, _)| {
+                                let own = e.hostname.as_deref().and_then(|h| {
+                                    rustls::pki_types::ServerName::try_from(h.to_string()).ok()
+                                });
+                                (cfg, own.unwrap_or(name))
+                            }),
+                        },
+                        tls_hash: tls.as_ref().map_or(0, |t| t.2),
+                        uneject_on_pass,
+                    },
+                );
+            }
+        }
+    }
+    checks.retain(|k, r| {
+        let keep = wanted.get(k).is_some_and(|w| w.same(&r.spec));
+        if !keep {
+            r.task.abort();
+        }
+        keep
+    });
+    for (k, spec) in wanted {
+        if checks.contains_key(&k) {
+            continue;
+        }
+        let kind = probe_kind(&spec.check.kind, &spec.endpoint, &k.cluster, &spec.target);
+        let task = tokio::spawn(run_check(k.clone(), spec.clone(), kind));
+        checks.insert(k, Running { spec, task });
+    }
+}
+
+/// The probe for a check, with the endpoint's own path and the default host.
+fn probe_kind(
+    kind: &HealthCheckKind,
+    ep: &EndpointHealthCheck,
+    cluster: &str,
+    target: &ProbeTarget,
+) -> ProbeKind {
+    let default_host = || match &target.tls {
+        Some((_, name)) => name.to_str().into_owned(),
+        None => cluster.to_string(),
+    };
+    match kind {
+        HealthCheckKind::Http {
+            path,
+            host,
+            expected,
+        } => ProbeKind::Http {
+            path: ep.path.as_deref().unwrap_or(path).to_string(),
+            host: host.as_deref().map_or_else(default_host, str::to_string),
+            expected: expected.clone(),
+        },
+        HealthCheckKind::Grpc { service, authority } => ProbeKind::Grpc {
+            service: service.to_string(),
+            authority: authority
+                .as_deref()
+                .map_or_else(default_host, str::to_string),
+        },
+        HealthCheckKind::Tcp => ProbeKind::Tcp,
+    }
+}
+
+/// Probes one endpoint for one check until stopped, moving its health bit
+/// after the thresholds (a new endpoint turns healthy on its first pass).
+async fn run_check(key: CheckKey, spec: CheckSpec, kind: ProbeKind) {
+    let bit = 1u32 << key.check;
+    let c = &spec.check;
+    let (mut passes, mut fails) = (0u32, 0u32);
+    loop {
+        let result = probe::probe(&kind, &spec.target, c.timeout).await;
+        let st = &spec.state;
+        match result {
+            Ok(()) => {
+                fails = 0;
+                passes += 1;
+                let failing = st.hc_failing.load(Ordering::Relaxed) & bit != 0;
+                let first = st.hc_new.swap(false, Ordering::Relaxed);
+                if failing && (first || passes >= c.healthy_threshold) {
+                    let before = st.hc_failing.fetch_and(!bit, Ordering::AcqRel);
+                    if before == bit {
+                        *st.hc_last_error.lock() = None;
+                        spec.shared.metrics.hc_transition(true);
+                        tracing::info!(cluster = %key.cluster, endpoint = %spec.target.addr, "health check passes: endpoint healthy");
+                    }
+                    spec.shared.availability_changed();
+                }
+                if spec.uneject_on_pass && st.ejected() {
+                    outlier::uneject(&spec.shared, st);
+                }
+            }
+            Err(reason) => {
+                passes = 0;
+                fails += 1;
+                st.hc_new.store(false, Ordering::Relaxed);
+                let failing = st.hc_failing.load(Ordering::Relaxed) & bit != 0;
+                if !failing && fails >= c.unhealthy_threshold {
+                    let before = st.hc_failing.fetch_or(bit, Ordering::AcqRel);
+                    if before == 0 {
+                        spec.shared.metrics.hc_transition(false);
+                        tracing::warn!(cluster = %key.cluster, endpoint = %spec.target.addr, %reason, "health check fails: endpoint unhealthy");
+                    }
+                    spec.shared.availability_changed();
+                }
+                if failing || fails >= c.unhealthy_threshold {
+                    *st.hc_last_error.lock() = Some(reason);
+                }
+            }
+        }
+        let mut wait = c.interval;
+        if !c.interval_jitter.is_zero() {
+            wait += Duration::from_millis(fastrand::u64(0..=c.interval_jitter.as_millis() as u64));
+        }
+        if c.interval_jitter_percent > 0 {
+            let max = c.interval.as_millis() as u64 * u64::from(c.interval_jitter_percent) / 100;
+            wait += Duration::from_millis(fastrand::u64(0..=max));
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
