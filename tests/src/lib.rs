@@ -23,7 +23,9 @@ pub use control_plane::ControlPlane;
 pub use grpc::{EchoClient, EchoMsg, GrpcServer};
 pub use pki::{Leaf, LeafFiles, TestPki};
 pub use proxy::{run_cli, Corridor};
-pub use upstream::{Cancellation, RecordedRequest, Upstream, UpstreamOptions, UpstreamProtocol};
+pub use upstream::{
+    Cancellation, Fault, RecordedRequest, Upstream, UpstreamOptions, UpstreamProtocol,
+};
 
 /// The boxed error type used by bodies and services in this crate.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

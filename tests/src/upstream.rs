@@ -6,6 +6,8 @@
 //! Behaviours, by path: `/echo`, `/sse?n&interval_ms&content_length&abort_after`,
 //! `/bytes?size&chunk&content_length`, `POST /sink`, `/status/<code>`, `/slow?ms`, `/hang`,
 //! `/silent?n`, `/reset`, `/refuse`, `/flaky?key&fail&status`; anything else is 404.
+//! `/healthz` answers [`Upstream::set_health`]'s status (200 by default), and every
+//! other request first suffers the [`Fault`] set with [`Upstream::set_fault`].
 //!
 //! Every connection also records the exact bytes it read from the peer (after TLS
 //! decryption), so tests can check what a proxy really forwarded: [`Upstream::wire`],
@@ -45,7 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use bodies::{check_pattern, pattern_byte, sse_event, SSE_EVENT_LEN};
-pub use state::{Cancellation, RecordedRequest};
+pub use state::{Cancellation, Fault, RecordedRequest};
 
 use bodies::Tracked;
 use state::{State, Tracker};
@@ -186,6 +188,18 @@ impl Upstream {
         let mut opts = UpstreamOptions::new(name, UpstreamProtocol::Tls);
         opts.tls = Some(leaf.clone());
         Upstream::start(opts).await
+    }
+
+    /// Injects `fault` into every later request but `/healthz`.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.state.fault.lock() = fault;
+    }
+
+    /// Makes `/healthz` answer `status`.
+    pub fn set_health(&self, status: u16) {
+        self.state
+            .health_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The bound address (always 127.0.0.1 unless `bind` said otherwise).

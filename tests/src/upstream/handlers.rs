@@ -62,6 +62,22 @@ async fn behave(
 ) -> Result<Response<RespBody>, BoxError> {
     let query = parse_query(req.uri().query().unwrap_or(""));
     let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        let status = state
+            .health_status
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(json(code, &serde_json::json!({ "upstream": state.name })));
+    }
+    let fault = *state.fault.lock();
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    if let Some(status) = fault.status {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "fault": status, "upstream": state.name });
+        return Ok(json(code, &body));
+    }
     let (parts, body) = req.into_parts();
     let body = Counting {
         inner: body,

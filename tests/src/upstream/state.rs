@@ -83,6 +83,20 @@ pub(crate) struct State {
     changed: watch::Sender<u64>,
     /// The bytes each connection read from its peer (after TLS), in accept order.
     pub(crate) wire: Arc<WireLog>,
+    /// Injected on every request but `/healthz`.
+    pub(crate) fault: Mutex<Fault>,
+    /// What `/healthz` answers.
+    pub(crate) health_status: std::sync::atomic::AtomicU16,
+}
+
+/// A fault injected into every request of an upstream (but its `/healthz`):
+/// a delay before the behaviour runs, then optionally a fixed status instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fault {
+    /// Added before answering.
+    pub delay: std::time::Duration,
+    /// Answer this status (with a small JSON body) instead of the behaviour.
+    pub status: Option<u16>,
 }
 
 impl State {
@@ -102,6 +116,8 @@ impl State {
             sse_sent: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             wire: Arc::new(WireLog::new()),
+            fault: Mutex::new(Fault::default()),
+            health_status: std::sync::atomic::AtomicU16::new(200),
         })
     }
 

@@ -76,7 +76,7 @@ async fn every_try_reaches_its_endpoint_even_when_a_retry_hides_it() {
     let dead_tries = d["attempts"].as_u64().unwrap();
     assert!(dead_tries >= 1, "{d}");
     assert_eq!(d["failures"].as_u64(), Some(dead_tries), "{d}");
-    assert_eq!(d["consecutive_failures"].as_u64(), Some(dead_tries), "{d}");
+    assert_eq!(d["consecutive_5xx"].as_u64(), Some(dead_tries), "{d}");
     assert!(
         d["latency_ewma_ms"].is_null(),
         "no response, no latency: {d}"
@@ -101,7 +101,7 @@ async fn every_try_reaches_its_endpoint_even_when_a_retry_hides_it() {
     .await;
     assert_eq!(l["failures"], 1, "the client never saw it: {l}");
     assert_eq!(
-        l["consecutive_failures"], 0,
+        l["consecutive_5xx"], 0,
         "the success after it resets the run: {l}"
     );
 }
@@ -134,7 +134,7 @@ async fn in_flight_counts_end_with_the_request_and_state_outlives_a_reload() {
     wait_endpoint(&proxy, b.addr(), "the reload", |e| !e.is_null()).await;
     let kept = endpoint(&proxy, a.addr()).await;
     assert_eq!(kept["attempts"], 4, "{kept}");
-    assert_eq!(kept["consecutive_failures"], 3, "{kept}");
+    assert_eq!(kept["consecutive_5xx"], 3, "{kept}");
     assert_eq!(endpoint(&proxy, b.addr()).await["attempts"], 0);
 
     // Removed, then added back: it starts afresh.

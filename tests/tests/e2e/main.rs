@@ -3,6 +3,7 @@
 //! (see `tests/README.md`). One binary, one module per area.
 
 mod admin;
+mod balancing;
 mod demo;
 mod edge;
 mod endpoints;
