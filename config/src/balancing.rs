@@ -129,7 +129,7 @@ pub struct OutlierDetection {
     pub max_ejection_time: Duration,
     /// Random time added to an ejection, at most.
     pub max_ejection_time_jitter: Duration,
-    /// Most endpoints ejected at once (one can always be).
+    /// Most endpoints ejected at once, in percent.
     pub max_ejection_percent: u32,
     /// Chance that a consecutive-5xx detection ejects.
     pub enforcing_consecutive_5xx: u32,
@@ -165,6 +165,8 @@ pub struct OutlierDetection {
     pub failure_percentage_request_volume: u32,
     /// A passing active health check returns an ejected endpoint.
     pub successful_active_health_check_uneject_host: bool,
+    /// One endpoint can be ejected whatever `max_ejection_percent` says.
+    pub always_eject_one_host: bool,
 }
 
 impl Default for OutlierDetection {
@@ -193,6 +195,7 @@ impl Default for OutlierDetection {
             failure_percentage_minimum_hosts: 5,
             failure_percentage_request_volume: 50,
             successful_active_health_check_uneject_host: false,
+            always_eject_one_host: false,
         }
     }
 }

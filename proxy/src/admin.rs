@@ -80,14 +80,13 @@ impl Admin {
                         j
                     })
                     .collect();
-                serde_json::json!({
-                    "name": name.as_ref(),
-                    "lb_policy": rt.config.balancing.lb.policy.name(),
-                    "outlier_detection": rt.config.balancing.outlier.is_some(),
-                    "health_checks": rt.config.balancing.health_checks.len(),
-                    "active_requests": rt.shared.active_requests(),
-                    "endpoints": endpoints,
-                })
+                let mut c = rt.shared.to_json();
+                c["name"] = name.as_ref().into();
+                c["lb_policy"] = rt.config.balancing.lb.policy.name().into();
+                c["outlier_detection"] = rt.config.balancing.outlier.is_some().into();
+                c["health_checks"] = rt.config.balancing.health_checks.len().into();
+                c["endpoints"] = endpoints.into();
+                c
             })
             .collect();
         let body = serde_json::to_vec_pretty(&serde_json::json!({ "clusters": clusters }))

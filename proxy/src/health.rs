@@ -10,7 +10,7 @@ mod probe;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use crate::lb::state::{now_ms, EndpointState};
 use crate::routing::{ClusterRuntime, Routing};
 use crate::shared::Shared;
 use probe::{ProbeKind, ProbeTarget};
+use rustls::pki_types::ServerName;
 
 /// How often outlier reviews are considered (each cluster runs at its own interval).
 const TICK: Duration = Duration::from_millis(25);
@@ -54,24 +55,21 @@ struct CheckKey {
 struct CheckSpec {
     state: Arc<EndpointState>,
     shared: Arc<ClusterShared>,
-    check: HealthCheck,
-    endpoint: EndpointHealthCheck,
     target: ProbeTarget,
-    tls_hash: u64,
-    uneject_on_pass: bool,
+    same: Identity,
 }
 
-impl CheckSpec {
-    fn same(&self, o: &CheckSpec) -> bool {
-        Arc::ptr_eq(&self.state, &o.state)
-            && Arc::ptr_eq(&self.shared, &o.shared)
-            && self.check == o.check
-            && self.endpoint == o.endpoint
-            && self.target.addr == o.target.addr
-            && self.target.h2 == o.target.h2
-            && self.tls_hash == o.tls_hash
-            && self.uneject_on_pass == o.uneject_on_pass
-    }
+/// What makes two specs the same check (compared on every change).
+#[derive(Clone, PartialEq)]
+struct Identity {
+    state: usize,
+    shared: usize,
+    check: HealthCheck,
+    endpoint: EndpointHealthCheck,
+    addr: SocketAddr,
+    h2: bool,
+    tls: Option<(u64, String)>,
+    uneject_on_pass: bool,
 }
 
 struct Running {
@@ -84,9 +82,9 @@ impl BackgroundService for Health {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut checks: HashMap<CheckKey, Running> = HashMap::new();
         let mut reviewed: Vec<Arc<ClusterRuntime>> = Vec::new();
-        // The address of the routing last reconciled (not a reference, which
-        // would keep it alive).
-        let mut seen: usize = 0;
+        // The routing last reconciled: weak, so that it is not kept alive,
+        // yet its allocation is, and a newer routing cannot take its address.
+        let mut seen: Weak<Routing> = Weak::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -95,8 +93,8 @@ impl BackgroundService for Health {
                 _ = tick.tick() => {}
             }
             let routing = self.shared.routing();
-            if Arc::as_ptr(&routing) as usize != seen {
-                seen = Arc::as_ptr(&routing) as usize;
+            if !std::ptr::eq(seen.as_ptr(), Arc::as_ptr(&routing)) {
+                seen = Arc::downgrade(&routing);
                 reviewed = routing
                     .clusters
                     .values()
@@ -117,7 +115,9 @@ impl BackgroundService for Health {
     }
 }
 
-/// Starts, keeps or stops check tasks so that they match `routing`.
+/// Starts, keeps or stops check tasks so that they match `routing`. A
+/// stopped check's bit is cleared once its task can no longer run (this
+/// thread runs the tasks, so an aborted one is never polled again).
 fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
     let mut wanted: HashMap<CheckKey, CheckSpec> = HashMap::new();
     for rt in routing.clusters.values() {
@@ -138,10 +138,32 @@ fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
             if let Some(p) = e.health_check.port {
                 addr.set_port(p);
             }
-            for (ci, check) in b.health_checks.iter().enumerate().take(32) {
+            // The endpoint's TLS name, else the cluster's, else its address.
+            let tls = tls.as_ref().map(|(config, hash)| {
+                let name = e
+                    .hostname
+                    .as_deref()
+                    .or(rt.config.tls.as_ref().map(|t| t.sni.as_ref()))
+                    .filter(|n| !n.is_empty())
+                    .and_then(|n| ServerName::try_from(n.to_string()).ok())
+                    .unwrap_or_else(|| ServerName::IpAddress(e.address.ip().into()));
+                (Arc::clone(config), name, *hash)
+            });
+            for (ci, check) in b.health_checks.iter().enumerate() {
                 let h2 = match check.kind {
                     HealthCheckKind::Grpc { .. } => true,
                     _ => rt.config.protocol != corridor_config::UpstreamProtocol::Http1,
+                };
+                let state = Arc::clone(&rt.states[i]);
+                let same = Identity {
+                    state: Arc::as_ptr(&state) as usize,
+                    shared: Arc::as_ptr(&rt.shared) as usize,
+                    check: check.clone(),
+                    endpoint: e.health_check.clone(),
+                    addr,
+                    h2,
+                    tls: tls.as_ref().map(|(_, n, h)| (*h, n.to_str().into_owned())),
+                    uneject_on_pass,
                 };
                 wanted.insert(
                     CheckKey {
@@ -150,31 +172,32 @@ fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
                         check: ci,
                     },
                     CheckSpec {
-                        state: Arc::clone(&rt.states[i]),
+                        state,
                         shared: Arc::clone(&rt.shared),
-                        check: check.clone(),
-                        endpoint: e.health_check.clone(),
                         target: ProbeTarget {
                             addr,
                             h2,
-                            tls: tls.clone().map(|(cfg, name, _)| {
-                                let own = e.hostname.as_deref().and_then(|h| {
-                                    rustls::pki_types::ServerName::try_from(h.to_string()).ok()
-                                });
-                                (cfg, own.unwrap_or(name))
-                            }),
+                            tls: tls.clone().map(|(c, n, _)| (c, n)),
                         },
-                        tls_hash: tls.as_ref().map_or(0, |t| t.2),
-                        uneject_on_pass,
+                        same,
                     },
                 );
             }
         }
     }
     checks.retain(|k, r| {
-        let keep = wanted.get(k).is_some_and(|w| w.same(&r.spec));
+        let keep = wanted.get(k).is_some_and(|w| w.same == r.spec.same);
         if !keep {
             r.task.abort();
+            if !wanted.contains_key(k) {
+                // The check is gone: its verdict goes with it.
+                let bit = 1u32 << k.check;
+                let st = &r.spec.state;
+                st.hc_unproven.fetch_and(!bit, Ordering::AcqRel);
+                if st.hc_failing.fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+                    r.spec.shared.availability_changed();
+                }
+            }
         }
         keep
     });
@@ -182,7 +205,12 @@ fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
         if checks.contains_key(&k) {
             continue;
         }
-        let kind = probe_kind(&spec.check.kind, &spec.endpoint, &k.cluster, &spec.target);
+        let kind = probe_kind(
+            &spec.same.check.kind,
+            &spec.same.endpoint,
+            &k.cluster,
+            &spec.target,
+        );
         let task = tokio::spawn(run_check(k.clone(), spec.clone(), kind));
         checks.insert(k, Running { spec, task });
     }
@@ -223,7 +251,7 @@ fn probe_kind(
 /// after the thresholds (a new endpoint turns healthy on its first pass).
 async fn run_check(key: CheckKey, spec: CheckSpec, kind: ProbeKind) {
     let bit = 1u32 << key.check;
-    let c = &spec.check;
+    let c = &spec.same.check;
     let (mut passes, mut fails) = (0u32, 0u32);
     loop {
         let result = probe::probe(&kind, &spec.target, c.timeout).await;
@@ -233,7 +261,7 @@ async fn run_check(key: CheckKey, spec: CheckSpec, kind: ProbeKind) {
                 fails = 0;
                 passes += 1;
                 let failing = st.hc_failing.load(Ordering::Relaxed) & bit != 0;
-                let first = st.hc_new.swap(false, Ordering::Relaxed);
+                let first = st.hc_unproven.fetch_and(!bit, Ordering::AcqRel) & bit != 0;
                 if failing && (first || passes >= c.healthy_threshold) {
                     let before = st.hc_failing.fetch_and(!bit, Ordering::AcqRel);
                     if before == bit {
@@ -243,14 +271,14 @@ async fn run_check(key: CheckKey, spec: CheckSpec, kind: ProbeKind) {
                     }
                     spec.shared.availability_changed();
                 }
-                if spec.uneject_on_pass && st.ejected() {
+                if spec.same.uneject_on_pass && st.ejected() {
                     outlier::uneject(&spec.shared, st);
                 }
             }
             Err(reason) => {
                 passes = 0;
                 fails += 1;
-                st.hc_new.store(false, Ordering::Relaxed);
+                st.hc_unproven.fetch_and(!bit, Ordering::AcqRel);
                 let failing = st.hc_failing.load(Ordering::Relaxed) & bit != 0;
                 if !failing && fails >= c.unhealthy_threshold {
                     let before = st.hc_failing.fetch_or(bit, Ordering::AcqRel);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use corridor_config::{Cluster, EndpointSet, LbPolicy, Locality};
+use smallvec::SmallVec;
 
 use crate::routing::ClusterRuntime;
 
@@ -163,7 +164,7 @@ pub(crate) fn pick(rt: &ClusterRuntime, req: &PickRequest<'_>) -> Option<usize> 
     if pool.is_empty() {
         pool = req.candidates.clone();
     }
-    let set = with_usable(rt, |usable| eligible(rt, &pool, usable))?;
+    let set = with_usable(rt, |usable| eligible(rt, &pool, usable, req.hash))?;
     let retry = !req.tried.is_empty();
     Some(choose(rt, &set, req.hash, retry))
 }
@@ -188,47 +189,76 @@ fn with_usable<R>(rt: &ClusterRuntime, f: impl FnOnce(&EndpointSet) -> R) -> R {
 }
 
 /// The endpoints the policy chooses among: a priority level drawn by its
-/// share of traffic, its usable endpoints (all of them in panic), narrowed to
-/// this Corridor's zone or region while those have capacity.
-fn eligible(rt: &ClusterRuntime, pool: &EndpointSet, usable: &EndpointSet) -> Option<EndpointSet> {
+/// share of traffic, its usable endpoints (all of them when the level is in
+/// panic), narrowed to this Corridor's zone or region while those have
+/// capacity. Hashing policies draw with the request's key, so a key keeps
+/// its level, and skip the zone preference (as Envoy).
+fn eligible(
+    rt: &ClusterRuntime,
+    pool: &EndpointSet,
+    usable: &EndpointSet,
+    hash: Option<u64>,
+) -> Option<EndpointSet> {
     let common = &rt.config.balancing.common;
-    let single = rt.lb.levels.len() <= 1;
+    let levels = &rt.lb.levels;
+    let hashing = rt.config.balancing.lb.policy.is_hash();
+    let local = rt.lb.local.as_ref().filter(|_| !hashing);
     // Fast path: one level, no zone preference, every candidate usable.
-    if single && rt.lb.local.is_none() && pool.count_and(usable) == pool.len() {
+    if levels.len() <= 1 && local.is_none() && pool.count_and(usable) == pool.len() {
         return Some(pool.clone());
     }
     let op = f64::from(common.overprovisioning) / 100.0;
-    let level = if single {
+    // (total, usable) per level, within the pool.
+    let groups: SmallVec<[(usize, usize); 4]> = if levels.len() <= 1 {
+        smallvec::smallvec![(pool.len(), pool.count_and(usable))]
+    } else {
+        levels
+            .iter()
+            .map(|mask| {
+                let mut l = pool.clone();
+                l.intersect(mask);
+                (l.len(), l.count_and(usable))
+            })
+            .collect()
+    };
+    // Envoy: levels only panic when all of them together cannot take the
+    // load (their capped health sums under 100 %); a level in panic then
+    // spreads over all its endpoints; when every level is in panic, levels
+    // are drawn by size.
+    let total_health: f64 = groups.iter().map(|g| health(*g, op)).sum();
+    let panic_mode = total_health < 100.0;
+    let in_panic = |(total, usable): (usize, usize)| {
+        panic_mode && total > 0 && (usable as f64) * 100.0 < common.panic_threshold * total as f64
+    };
+    let all_panic = groups.iter().filter(|g| g.0 > 0).all(|g| in_panic(*g));
+    let r = unit(hash, 1);
+    let li = if all_panic {
+        draw_by_size(&groups, r)?
+    } else {
+        draw_by_health(&groups, op, r)?
+    };
+    let level = if levels.len() <= 1 {
         pool.clone()
     } else {
-        let mut totals = smallvec::SmallVec::<[(usize, usize); 4]>::new();
-        for mask in &rt.lb.levels {
-            let mut l = pool.clone();
-            l.intersect(mask);
-            let total = l.len();
-            let healthy = l.count_and(usable);
-            totals.push((total, healthy));
-        }
-        let li = draw_by_health(&totals, op)?;
         let mut l = pool.clone();
-        l.intersect(&rt.lb.levels[li]);
+        l.intersect(&levels[li]);
         l
     };
-    let total = level.len();
-    if total == 0 {
-        return None;
-    }
-    let mut healthy = level.clone();
-    healthy.intersect(usable);
-    let panic = (healthy.len() as f64) * 100.0 < common.panic_threshold * total as f64;
-    let base = if panic { level.clone() } else { healthy };
+    let base = if in_panic(groups[li]) {
+        level.clone()
+    } else {
+        let mut h = level.clone();
+        h.intersect(usable);
+        h
+    };
     if base.is_empty() {
         return None;
     }
-    let Some(local) = &rt.lb.local else {
+    let Some(local) = local else {
         return Some(base);
     };
-    if (total as u32) < common.zone_min_cluster_size {
+    let level_size = levels.get(li).map_or(rt.states.len(), EndpointSet::len);
+    if (level_size as u32) < common.zone_min_cluster_size {
         return Some(base);
     }
     // Zone, then region, then the rest, each taking what its healthy share
@@ -237,49 +267,55 @@ fn eligible(rt: &ClusterRuntime, pool: &EndpointSet, usable: &EndpointSet) -> Op
     rest.subtract(&local[0]);
     rest.subtract(&local[1]);
     let tiers = [&local[0], &local[1], &rest];
-    let counts: smallvec::SmallVec<[(usize, usize); 4]> = tiers
+    let counts: SmallVec<[(usize, usize); 4]> = tiers
         .iter()
         .map(|t| (level.count_and(t), base.count_and(t)))
         .collect();
-    let ti = draw_by_health(&counts, op)?;
+    let ti = draw_by_health(&counts, op, unit(hash, 2))?;
     let mut out = base;
     out.intersect(tiers[ti]);
     Some(out)
 }
 
-/// Draws a group (priority level or locality tier) by its share of traffic:
-/// each group in order takes min(remaining, healthy% × overprovisioning);
-/// when the shares sum under 100 % they are scaled up; with no healthy
-/// endpoint anywhere, groups are drawn by size. `groups` are (total, healthy).
-fn draw_by_health(groups: &[(usize, usize)], op: f64) -> Option<usize> {
-    let health = |(total, healthy): (usize, usize)| {
-        if total == 0 {
-            0.0
-        } else {
-            (healthy as f64 * 100.0 * op / total as f64).min(100.0)
+/// A group's capped health in percent: usable share × overprovisioning.
+fn health((total, usable): (usize, usize), op: f64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (usable as f64 * 100.0 * op / total as f64).min(100.0)
+    }
+}
+
+/// A number in [0, 1): from the request's hash (salted, so that levels and
+/// zones draw independently) or at random.
+fn unit(hash: Option<u64>, salt: u64) -> f64 {
+    match hash {
+        Some(h) => {
+            let mut z = h ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
         }
-    };
-    let sum: f64 = groups.iter().map(|g| health(*g)).sum();
+        None => fastrand::f64(),
+    }
+}
+
+/// Draws a group (priority level or locality tier) by its share of traffic
+/// with `r` in [0, 1): each group in order takes min(remaining, its health);
+/// when the healths sum under 100 % they are scaled up. `None` when no group
+/// has a usable endpoint. `groups` are (total, usable).
+fn draw_by_health(groups: &[(usize, usize)], op: f64, r: f64) -> Option<usize> {
+    let sum: f64 = groups.iter().map(|g| health(*g, op)).sum();
     if sum <= 0.0 {
-        let all: usize = groups.iter().map(|g| g.0).sum();
-        if all == 0 {
-            return None;
-        }
-        let mut r = fastrand::usize(..all);
-        for (i, g) in groups.iter().enumerate() {
-            if r < g.0 {
-                return Some(i);
-            }
-            r -= g.0;
-        }
         return None;
     }
     let scale = if sum < 100.0 { 100.0 / sum } else { 1.0 };
-    let mut r = fastrand::f64() * 100.0;
+    let mut r = r * 100.0;
     let mut remaining = 100.0;
     let mut last = None;
     for (i, g) in groups.iter().enumerate() {
-        let h = health(*g);
+        let h = health(*g, op);
         if h <= 0.0 {
             continue;
         }
@@ -295,6 +331,19 @@ fn draw_by_health(groups: &[(usize, usize)], op: f64) -> Option<usize> {
         }
     }
     last
+}
+
+/// Draws a group by its number of endpoints, with `r` in [0, 1).
+fn draw_by_size(groups: &[(usize, usize)], r: f64) -> Option<usize> {
+    let all: usize = groups.iter().map(|g| g.0).sum();
+    let mut pos = (r * all as f64) as usize;
+    for (i, g) in groups.iter().enumerate() {
+        if pos < g.0 {
+            return Some(i);
+        }
+        pos -= g.0;
+    }
+    groups.iter().rposition(|g| g.0 > 0)
 }
 
 /// Applies the cluster's policy to a non-empty set.
@@ -314,12 +363,12 @@ fn choose(rt: &ClusterRuntime, set: &EndpointSet, hash: Option<u64>, retry: bool
             let n = lb.choice_count.max(2);
             let mut best = draw(rt, set);
             for _ in 1..n {
-                let c = draw(rt, set);
-                // Fewer in flight per unit of weight wins.
-                let load = |i: usize| {
-                    u64::from(rt.states[i].active()) * 1024 / u64::from(rt.lb.weights[i].max(1))
-                };
-                if load(c) < load(best) {
+                let c = draw_other(rt, set, best);
+                // Fewer in flight per unit of weight wins:
+                // active(c) / w(c) < active(best) / w(best), without division.
+                let (ac, ab) = (rt.states[c].active(), rt.states[best].active());
+                let (wc, wb) = (rt.lb.weights[c].max(1), rt.lb.weights[best].max(1));
+                if u64::from(ac) * u64::from(wb) < u64::from(ab) * u64::from(wc) {
                     best = c;
                 }
             }
@@ -329,13 +378,7 @@ fn choose(rt: &ClusterRuntime, set: &EndpointSet, hash: Option<u64>, retry: bool
             let now = state::now_ms();
             let cost = |i| cost(rt, i, now);
             let a = draw(rt, set);
-            let mut b = draw(rt, set);
-            for _ in 0..3 {
-                if b != a {
-                    break;
-                }
-                b = draw(rt, set);
-            }
+            let b = draw_other(rt, set, a);
             if cost(b) < cost(a) {
                 b
             } else {
@@ -399,6 +442,19 @@ fn draw(rt: &ClusterRuntime, set: &EndpointSet) -> usize {
     }
     let total: u64 = set.iter().map(|i| u64::from(rt.lb.weights[i])).sum();
     weighted_at(rt, set, fastrand::u64(..total.max(1)))
+}
+
+/// A draw that is not `not` (a few tries; Envoy draws with replacement, so
+/// a slow endpoint would still win every pick in which it is drawn twice).
+fn draw_other(rt: &ClusterRuntime, set: &EndpointSet, not: usize) -> usize {
+    let mut c = draw(rt, set);
+    for _ in 0..3 {
+        if c != not {
+            break;
+        }
+        c = draw(rt, set);
+    }
+    c
 }
 
 /// The endpoint at position `pos` of the set's weight line.

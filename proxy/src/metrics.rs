@@ -315,6 +315,11 @@ impl Metrics {
             .remove_label_values(&[cluster, endpoint]);
     }
 
+    /// Drops the per-cluster gauge of a removed cluster.
+    pub(crate) fn remove_cluster(&self, cluster: &str) {
+        let _ = self.ejected.remove_label_values(&[cluster]);
+    }
+
     /// Refreshes gauges computed at scrape time.
     pub(crate) fn before_scrape(&self) {
         let dropped = crate::logging::dropped_lines();

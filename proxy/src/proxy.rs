@@ -22,7 +22,7 @@ use corridor_config::{check_h1_head, RetryLimit, RouteAction, UpstreamProtocol};
 use http::header;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
@@ -31,7 +31,7 @@ use crate::lb;
 use crate::lb::shared::{Breaker, Wait};
 use crate::lb::state::Outcome;
 use crate::metrics::RetryReason;
-use crate::routing::{ListenerRuntime, Routing};
+use crate::routing::{ClusterRuntime, ListenerRuntime, Routing};
 use crate::shared::Shared;
 
 mod access_log;
@@ -159,8 +159,11 @@ impl ProxyHttp for Corridor {
             .into_pingora());
         };
         let (timeout, idle, per_try) = (f.timeout, f.idle_timeout, f.retry.per_try_timeout);
+        let retry_backoff = f.retry.backoff(ctx.attempts.saturating_sub(1));
+        // The previous try no longer uses its upstream connection, also not
+        // while this one backs off.
+        ctx.connection = None;
         if ctx.attempts > 1 {
-            let retry_backoff = f.retry.backoff(ctx.attempts - 1);
             if Instant::now() + retry_backoff >= deadline {
                 return Err(timeout_error(ctx, timeout));
             }
@@ -176,23 +179,17 @@ impl ProxyHttp for Corridor {
         let breakers = &cluster.balancing.breakers;
         if ctx.request_guard.is_none() {
             let Some(g) = rt.shared.admit_request(breakers.max_requests) else {
-                rt.shared.metrics.overflowed(Breaker::Requests);
-                let err = LocalError::new(
-                    ErrorKind::Overflow,
-                    format!(
-                        "cluster `{}` has {} requests in flight, its limit (circuit_breakers.max_requests)",
-                        cluster.name, breakers.max_requests
-                    ),
+                let why = format!(
+                    "cluster `{}` has {} requests in flight, its limit (circuit_breakers.max_requests)",
+                    cluster.name, breakers.max_requests
                 );
-                return Err(local(ctx, err));
+                return Err(overflow(ctx, &rt, Breaker::Requests, why));
             };
             ctx.request_guard = Some(g);
             if let RetryLimit::Budget { percent, .. } = breakers.retries {
                 rt.shared.deposit(percent / 100.0);
             }
         }
-        // The previous try's connection is no longer in use.
-        ctx.connection = None;
         let per_connection = match cluster.protocol {
             UpstreamProtocol::Http1 => 1,
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => cluster.max_h2_streams as u32,
@@ -206,15 +203,11 @@ impl ProxyHttp for Corridor {
             Ok(g) => ctx.connection = Some(g),
             Err(Wait::TimedOut) => return Err(timeout_error(ctx, timeout)),
             Err(Wait::Overflow) => {
-                rt.shared.metrics.overflowed(Breaker::Pending);
-                let err = LocalError::new(
-                    ErrorKind::Overflow,
-                    format!(
-                        "cluster `{}` has all {limit} connections in use and {} requests waiting (circuit_breakers.max_connections, max_pending_requests)",
-                        cluster.name, breakers.max_pending_requests
-                    ),
+                let why = format!(
+                    "cluster `{}` has {limit} upstream requests in flight and {} waiting, its limits (circuit_breakers.max_connections, max_pending_requests)",
+                    cluster.name, breakers.max_pending_requests
                 );
-                return Err(local(ctx, err));
+                return Err(overflow(ctx, &rt, Breaker::Pending, why));
             }
         }
         let req = lb::PickRequest {
@@ -409,7 +402,9 @@ impl ProxyHttp for Corridor {
             return e;
         }
         let reason = retry::failure_reason(&e);
-        if reason.is_some() {
+        // Only the upstream's failures are the endpoint's: a client that hangs
+        // up or stalls must not count against it.
+        if reason.is_some() && *e.esource() == ErrorSource::Upstream {
             let timed_out = matches!(
                 e.etype(),
                 ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -510,6 +505,12 @@ async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalE
 fn local(ctx: &mut RequestCtx, err: LocalError) -> Box<Error> {
     ctx.local_error = Some(err.clone());
     err.into_pingora()
+}
+
+/// Counts a breaker's overflow and answers it as a local error.
+fn overflow(ctx: &mut RequestCtx, rt: &ClusterRuntime, b: Breaker, why: String) -> Box<Error> {
+    rt.shared.metrics.overflowed(b);
+    local(ctx, LocalError::new(ErrorKind::Overflow, why))
 }
 
 fn timeout_error(ctx: &mut RequestCtx, timeout: Duration) -> Box<Error> {

@@ -40,10 +40,25 @@ pub(crate) struct Routing {
     pub(crate) ca_fingerprint: u64,
     /// This Corridor's locality the balancers were built for.
     locality: Locality,
+    /// What installing this routing changes in state it shares with the
+    /// previous one (done by [`Routing::activate`], once it serves).
+    settle: parking_lot::Mutex<Vec<Settle>>,
     /// Requests in flight (the process-wide gauge).
     pub(crate) active_requests: IntGauge,
     /// Responses streaming (the process-wide gauge).
     pub(crate) active_streams: IntGauge,
+}
+
+/// A change to shared endpoint state that waits until a new routing serves
+/// (a change that is then rejected must not have touched it).
+enum Settle {
+    /// A cluster's runtime was rebuilt from `old`.
+    Rebuilt {
+        new: Arc<ClusterRuntime>,
+        old: Arc<ClusterRuntime>,
+    },
+    /// A cluster was removed.
+    Removed(Arc<ClusterRuntime>),
 }
 
 /// A served listener and the route table it routes with.
@@ -68,8 +83,11 @@ pub(crate) struct TableRuntime {
 pub(crate) struct ClusterRuntime {
     /// The cluster with its current endpoints.
     pub(crate) config: Arc<Cluster>,
-    /// The balancer's view of the endpoints.
-    pub(crate) lb: Balancer,
+    /// The balancer's view of the endpoints (shared with the previous
+    /// runtime when neither they nor the settings changed).
+    pub(crate) lb: Arc<Balancer>,
+    /// This Corridor's locality the balancer was built for.
+    local: Locality,
     /// State kept across changes while the cluster keeps its name.
     pub(crate) shared: Arc<ClusterShared>,
     /// Peer template per endpoint.
@@ -97,9 +115,10 @@ impl Routing {
         reread_tls: bool,
     ) -> Result<Routing, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let mut settle = Vec::new();
         let locality = config.store.settings().locality.clone();
         // A new locality changes every balancer's zone preference.
-        let reread_tls = reread_tls || prev.is_some_and(|p| p.locality != locality);
+        let rebuild_all = reread_tls || prev.is_some_and(|p| p.locality != locality);
         let mut build =
             |c: &Arc<Cluster>, old: Option<&Arc<ClusterRuntime>>| match ClusterRuntime::new(
                 c,
@@ -109,7 +128,16 @@ impl Routing {
                 reread_tls,
                 &locality,
             ) {
-                Ok(rt) => Some(Arc::new(rt)),
+                Ok(rt) => {
+                    let rt = Arc::new(rt);
+                    if let Some(o) = old {
+                        settle.push(Settle::Rebuilt {
+                            new: Arc::clone(&rt),
+                            old: Arc::clone(o),
+                        });
+                    }
+                    Some(rt)
+                }
                 Err(e) => {
                     errors.push(ConfigError::new(
                         FieldPath::resource("Cluster", &c.name)
@@ -123,7 +151,7 @@ impl Routing {
             };
         let (clusters, ca_fingerprint) = match prev {
             // The store says which clusters the change touched: rebuild those.
-            Some(p) if !reread_tls => match config.store.changed_clusters_since(&p.config.store) {
+            Some(p) if !rebuild_all => match config.store.changed_clusters_since(&p.config.store) {
                 Some(changed) => {
                     let mut clusters = p.clusters.clone();
                     let mut fingerprint = p.ca_fingerprint;
@@ -151,10 +179,17 @@ impl Routing {
                 }
                 None => full(&config, prev, false, &mut build),
             },
-            _ => full(&config, prev, reread_tls, &mut build),
+            _ => full(&config, prev, rebuild_all, &mut build),
         };
         if !errors.is_empty() {
             return Err(errors);
+        }
+        if let Some(p) = prev {
+            for (name, rt) in &p.clusters {
+                if !clusters.contains_key(name) {
+                    settle.push(Settle::Removed(Arc::clone(rt)));
+                }
+            }
         }
         let mut tables: HashMap<&str, Arc<TableRuntime>> = HashMap::new();
         for t in &config.route_tables {
@@ -188,6 +223,7 @@ impl Routing {
         Ok(Routing {
             ca_fingerprint,
             locality,
+            settle: parking_lot::Mutex::new(settle),
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),
             active_streams: metrics.active_streams.clone(),
@@ -198,19 +234,37 @@ impl Routing {
     }
 }
 
+impl Routing {
+    /// Applies what this routing changes in shared endpoint state, now that
+    /// it serves: states carried over are brought in line with the new
+    /// settings, removed endpoints are retired (and their ejections and
+    /// metrics dropped). Runs once; later calls do nothing.
+    pub(crate) fn activate(&self, metrics: &Metrics) {
+        for s in std::mem::take(&mut *self.settle.lock()) {
+            match s {
+                Settle::Rebuilt { new, old } => settle_rebuilt(&new, &old, metrics),
+                Settle::Removed(old) => {
+                    retire(&old, 0..old.states.len(), metrics);
+                    metrics.remove_cluster(&old.config.name);
+                }
+            }
+        }
+    }
+}
+
 /// Every cluster's runtime, reusing what `prev` has for unchanged clusters
-/// (unless `reread_tls`), and the sum of their CA hashes (order-independent).
+/// (unless `rebuild_all`), and the sum of their CA hashes (order-independent).
 fn full(
     config: &Snapshot,
     prev: Option<&Routing>,
-    reread_tls: bool,
+    rebuild_all: bool,
     build: &mut impl FnMut(&Arc<Cluster>, Option<&Arc<ClusterRuntime>>) -> Option<Arc<ClusterRuntime>>,
 ) -> (OrdMap<Arc<str>, Arc<ClusterRuntime>>, u64) {
     let mut clusters = OrdMap::new();
     let mut fingerprint = 0u64;
     for (name, c) in &config.clusters {
         let old = prev.and_then(|p| p.clusters.get(name));
-        let same = old.filter(|o| !reread_tls && Arc::ptr_eq(&o.config, c));
+        let same = old.filter(|o| !rebuild_all && Arc::ptr_eq(&o.config, c));
         if let Some(rt) = same.cloned().or_else(|| build(c, old)) {
             fingerprint = fingerprint.wrapping_add(rt.ca_hash);
             clusters.insert(name.clone(), rt);
@@ -303,20 +357,32 @@ impl ClusterRuntime {
                     let _ = s
                         .latency
                         .set(metrics.endpoint_latency(&c.name, &e.address.to_string()));
-                    let bits = initial_hc_bits(c, e);
+                    // Every check counts as failing until it first passes (Envoy).
+                    let bits = hc_mask(c, e);
                     s.hc_failing
                         .store(bits, std::sync::atomic::Ordering::Relaxed);
-                    s.hc_new
-                        .store(bits != 0, std::sync::atomic::Ordering::Relaxed);
+                    s.hc_unproven
+                        .store(bits, std::sync::atomic::Ordering::Relaxed);
                     Arc::new(s)
                 }
             })
             .collect();
-        settle_carried_states(c, old, &states, metrics, &shared);
+        // The balancer depends on the endpoints, the settings and the locality only.
+        let lb = match old {
+            Some(o)
+                if Arc::ptr_eq(&o.config.endpoints, &c.endpoints)
+                    && o.config.balancing == c.balancing
+                    && o.local == *local =>
+            {
+                Arc::clone(&o.lb)
+            }
+            _ => Arc::new(Balancer::new(c, local)),
+        };
         Ok(ClusterRuntime {
             ca_hash: if ca.is_some() { h.finish() } else { 0 },
             peers: peer_templates(c, ca.as_ref()),
-            lb: Balancer::new(c, local),
+            lb,
+            local: local.clone(),
             shared,
             states,
             connect_failures: metrics.connect_failures(&c.name),
@@ -327,23 +393,12 @@ impl ClusterRuntime {
 }
 
 impl ClusterRuntime {
-    /// TLS for this cluster's health probes: the client configuration, the
-    /// server name, and a hash that changes with the trust roots.
-    pub(crate) fn probe_tls(
-        &self,
-    ) -> Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-        u64,
-    )> {
+    /// TLS for this cluster's health probes (the client configuration and a
+    /// hash that changes with the trust roots); `None` for plaintext clusters.
+    pub(crate) fn probe_tls(&self) -> Option<(Arc<rustls::ClientConfig>, u64)> {
         let t = self.config.tls.as_ref()?;
-        let config = tls::probe_client_config(self.ca.as_deref(), t.insecure_skip_verify)?;
-        let name = rustls::pki_types::ServerName::try_from(t.sni.to_string()).ok()?;
-        Some((
-            config,
-            name,
-            self.ca_hash ^ u64::from(t.insecure_skip_verify),
-        ))
+        let config = tls::probe_client_config(self.ca.as_deref(), t.insecure_skip_verify);
+        Some((config, self.ca_hash ^ u64::from(t.insecure_skip_verify)))
     }
 
     /// Records how a try on endpoint `i` ended: the endpoint's state, its
@@ -363,57 +418,51 @@ impl ClusterRuntime {
     }
 }
 
-/// Health-check bits a new endpoint starts with: every check it is subject to
-/// counts as failing until it first passes (Envoy).
-fn initial_hc_bits(c: &Cluster, e: &corridor_config::Endpoint) -> u32 {
-    let n = c.balancing.health_checks.len().min(32);
+/// The health-check bits an endpoint is subject to: one per check, none
+/// when the endpoint opts out.
+pub(crate) fn hc_mask(c: &Cluster, e: &corridor_config::Endpoint) -> u32 {
+    let n = c.balancing.health_checks.len();
     if n == 0 || e.health_check.disabled {
         0
     } else {
-        u32::MAX >> (32 - n)
+        u32::MAX >> (32 - n.min(32))
     }
 }
 
-/// Brings states carried from the previous runtime in line with the new
-/// settings (health checks or outlier detection removed or changed), and
-/// drops the per-endpoint metrics of endpoints that are gone.
-fn settle_carried_states(
-    c: &Cluster,
-    old: Option<&ClusterRuntime>,
-    states: &[Arc<EndpointState>],
-    metrics: &Metrics,
-    shared: &ClusterShared,
-) {
+/// Brings states carried from `old` in line with `new`'s settings (checks
+/// or outlier detection removed), and retires the endpoints `new` dropped.
+fn settle_rebuilt(new: &ClusterRuntime, old: &ClusterRuntime, metrics: &Metrics) {
     use std::sync::atomic::Ordering;
-    let Some(old) = old else { return };
+    let c = &new.config;
     let mut changed = false;
-    for (e, s) in c.endpoints.iter().zip(states) {
-        let n = c.balancing.health_checks.len().min(32);
-        let mask = if n == 0 || e.health_check.disabled {
-            0
-        } else {
-            u32::MAX >> (32 - n)
-        };
-        let bits = s.hc_failing.load(Ordering::Relaxed);
-        if bits & !mask != 0 {
-            s.hc_failing.fetch_and(mask, Ordering::Relaxed);
+    for (e, s) in c.endpoints.iter().zip(&new.states) {
+        let mask = hc_mask(c, e);
+        if s.hc_failing.fetch_and(mask, Ordering::AcqRel) & !mask != 0 {
             changed = true;
         }
-        if c.balancing.outlier.is_none() && s.ejected_until.swap(0, Ordering::Relaxed) != 0 {
-            shared.metrics.ejected.dec();
-            changed = true;
+        s.hc_unproven.fetch_and(mask, Ordering::AcqRel);
+        if c.balancing.outlier.is_none() && s.ejected() {
+            crate::lb::outlier::uneject(&new.shared, s);
         }
     }
-    for (e, s) in old.config.endpoints.iter().zip(&old.states) {
-        if !states.iter().any(|n| Arc::ptr_eq(n, s)) {
-            metrics.remove_endpoint(&c.name, &e.address.to_string());
-            if s.ejected() {
-                shared.metrics.ejected.dec();
-            }
-        }
-    }
+    let kept: std::collections::HashSet<*const EndpointState> =
+        new.states.iter().map(Arc::as_ptr).collect();
+    let gone = (0..old.states.len()).filter(|i| !kept.contains(&Arc::as_ptr(&old.states[*i])));
+    retire(old, gone, metrics);
     if changed {
-        shared.availability_changed();
+        new.shared.availability_changed();
+    }
+}
+
+/// Retires the endpoints (by index) that left `rt`'s cluster: outlier
+/// detection leaves them alone, their ejection ends and their series go.
+fn retire(rt: &ClusterRuntime, gone: impl Iterator<Item = usize>, metrics: &Metrics) {
+    use std::sync::atomic::Ordering;
+    for i in gone {
+        let s = &rt.states[i];
+        s.retired.store(true, Ordering::Release);
+        crate::lb::outlier::uneject(&rt.shared, s);
+        metrics.remove_endpoint(&rt.config.name, &rt.config.endpoints[i].address.to_string());
     }
 }
 

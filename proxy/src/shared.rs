@@ -200,6 +200,7 @@ impl Shared {
         let rotated = prepared.certs_changed || routing.ca_fingerprint != current.ca_fingerprint;
         let routing = Arc::new(routing);
         self.routing.store(Arc::clone(&routing));
+        routing.activate(&self.metrics);
         self.listeners.commit(prepared, &routing);
         self.retired.lock().push(current);
         self.reclaim();

@@ -125,37 +125,45 @@ pub fn load_ca(files: &dyn Files, file: &str) -> Result<Arc<[WrappedX509]>, TlsE
 }
 
 /// A TLS client configuration for health probes of a cluster: its trust roots
-/// (`ca`, else the system's), or no verification when the cluster skips it.
+/// (`ca`, else the system's, read once per process), or no verification when
+/// the cluster skips it.
 pub(crate) fn probe_client_config(
     ca: Option<&[WrappedX509]>,
     insecure: bool,
-) -> Option<Arc<rustls::ClientConfig>> {
+) -> Arc<rustls::ClientConfig> {
+    static SYSTEM_ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> =
+        std::sync::OnceLock::new();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?;
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder_with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        });
     let config = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServer))
             .with_no_client_auth()
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca {
+        let roots = match ca {
             Some(certs) => {
+                let mut roots = rustls::RootCertStore::empty();
                 for c in certs {
                     let _ = roots.add(CertificateDer::from(c.borrow_raw_cert().to_vec()));
                 }
+                Arc::new(roots)
             }
-            None => {
-                for c in rustls_native_certs::load_native_certs().ok()? {
+            None => Arc::clone(SYSTEM_ROOTS.get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls_native_certs::load_native_certs().unwrap_or_default() {
                     let _ = roots.add(c);
                 }
-            }
-        }
+                Arc::new(roots)
+            })),
+        };
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    Some(Arc::new(config))
+    Arc::new(config)
 }
 
 /// Accepts any server certificate: only for clusters configured with

@@ -13,6 +13,9 @@ use crate::balancing::{
 use crate::error::FieldPath;
 use crate::proto;
 
+/// Most active health checks per cluster (each is one bit of endpoint state).
+pub(crate) const MAX_HEALTH_CHECKS: usize = 8;
+
 /// Compiles the balancing settings of cluster `c` (at `p`).
 pub(crate) fn compile_balancing(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_>) -> Balancing {
     Balancing {
@@ -26,12 +29,23 @@ pub(crate) fn compile_balancing(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<
             .outlier_detection
             .as_ref()
             .map(|o| compile_outlier(cx, o, &p.field("outlier_detection"))),
-        health_checks: c
-            .health_checks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| compile_health_check(cx, h, &p.item("health_checks", i)))
-            .collect(),
+        health_checks: {
+            if c.health_checks.len() > MAX_HEALTH_CHECKS {
+                cx.err(
+                    &p.field("health_checks"),
+                    format!(
+                        "{} health checks; at most {MAX_HEALTH_CHECKS} per cluster",
+                        c.health_checks.len()
+                    ),
+                );
+            }
+            c.health_checks
+                .iter()
+                .take(MAX_HEALTH_CHECKS)
+                .enumerate()
+                .filter_map(|(i, h)| compile_health_check(cx, h, &p.item("health_checks", i)))
+                .collect()
+        },
         breakers: c
             .circuit_breakers
             .as_ref()
@@ -289,6 +303,7 @@ fn compile_outlier(
         successful_active_health_check_uneject_host: o
             .successful_active_health_check_uneject_host
             .unwrap_or(d.successful_active_health_check_uneject_host),
+        always_eject_one_host: o.always_eject_one_host.unwrap_or(false),
     }
 }
 

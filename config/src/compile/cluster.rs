@@ -90,17 +90,6 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
         &p.field("endpoints"),
         &p.field("locality_weights"),
     );
-    if !balancing.health_checks.is_empty()
-        && c.endpoints
-            .iter()
-            .any(|e| e.health_check.as_ref().is_some_and(|h| !h.path.is_empty()))
-        && !balancing
-            .health_checks
-            .iter()
-            .any(|h| matches!(h.kind, crate::balancing::HealthCheckKind::Http { .. }))
-    {
-        cx.err(&p.field("health_checks"), "an endpoint sets health_check.path, but the cluster has no http_health_check to use it");
-    }
     Cluster {
         name: c.name.as_str().into(),
         endpoints: Arc::new(endpoints),

@@ -85,7 +85,9 @@ pub(crate) fn on_outcome(rt: &ClusterRuntime, i: usize, outcome: Outcome) {
     }
 }
 
-/// Ejects endpoint `i` if the enforcement roll and max_ejection_percent allow.
+/// Ejects endpoint `i` if the enforcement roll and `max_ejection_percent`
+/// allow (Envoy: the ejection must keep the ejected share at or under it;
+/// with `always_eject_one_host`, one endpoint can always be ejected).
 fn try_eject(
     rt: &ClusterRuntime,
     i: usize,
@@ -97,44 +99,54 @@ fn try_eject(
         return false;
     }
     let st = &rt.states[i];
-    if st.ejected() {
+    if st.ejected() || st.retired.load(Ordering::Acquire) {
         return false;
     }
     let total = rt.states.len() as u64;
-    let ejected = rt.states.iter().filter(|s| s.ejected()).count() as u64;
-    // One endpoint can always be ejected (Envoy).
-    if ejected > 0 && (ejected + 1) * 100 > u64::from(od.max_ejection_percent) * total {
+    let mut cap = (u64::from(od.max_ejection_percent) * total / 100) as u32;
+    if od.always_eject_one_host {
+        cap = cap.max(1);
+    }
+    if !rt.shared.admit_ejection(cap) {
         return false;
     }
     let multiplier = st.multiplier.load(Ordering::Relaxed) + 1;
-    let base = od.base_ejection_time.saturating_mul(multiplier);
-    let mut time = base.min(od.max_ejection_time);
+    let mut time = od
+        .base_ejection_time
+        .saturating_mul(multiplier)
+        .min(od.max_ejection_time);
     if !od.max_ejection_time_jitter.is_zero() {
         let j = od.max_ejection_time_jitter.as_millis() as u64;
         time += std::time::Duration::from_millis(fastrand::u64(0..=j));
     }
-    let until = now_ms() + time.as_millis() as u64;
+    let ms = time.as_millis() as u64;
+    st.ejection_ms.store(ms, Ordering::Relaxed);
     if st
         .ejected_until
-        .compare_exchange(0, until, Ordering::AcqRel, Ordering::Relaxed)
+        .compare_exchange(0, now_ms() + ms, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
+        rt.shared.ejection_ended();
         return false;
     }
-    // The multiplier only grows while ejections stay under the cap.
+    // Retired meanwhile (a change removed it): undo, once.
+    if st.retired.load(Ordering::Acquire) {
+        uneject(&rt.shared, st);
+        return false;
+    }
+    // The multiplier stops growing once the ejection time is at its cap.
     let cap =
         (od.max_ejection_time.as_millis() / od.base_ejection_time.as_millis().max(1)) as u32 + 1;
     st.multiplier.store(multiplier.min(cap), Ordering::Relaxed);
     st.ejections.fetch_add(1, Ordering::Relaxed);
     reset_streaks(st);
     rt.shared.metrics.ejection(reason);
-    rt.shared.metrics.ejected.inc();
     rt.shared.availability_changed();
     tracing::warn!(
         cluster = %rt.config.name,
         endpoint = %rt.config.endpoints[i].address,
         reason = reason.label(),
-        ejected_for_ms = time.as_millis() as u64,
+        ejected_for_ms = ms,
         "outlier detection ejected an endpoint"
     );
     true
@@ -152,7 +164,7 @@ fn reset_streaks(st: &EndpointState) {
 pub(crate) fn uneject(shared: &ClusterShared, st: &EndpointState) {
     if st.ejected_until.swap(0, Ordering::AcqRel) != 0 {
         reset_streaks(st);
-        shared.metrics.ejected.dec();
+        shared.ejection_ended();
         shared.availability_changed();
     }
 }

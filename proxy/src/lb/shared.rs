@@ -12,17 +12,26 @@ use std::time::Instant;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::Notify;
 
+use super::state::Timed;
 use crate::metrics::Metrics;
 
-/// Why outlier detection ejected an endpoint (the `reason` label).
+/// Why outlier detection ejected an endpoint (the `reason` label); the
+/// discriminant indexes [`EjectReason::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EjectReason {
+    /// `consecutive_5xx` in a row.
     Consecutive5xx,
+    /// `consecutive_gateway_failure` in a row.
     ConsecutiveGatewayFailure,
+    /// `consecutive_local_origin_failure` in a row (split errors).
     ConsecutiveLocalOriginFailure,
+    /// Success rate below the cluster's mean by the stdev factor.
     SuccessRate,
+    /// The same for local-origin outcomes (split errors).
     LocalOriginSuccessRate,
+    /// Failure percentage at the threshold or above.
     FailurePercentage,
+    /// The same for local-origin outcomes (split errors).
     LocalOriginFailurePercentage,
 }
 
@@ -52,7 +61,8 @@ impl EjectReason {
     }
 }
 
-/// Which limit a request or retry ran into (the `breaker` label).
+/// Which limit a request or retry ran into (the `breaker` label); the
+/// discriminant indexes the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Breaker {
     /// `max_requests`.
@@ -87,9 +97,11 @@ pub(crate) struct ClusterMetrics {
 
 impl ClusterMetrics {
     fn new(m: &Metrics, cluster: &str) -> Self {
+        let ejected = m.ejected(cluster);
+        ejected.set(0);
         Self {
             ejections: EjectReason::ALL.map(|r| m.ejections(cluster, r.label())),
-            ejected: m.ejected(cluster),
+            ejected,
             hc_transitions: [
                 m.hc_transitions(cluster, "healthy"),
                 m.hc_transitions(cluster, "unhealthy"),
@@ -100,8 +112,7 @@ impl ClusterMetrics {
 
     /// Counts an ejection.
     pub(crate) fn ejection(&self, r: EjectReason) {
-        let i = EjectReason::ALL.iter().position(|x| *x == r).unwrap_or(0);
-        self.ejections[i].inc();
+        self.ejections[r as usize].inc();
     }
 
     /// Counts a health-check transition.
@@ -111,8 +122,7 @@ impl ClusterMetrics {
 
     /// Counts a request or retry refused by a breaker.
     pub(crate) fn overflowed(&self, b: Breaker) {
-        let i = Breaker::ALL.iter().position(|x| *x == b).unwrap_or(0);
-        self.overflow[i].inc();
+        self.overflow[b as usize].inc();
     }
 }
 
@@ -132,8 +142,10 @@ pub(crate) struct ClusterShared {
     pending: AtomicU32,
     /// Signalled when a connection is released.
     released: Notify,
-    /// The retry reserve: f32 tokens (high half) as of a `now_ms` (low half).
-    reserve: AtomicU64,
+    /// The retry reserve, in retries.
+    reserve: Timed,
+    /// Endpoints ejected now.
+    ejected: AtomicU32,
     /// `now_ms` of the next outlier review.
     pub(crate) next_review_ms: AtomicU64,
     /// Metric handles.
@@ -151,7 +163,8 @@ impl ClusterShared {
             connections: AtomicU32::new(0),
             pending: AtomicU32::new(0),
             released: Notify::new(),
-            reserve: AtomicU64::new(0),
+            reserve: Timed::default(),
+            ejected: AtomicU32::new(0),
             next_review_ms: AtomicU64::new(0),
             metrics: ClusterMetrics::new(metrics, name),
         }
@@ -201,32 +214,9 @@ impl ClusterShared {
     /// budget's share of the requests of the last ten seconds); a withdrawal
     /// fails, changing nothing, when less than a token is left.
     fn update_reserve(&self, delta: f64) -> bool {
-        let now = super::state::now_ms();
-        let mut cur = self.reserve.load(Ordering::Relaxed);
-        loop {
-            let tokens = f64::from(f32::from_bits((cur >> 32) as u32));
-            let at = cur & 0xffff_ffff;
-            let elapsed = (now as u32).wrapping_sub(at as u32) as f64 / 1000.0;
-            let kept = if cur == 0 {
-                0.0
-            } else {
-                tokens * (-elapsed / RESERVE_TTL_S).exp()
-            };
-            let next = kept + delta;
-            if next < 0.0 {
-                return false;
-            }
-            let packed = (u64::from((next as f32).to_bits()) << 32) | (now & 0xffff_ffff);
-            match self.reserve.compare_exchange_weak(
-                cur,
-                packed,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
+        self.reserve.update(|old, elapsed_s| {
+            old.unwrap_or(0.0) * (-elapsed_s / RESERVE_TTL_S).exp() + delta
+        })
     }
 
     /// A connection for one try: at once while fewer than `max` are in use;
@@ -259,6 +249,34 @@ impl ClusterShared {
                 return Err(Wait::TimedOut);
             }
         }
+    }
+
+    /// Counts an ejection unless `cap` endpoints are ejected already.
+    pub(crate) fn admit_ejection(&self, cap: u32) -> bool {
+        let ok = take(&self.ejected, cap);
+        if ok {
+            self.metrics.ejected.inc();
+        }
+        ok
+    }
+
+    /// Counts an ejection's end.
+    pub(crate) fn ejection_ended(&self) {
+        let _ = self
+            .ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.metrics.ejected.dec();
+    }
+
+    /// The cluster's counters for the admin API.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "active_requests": self.active_requests(),
+            "active_retries": self.active_retries.load(Ordering::Relaxed),
+            "connections_in_use": self.connections.load(Ordering::Relaxed),
+            "pending_requests": self.pending.load(Ordering::Relaxed),
+            "ejected_endpoints": self.ejected.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -350,7 +368,8 @@ mod tests {
         // token, and deposits build tokens.
         let r1 = s.admit_retry(1, true).unwrap();
         assert!(s.admit_retry(1, true).is_none(), "the reserve is empty");
-        for _ in 0..5 {
+        // Six fifths: a token even after a little decay.
+        for _ in 0..6 {
             s.deposit(0.2);
         }
         let r2 = s.admit_retry(1, true).expect("one token saved");

@@ -27,7 +27,11 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn now_ms() -> u64 {
     static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
 }
 
 /// How one attempt on an endpoint ended, as far as the endpoint is to blame.
@@ -61,9 +65,8 @@ pub(crate) struct EndpointState {
     failures: AtomicU64,
     /// Displayed moving average of the time to response headers, in µs (0: none yet).
     latency_ewma_us: AtomicU64,
-    /// Peak-EWMA estimate: f32 µs in the high half, `now_ms` of the last
-    /// update (truncated) in the low half; 0: no sample yet.
-    peak: AtomicU64,
+    /// Peak-EWMA estimate in µs.
+    peak: Timed,
     /// Last reported ORCA utilization (f32 bits; 0 = none).
     orca: AtomicU32,
     /// Outlier detection counters.
@@ -81,8 +84,13 @@ pub(crate) struct EndpointState {
     pub(crate) hc_last_error: parking_lot::Mutex<Option<String>>,
     /// Per-endpoint histogram of the time to response headers.
     pub(crate) latency: OnceLock<Histogram>,
-    /// Created before a health check first passed (new endpoints wait for it).
-    pub(crate) hc_new: AtomicBool,
+    /// Bit `i` set: check `i` has not passed yet since the endpoint was
+    /// added (its first pass makes it healthy at once, as in Envoy).
+    pub(crate) hc_unproven: AtomicU32,
+    /// The endpoint left its cluster; outlier detection leaves it alone.
+    pub(crate) retired: AtomicBool,
+    /// Length of the current (or last) ejection in ms.
+    pub(crate) ejection_ms: AtomicU64,
 }
 
 /// Outlier detection's counters of one endpoint.
@@ -147,47 +155,26 @@ impl EndpointState {
     }
 
     /// Feeds one latency sample (µs) into the peak-EWMA estimate: a sample
-    /// above the estimate replaces it; a lower one is averaged in with weight
-    /// 1 − e^(−elapsed/decay) (decay is applied when read, see `peak_rtt_us`).
+    /// above the (decayed) estimate replaces it; a lower one is averaged in
+    /// with weight 1 − e^(−elapsed/decay) (tower's and Linkerd's PeakEwma).
     fn observe_rtt(&self, sample_us: f64, decay_s: f64) {
-        let now = now_ms();
-        let mut cur = self.peak.load(Ordering::Relaxed);
-        loop {
-            let (rtt, at) = unpack(cur);
-            let next = if cur == 0 || sample_us >= rtt {
-                sample_us
-            } else {
-                // Decay is applied by the reader; here the weight of the old
-                // value is how recent it is.
-                let elapsed = now.wrapping_sub(at) as u32 as f64;
-                let w = (-elapsed / 1000.0 / decay_s).exp();
+        self.peak.update(|old, elapsed_s| match old {
+            Some(rtt) if sample_us < rtt => {
+                let w = (-elapsed_s / decay_s).exp();
                 rtt * w + sample_us * (1.0 - w)
-            };
-            let packed = pack(next, now);
-            match self
-                .peak
-                .compare_exchange_weak(cur, packed, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
             }
-        }
+            _ => sample_us,
+        });
     }
 
     /// The peak-EWMA latency estimate in µs, decayed towards zero for the
     /// time since its last sample (an idle endpoint is tried again), or
     /// `default_us` without samples.
     pub(crate) fn peak_rtt_us(&self, default_us: f64, decay_s: f64, now: u64) -> f64 {
-        let cur = self.peak.load(Ordering::Relaxed);
-        if cur == 0 {
-            return default_us;
+        match self.peak.read(now) {
+            None => default_us,
+            Some((rtt, elapsed_s)) => rtt * (-elapsed_s / decay_s).exp(),
         }
-        let (rtt, at) = unpack(cur);
-        let elapsed = (now as u32).wrapping_sub(at as u32);
-        if elapsed == 0 {
-            return rtt;
-        }
-        rtt * (-f64::from(elapsed) / 1000.0 / decay_s).exp()
     }
 
     /// Remembers the utilization an endpoint reported (ORCA).
@@ -236,6 +223,7 @@ impl EndpointState {
             "health": health,
             "ejected": until != 0,
             "ejected_for_ms": (until != 0).then(|| until.saturating_sub(now_ms())),
+            "ejection_ms": (until != 0).then(|| self.ejection_ms.load(Ordering::Relaxed)),
             "ejections": self.ejections.load(Ordering::Relaxed),
             "health_check_failing": self.hc_failing(),
             "health_check_error": self.hc_last_error.lock().clone(),
@@ -244,8 +232,10 @@ impl EndpointState {
             "failures": self.failures.load(Ordering::Relaxed),
             "consecutive_5xx": self.outlier.consecutive_5xx.load(Ordering::Relaxed),
             "latency_ewma_ms": (ewma > 0).then(|| ewma as f64 / 1000.0),
-            "peak_ewma_ms": (self.peak.load(Ordering::Relaxed) != 0)
-                .then(|| self.peak_rtt_us(0.0, decay_s, now_ms()) / 1000.0),
+            "peak_ewma_ms": self
+                .peak
+                .read(now_ms())
+                .map(|_| self.peak_rtt_us(0.0, decay_s, now_ms()) / 1000.0),
         })
     }
 }
@@ -259,12 +249,53 @@ pub(crate) struct PeakParams {
     pub(crate) decay_s: f64,
 }
 
-fn pack(rtt_us: f64, at_ms: u64) -> u64 {
-    (u64::from((rtt_us as f32).max(f32::MIN_POSITIVE).to_bits()) << 32) | (at_ms & 0xffff_ffff)
-}
+/// A value that changes with time, with the time it was last set, in one
+/// atomic word (f32 value, low 32 bits of `now_ms`), updated lock-free.
+#[derive(Debug, Default)]
+pub(crate) struct Timed(AtomicU64);
 
-fn unpack(v: u64) -> (f64, u64) {
-    (f64::from(f32::from_bits((v >> 32) as u32)), v & 0xffff_ffff)
+impl Timed {
+    /// The value and the seconds since it was set, as of `now`; `None` if
+    /// never set. A time before the stored one (another thread read the
+    /// clock later) counts as no time passed.
+    pub(crate) fn read(&self, now: u64) -> Option<(f64, f64)> {
+        let cur = self.0.load(Ordering::Relaxed);
+        (cur != 0).then(|| Self::split(cur, now))
+    }
+
+    fn split(cur: u64, now: u64) -> (f64, f64) {
+        let value = f64::from(f32::from_bits((cur >> 32) as u32));
+        let elapsed = (now as u32).wrapping_sub(cur as u32) as i32;
+        (value, f64::from(elapsed.max(0)) / 1000.0)
+    }
+
+    /// Replaces the value with `f(old value, seconds since it was set)`;
+    /// `f` returning a negative value leaves it unchanged and returns false.
+    pub(crate) fn update(&self, mut f: impl FnMut(Option<f64>, f64) -> f64) -> bool {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let now = now_ms();
+            let (old, elapsed) = if cur == 0 {
+                (None, 0.0)
+            } else {
+                let (v, e) = Self::split(cur, now);
+                (Some(v), e)
+            };
+            let next = f(old, elapsed);
+            if next < 0.0 {
+                return false;
+            }
+            // Never store 0 (it means "never set").
+            let bits = u64::from((next as f32).to_bits()) << 32 | (now & 0xffff_ffff).max(1);
+            match self
+                .0
+                .compare_exchange_weak(cur, bits, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
 }
 
 /// An attempt in flight on an endpoint; dropping it ends the count.
