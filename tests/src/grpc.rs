@@ -1,7 +1,9 @@
 //! A tonic gRPC test service over h2c: `corridor.test.Echo` (bidi + unary) that echoes
 //! each message tagged with the server's name, and can end with any status on request
 //! (metadata `x-fail-code: <n>`) to prove `grpc-status`/`grpc-message` trailers survive
-//! a proxy. The generated client is re-exported for tests to dial the proxy.
+//! a proxy; and `grpc.health.v1.Health/Check`, answering what
+//! [`GrpcServer::set_serving`] set (the server as a whole serves by default). The
+//! generated client is re-exported for tests to dial the proxy.
 
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,16 @@ pub mod pb {
     tonic::include_proto!("corridor.test");
 }
 
+/// Code generated from `proto/grpc/health/v1/health.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod health_pb {
+    tonic::include_proto!("grpc.health.v1");
+}
+
+use health_pb::health_check_response::ServingStatus;
+use health_pb::health_server::{Health, HealthServer};
+use health_pb::{HealthCheckRequest, HealthCheckResponse};
+
 pub use pb::echo_client::EchoClient;
 pub use pb::echo_server::{Echo, EchoServer};
 pub use pb::EchoMsg;
@@ -40,6 +52,7 @@ pub struct GrpcServer {
     name: String,
     calls: Arc<AtomicU64>,
     last_metadata: Arc<Mutex<Option<http::HeaderMap>>>,
+    serving: Arc<Mutex<std::collections::HashMap<String, bool>>>,
     task: JoinHandle<()>,
 }
 
@@ -64,11 +77,19 @@ impl GrpcServer {
             calls: calls.clone(),
             last_metadata: last_metadata.clone(),
         };
+        let serving = Arc::new(Mutex::new(std::collections::HashMap::from([(
+            String::new(),
+            true,
+        )])));
+        let health = HealthService {
+            serving: serving.clone(),
+        };
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(EchoServer::new(svc))
+                .add_service(HealthServer::new(health))
                 .serve_with_incoming(incoming)
                 .await;
         });
@@ -77,6 +98,7 @@ impl GrpcServer {
             name: name.to_owned(),
             calls,
             last_metadata,
+            serving,
             task,
         })
     }
@@ -99,6 +121,12 @@ impl GrpcServer {
     /// Calls (of either method) received so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// What `grpc.health.v1.Health/Check` answers for `service` ("" = the
+    /// whole server): SERVING or NOT_SERVING.
+    pub fn set_serving(&self, service: &str, serving: bool) {
+        self.serving.lock().insert(service.to_owned(), serving);
     }
 
     /// Request headers (metadata) of the most recent call.
@@ -130,6 +158,32 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<EchoClient<tonic::trans
         .await
         .with_context(|| format!("gRPC connect to {addr}"))?;
     Ok(EchoClient::new(channel))
+}
+
+/// The health service behind [`GrpcServer`].
+struct HealthService {
+    serving: Arc<Mutex<std::collections::HashMap<String, bool>>>,
+}
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = req.into_inner().service;
+        let Some(serving) = self.serving.lock().get(&service).copied() else {
+            return Err(Status::not_found(format!("unknown service `{service}`")));
+        };
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        Ok(Response::new(HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
 }
 
 /// The echo service behind [`GrpcServer`].

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use corridor_tests::{Client, Corridor, Fault, Upstream, UpstreamProtocol};
+use corridor_tests::{Client, Corridor, EchoMsg, Fault, GrpcServer, Upstream, UpstreamProtocol};
 
 use super::{endpoints, exclusive, fetch_get, upstream, HEAD};
 
@@ -696,4 +696,63 @@ async fn tcp_health_checks_and_per_endpoint_paths() {
     );
     let c = Client::h1(proxy.addr).await.unwrap();
     assert_eq!(count(&names(&c, "/status/200", 20).await, "p0"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_follow_the_serving_status() {
+    let a = GrpcServer::start("ga").await;
+    let b = GrpcServer::start("gb").await;
+    let list = vec![(a.addr(), String::new()), (b.addr(), String::new())];
+    let proxy = Corridor::start(&config(
+        &list,
+        "",
+        "    protocol: h2c\n    health_checks: [{ interval: 30ms, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {} }]",
+    ))
+    .await;
+    for s in [&a, &b] {
+        wait_endpoint(&proxy, s.addr(), "serving", Duration::from_secs(5), |e| {
+            e["health"] == "healthy"
+        })
+        .await;
+    }
+    b.set_serving("", false);
+    let (e, _) = wait_endpoint(
+        &proxy,
+        b.addr(),
+        "not serving",
+        Duration::from_secs(5),
+        |e| e["health"] == "unhealthy",
+    )
+    .await;
+    assert!(
+        e["health_check_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("NOT_SERVING"),
+        "{e}"
+    );
+    let mut client = corridor_tests::grpc::connect(proxy.addr).await.unwrap();
+    let before = b.calls();
+    for seq in 0..20 {
+        let reply = client
+            .unary(EchoMsg {
+                text: "hi".into(),
+                seq,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.text, "hi from ga");
+    }
+    assert_eq!(b.calls(), before, "the unhealthy server gets no calls");
+    // Back to serving: back in rotation.
+    b.set_serving("", true);
+    wait_endpoint(
+        &proxy,
+        b.addr(),
+        "serving again",
+        Duration::from_secs(5),
+        |e| e["health"] == "healthy",
+    )
+    .await;
 }
