@@ -756,3 +756,54 @@ async fn grpc_health_checks_follow_the_serving_status() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_tls_clusters_speak_tls_and_verify_the_name() {
+    let pki = corridor_tests::TestPki::new("hc-ca");
+    let up = Upstream::tls("t", &pki.leaf(&["up.test"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    // The second endpoint's certificate is for another name.
+    let wrong = Upstream::tls("w", &pki.leaf(&["other.test"])).await;
+    let yaml = format!(
+        "{HEAD}route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]\n\
+         clusters:\n  - name: c\n    tls: {{ sni: up.test, ca_file: \"{ca}\" }}\n\
+         \x20   health_checks: [{{ interval: 30ms, unhealthy_threshold: 1, http_health_check: {{ path: /healthz }} }}]\n\
+         \x20   endpoints:\n      - {{ address: \"{a}\" }}\n      - {{ address: \"{b}\" }}\n",
+        ca = ca.display(),
+        a = up.addr(),
+        b = wrong.addr(),
+    );
+    let proxy = Corridor::start_with_dir(&yaml, dir).await;
+    wait_endpoint(
+        &proxy,
+        up.addr(),
+        "healthy over TLS",
+        Duration::from_secs(5),
+        |e| e["health"] == "healthy",
+    )
+    .await;
+    let (e, _) = wait_endpoint(
+        &proxy,
+        wrong.addr(),
+        "the wrong name fails",
+        Duration::from_secs(5),
+        |e| e["health"] == "unhealthy",
+    )
+    .await;
+    assert!(
+        e["health_check_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tls"),
+        "{e}"
+    );
+    assert_eq!(
+        wrong.requests(),
+        0,
+        "no HTTP request went to the unverified server"
+    );
+    let c = Client::h1(proxy.addr).await.unwrap();
+    assert_eq!(count(&names(&c, "/status/200", 10).await, "t"), 10);
+}
