@@ -20,6 +20,7 @@ mod action;
 mod balancing;
 mod cluster;
 mod matcher;
+mod residency;
 mod route;
 
 pub(crate) use cluster::{compile_cluster, compile_endpoints};
@@ -76,11 +77,13 @@ pub(crate) fn compile_settings(cx: &mut Ctx, b: &proto::Bootstrap) -> Settings {
             region: l.region.as_str().into(),
             zone: l.zone.as_str().into(),
         });
+    let residency = residency::compile_residency(cx, b);
     Settings {
         admin,
         runtime,
         xds,
         locality,
+        residency,
     }
 }
 

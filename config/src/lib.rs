@@ -14,6 +14,7 @@ mod files;
 mod load;
 pub mod proto;
 mod request;
+mod residency;
 mod route;
 mod snapshot;
 mod store;
@@ -47,9 +48,12 @@ pub use request::{
     normalize_path, Cidr, CidrError, EscapedSlashes, Framing, H1Head, H2Request, HttpLimits,
     PathOptions, Rejection, MAX_CHUNK_EXTENSION,
 };
+pub use residency::{
+    Geo, JurisdictionSet, Residency, ResidencyPolicy, ResidencyRule, TrustedHeader,
+};
 pub use route::{
     normalize_host, percent_decode, HeaderCondition, PathMatch, QueryCondition, RequestView, Route,
-    RouteMatch, RouteTable, ValueMatch, VirtualHost,
+    RouteMatch, RouteResidency, RouteTable, ValueMatch, VirtualHost,
 };
 pub use snapshot::{
     AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,

@@ -97,6 +97,26 @@ pub struct RouteTable {
     pub clusters: std::collections::BTreeSet<Arc<str>>,
     /// Each cluster reference with the field that makes it.
     pub(crate) cluster_refs: Vec<(Arc<str>, crate::error::FieldPath<'static>)>,
+    /// Each residency policy reference (checked against the settings).
+    pub(crate) residency_refs: Vec<ResidencyRef>,
+}
+
+/// A route's reference to a residency policy and data class.
+#[derive(Debug)]
+pub(crate) struct ResidencyRef {
+    pub(crate) policy: Arc<str>,
+    pub(crate) class: Option<Arc<str>>,
+    pub(crate) path: crate::error::FieldPath<'static>,
+    pub(crate) class_path: crate::error::FieldPath<'static>,
+}
+
+/// The residency policy that applies to a route.
+#[derive(Debug, Clone)]
+pub struct RouteResidency {
+    /// The policy's name.
+    pub policy: Arc<str>,
+    /// The route's default data class.
+    pub class: Option<Arc<str>>,
 }
 
 /// Domain → virtual host lookup.
@@ -252,6 +272,8 @@ pub struct Route {
     pub request_headers: HeaderMutation,
     /// Response header edits (virtual host's, then route's).
     pub response_headers: HeaderMutation,
+    /// Its residency policy (its own or its virtual host's).
+    pub residency: Option<RouteResidency>,
 }
 
 /// How a route matches the path.

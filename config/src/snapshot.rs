@@ -69,6 +69,8 @@ pub struct Settings {
     pub xds: Option<XdsSettings>,
     /// Where this Corridor runs (zone-aware balancing).
     pub locality: crate::cluster::Locality,
+    /// Geo tables and residency policies.
+    pub residency: crate::residency::Residency,
 }
 
 impl Settings {

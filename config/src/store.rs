@@ -893,6 +893,27 @@ impl Store {
         changed: Option<&HashSet<Arc<str>>>,
         touched: &HashSet<Arc<str>>,
     ) {
+        let policies = &self.settings.residency.policies;
+        for t in self.route_tables.values() {
+            for r in &t.compiled.residency_refs {
+                let Some(p) = policies.get(&r.policy) else {
+                    cx.err(&r.path, format!("unknown residency policy `{}`", r.policy));
+                    continue;
+                };
+                if let Some(c) = &r.class {
+                    if p.class(c).is_none() {
+                        cx.err(
+                            &r.class_path,
+                            format!(
+                                "data class `{c}` is not one that policy `{}` defines (its rules name: {})",
+                                r.policy,
+                                p.classes.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         let mut addrs: HashMap<std::net::SocketAddr, &Arc<str>> = HashMap::new();
         for (name, l) in &self.listeners {
             let a = l.compiled.address;

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     VersionNotSupported,
     /// A circuit breaker of the cluster is full (503).
     Overflow,
+    /// The residency policy leaves no endpoint that can serve (451).
+    ResidencyDenied,
     /// A bug or an unexpected internal state (500).
     Internal,
 }
@@ -64,6 +66,7 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            ErrorKind::ResidencyDenied => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +101,7 @@ impl ErrorKind {
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::VersionNotSupported => "http_version_not_supported",
             ErrorKind::Overflow => "overflow",
+            ErrorKind::ResidencyDenied => "residency_denied",
             ErrorKind::Internal => "internal",
         }
     }
@@ -110,6 +114,7 @@ impl ErrorKind {
             ErrorKind::BadRequest | ErrorKind::UriTooLong | ErrorKind::VersionNotSupported => 3, // INVALID_ARGUMENT
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
             ErrorKind::Internal => 13,                                    // INTERNAL
+            ErrorKind::ResidencyDenied => 9,                              // FAILED_PRECONDITION
             _ => 14,                                                      // UNAVAILABLE
         }
     }

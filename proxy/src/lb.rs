@@ -49,6 +49,8 @@ pub(crate) struct Balancer {
     table: Table,
     /// Endpoints neither ejected nor failing a health check, as of a generation.
     usable: ArcSwap<Usable>,
+    /// Endpoints per jurisdiction (index as in the configuration's geo).
+    by_jurisdiction: Vec<EndpointSet>,
 }
 
 enum Table {
@@ -63,8 +65,24 @@ struct Usable {
 }
 
 impl Balancer {
-    /// The view of `c`'s endpoints, with `local` as this Corridor's locality.
-    pub(crate) fn new(c: &Cluster, local: &Locality) -> Self {
+    /// The endpoints in the jurisdictions of `allowed`.
+    pub(crate) fn in_jurisdictions(
+        &self,
+        allowed: corridor_config::JurisdictionSet,
+        n: usize,
+    ) -> EndpointSet {
+        let mut out = EndpointSet::empty(n);
+        for (j, set) in self.by_jurisdiction.iter().enumerate() {
+            if allowed & (1 << j) != 0 {
+                out.union(set);
+            }
+        }
+        out
+    }
+
+    /// The view of `c`'s endpoints, with `local` as this Corridor's locality
+    /// and `geo` placing endpoints in jurisdictions.
+    pub(crate) fn new(c: &Cluster, local: &Locality, geo: &corridor_config::Geo) -> Self {
         let eps = &c.endpoints;
         let n = eps.len();
         let mut prios: Vec<u32> = eps.iter().map(|e| e.priority).collect();
@@ -111,7 +129,14 @@ impl Balancer {
             LbPolicy::Maglev => Table::Maglev(hash::Maglev::new(&ids, lb.maglev_table_size)),
             _ => Table::None,
         };
+        let mut by_jurisdiction = vec![EndpointSet::empty(n); geo.jurisdictions.len()];
+        for (i, e) in eps.iter().enumerate() {
+            if let Some(j) = geo.of_endpoint(e) {
+                by_jurisdiction[usize::from(j)].insert(i);
+            }
+        }
         Self {
+            by_jurisdiction,
             levels,
             local,
             weights,

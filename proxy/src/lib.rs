@@ -18,6 +18,7 @@ mod listeners;
 mod logging;
 mod metrics;
 mod proxy;
+mod residency;
 mod routing;
 mod server;
 mod shared;

@@ -74,6 +74,8 @@ pub struct Metrics {
     /// 1 while the control stream is connected.
     pub(crate) xds_connected: IntGauge,
     ejections: IntCounterVec,
+    /// Requests answered 451 by a residency policy.
+    pub(crate) residency_denied: IntCounterVec,
     ejected: IntGaugeVec,
     hc_transitions: IntCounterVec,
     overflow: IntCounterVec,
@@ -90,6 +92,13 @@ impl Metrics {
             30.0, 60.0, 300.0,
         ];
         let m = Self {
+            residency_denied: IntCounterVec::new(
+                Opts::new(
+                    "corridor_residency_denied_total",
+                    "Requests answered 451 because a residency policy left no endpoint that could serve them, by policy and data class",
+                ),
+                &["policy", "data_class"],
+            )?,
             ejections: IntCounterVec::new(
                 Opts::new(
                     "corridor_outlier_ejections_total",
@@ -218,6 +227,7 @@ impl Metrics {
         registry.register(Box::new(m.config_apply.clone()))?;
         registry.register(Box::new(m.xds_updates.clone()))?;
         registry.register(Box::new(m.ejections.clone()))?;
+        registry.register(Box::new(m.residency_denied.clone()))?;
         registry.register(Box::new(m.ejected.clone()))?;
         registry.register(Box::new(m.hc_transitions.clone()))?;
         registry.register(Box::new(m.overflow.clone()))?;

@@ -216,6 +216,13 @@ impl ProxyHttp for Corridor {
             hash: ctx.hash,
         };
         let Some(idx) = lb::pick(&rt, &req) else {
+            if ctx.residency.as_ref().is_some_and(|d| d.excluded) {
+                let err = crate::residency::denied(
+                    ctx,
+                    "every allowed endpoint is ejected or failing health checks".to_string(),
+                );
+                return Err(local(ctx, err));
+            }
             let err = LocalError::new(
                 ErrorKind::NoEndpoint,
                 format!(
@@ -272,6 +279,9 @@ impl ProxyHttp for Corridor {
             if let Some(host) = &f.host_rewrite {
                 req.insert_header(header::HOST, host.clone())?;
             }
+        }
+        for name in &ctx.strip {
+            req.remove_header(name);
         }
         route.request_headers.apply(&mut Headers(req))
     }
@@ -474,6 +484,12 @@ impl ProxyHttp for Corridor {
                 );
             }
         }
+        if let Some(d) = &ctx.residency {
+            if d.allowed.is_some() && status != 451 {
+                let j = ctx.endpoint_jurisdiction();
+                crate::residency::audit(ctx, d, "allow", j.as_deref());
+            }
+        }
         if ctx.routing.config.admin.access_log {
             access_log::write(session, e, ctx, status);
         }
@@ -495,7 +511,31 @@ impl ProxyHttp for Corridor {
 }
 
 /// Answers a failure in Corridor's error format and remembers it for the log.
+/// A failure of the only endpoints a residency policy allowed is a residency
+/// denial (451): the client learns that residency stopped the request.
 async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalError) -> u16 {
+    let err = match (&ctx.residency, err.kind) {
+        (
+            Some(d),
+            ErrorKind::ConnectFailed
+            | ErrorKind::Timeout
+            | ErrorKind::UpstreamReset
+            | ErrorKind::NoEndpoint,
+        ) if d.excluded && !d.policy.dry_run => crate::residency::denied(
+            ctx,
+            format!("the allowed endpoints could not serve: {}", err.message),
+        ),
+        _ => err,
+    };
+    if err.kind == ErrorKind::ResidencyDenied {
+        if let Some(d) = &ctx.residency {
+            ctx.routing
+                .residency_denied
+                .with_label_values(&[d.policy.name.as_ref(), d.classes.as_str()])
+                .inc();
+            crate::residency::audit(ctx, d, "deny", None);
+        }
+    }
     let status = errors::respond(session, &err, &ctx.error_info()).await;
     ctx.local_error = Some(err);
     status

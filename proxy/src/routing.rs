@@ -10,8 +10,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use corridor_config::{
-    Cluster, ConfigError, FieldPath, Files, Listener, Locality, RouteAction, RouteTable, Snapshot,
-    UpstreamProtocol,
+    Cluster, ConfigError, FieldPath, Files, Geo, Listener, Locality, RouteAction, RouteTable,
+    Snapshot, UpstreamProtocol,
 };
 use imbl::OrdMap;
 use pingora_core::protocols::ALPN;
@@ -40,6 +40,8 @@ pub(crate) struct Routing {
     pub(crate) ca_fingerprint: u64,
     /// This Corridor's locality the balancers were built for.
     locality: Locality,
+    /// The geo tables the balancers were built with.
+    geo: Arc<Geo>,
     /// What installing this routing changes in state it shares with the
     /// previous one (done by [`Routing::activate`], once it serves).
     settle: parking_lot::Mutex<Vec<Settle>>,
@@ -47,6 +49,8 @@ pub(crate) struct Routing {
     pub(crate) active_requests: IntGauge,
     /// Responses streaming (the process-wide gauge).
     pub(crate) active_streams: IntGauge,
+    /// Residency denials by policy and data class.
+    pub(crate) residency_denied: prometheus::IntCounterVec,
 }
 
 /// A change to shared endpoint state that waits until a new routing serves
@@ -88,6 +92,8 @@ pub(crate) struct ClusterRuntime {
     pub(crate) lb: Arc<Balancer>,
     /// This Corridor's locality the balancer was built for.
     local: Locality,
+    /// The geo tables the balancer was built with.
+    geo: Arc<Geo>,
     /// State kept across changes while the cluster keeps its name.
     pub(crate) shared: Arc<ClusterShared>,
     /// Peer template per endpoint.
@@ -117,8 +123,11 @@ impl Routing {
         let mut errors = Vec::new();
         let mut settle = Vec::new();
         let locality = config.store.settings().locality.clone();
-        // A new locality changes every balancer's zone preference.
-        let rebuild_all = reread_tls || prev.is_some_and(|p| p.locality != locality);
+        let geo = Arc::clone(&config.store.settings().residency.geo);
+        // A new locality changes every balancer's zone preference, new geo
+        // tables every endpoint's jurisdiction.
+        let rebuild_all =
+            reread_tls || prev.is_some_and(|p| p.locality != locality || *p.geo != *geo);
         let mut build =
             |c: &Arc<Cluster>, old: Option<&Arc<ClusterRuntime>>| match ClusterRuntime::new(
                 c,
@@ -127,6 +136,7 @@ impl Routing {
                 files,
                 reread_tls,
                 &locality,
+                &geo,
             ) {
                 Ok(rt) => {
                     let rt = Arc::new(rt);
@@ -223,10 +233,12 @@ impl Routing {
         Ok(Routing {
             ca_fingerprint,
             locality,
+            geo,
             settle: parking_lot::Mutex::new(settle),
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),
             active_streams: metrics.active_streams.clone(),
+            residency_denied: metrics.residency_denied.clone(),
             config,
             listeners,
             clusters,
@@ -321,6 +333,7 @@ impl ClusterRuntime {
         files: &dyn Files,
         reread_tls: bool,
         local: &Locality,
+        geo: &Arc<Geo>,
     ) -> Result<ClusterRuntime, tls::TlsError> {
         let shared = match old {
             Some(o) => Arc::clone(&o.shared),
@@ -372,17 +385,19 @@ impl ClusterRuntime {
             Some(o)
                 if Arc::ptr_eq(&o.config.endpoints, &c.endpoints)
                     && o.config.balancing == c.balancing
-                    && o.local == *local =>
+                    && o.local == *local
+                    && Arc::ptr_eq(&o.geo, geo) =>
             {
                 Arc::clone(&o.lb)
             }
-            _ => Arc::new(Balancer::new(c, local)),
+            _ => Arc::new(Balancer::new(c, local, geo)),
         };
         Ok(ClusterRuntime {
             ca_hash: if ca.is_some() { h.finish() } else { 0 },
             peers: peer_templates(c, ca.as_ref()),
             lb,
             local: local.clone(),
+            geo: Arc::clone(geo),
             shared,
             states,
             connect_failures: metrics.connect_failures(&c.name),

@@ -16,7 +16,10 @@ use crate::action::{Forward, HeaderMutation, RouteAction};
 use crate::cluster::{Fallback, LabelSource, RequestLabel, Target};
 use crate::error::FieldPath;
 use crate::proto;
-use crate::route::{HostIndex, PathMatch, Route, RouteIndex, RouteMatch, RouteTable, VirtualHost};
+use crate::route::{
+    HostIndex, PathMatch, ResidencyRef, Route, RouteIndex, RouteMatch, RouteResidency, RouteTable,
+    VirtualHost,
+};
 
 /// Default deadline to response headers.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +37,7 @@ pub(crate) fn compile_route_table(
     p: &FieldPath<'_>,
 ) -> RouteTable {
     let mut clusters = std::collections::BTreeSet::new();
+    let mut residency_refs = Vec::new();
     cx.cluster_refs.clear();
     let mut hosts = HostIndex::default();
     let mut domain_owner: HashMap<String, usize> = HashMap::new();
@@ -108,9 +112,40 @@ pub(crate) fn compile_route_table(
                 }
                 route.name.as_str().into()
             };
-            if let Some(compiled) = compile_route(cx, route, &rp, rname, &vh_req, &vh_resp) {
+            if let Some(mut compiled) = compile_route(cx, route, &rp, rname, &vh_req, &vh_resp) {
                 if let RouteAction::Forward(f) = &compiled.action {
                     clusters.extend(f.targets.iter().map(|t| t.cluster.clone()));
+                }
+                // The route's residency policy, else its virtual host's.
+                let (policy, ppath) = if route.residency_policy.is_empty() {
+                    (
+                        vh.residency_policy.as_str(),
+                        vp.field("residency_policy").to_static(),
+                    )
+                } else {
+                    (
+                        route.residency_policy.as_str(),
+                        rp.field("residency_policy").to_static(),
+                    )
+                };
+                let class = (!route.data_class.is_empty())
+                    .then(|| Arc::<str>::from(route.data_class.as_str()));
+                if policy.is_empty() {
+                    if class.is_some() {
+                        cx.err(
+                            &rp.field("data_class"),
+                            "a data class needs a residency policy (on the route or its virtual host)",
+                        );
+                    }
+                } else {
+                    let policy: Arc<str> = policy.into();
+                    residency_refs.push(ResidencyRef {
+                        policy: policy.clone(),
+                        class: class.clone(),
+                        path: ppath,
+                        class_path: rp.field("data_class").to_static(),
+                    });
+                    compiled.residency = Some(RouteResidency { policy, class });
                 }
                 routes.push(compiled);
             }
@@ -132,6 +167,7 @@ pub(crate) fn compile_route_table(
         hosts,
         clusters,
         cluster_refs: std::mem::take(&mut cx.cluster_refs),
+        residency_refs,
     }
 }
 
@@ -241,6 +277,7 @@ fn compile_route(
         action: action?,
         request_headers,
         response_headers,
+        residency: None,
     })
 }
 

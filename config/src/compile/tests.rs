@@ -463,3 +463,34 @@ fn bad_balancing_settings_name_their_field() {
         "positions point into the file:\n{errs}"
     );
 }
+
+#[test]
+fn bad_policies_are_rejected_with_their_field() {
+    let text = r#"
+listeners: [{ name: l, address: "127.0.0.1:1", route_table: t }]
+geo: { jurisdictions: [EU, US], countries: { DE: EU, Germany: EU } }
+residency_policies:
+  - name: p
+    data_class_header: { header: x-data-class }
+    rules: [{ data_classes: [pii], allowed_jurisdictions: [EU, MARS] }]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        residency_policy: nope
+        routes:
+          - { route: { cluster: c } }
+          - { residency_policy: p, data_class: health, route: { cluster: c } }
+clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
+"#;
+    let err = load_str(text, "r.yaml").unwrap_err().to_string();
+    for want in [
+        "geo.countries[\"Germany\"]: `Germany` is not a two-letter ISO 3166 country code",
+        "residency_policies[0].data_class_header.trusted_from: name the peers allowed",
+        "residency_policies[0].rules[0].allowed_jurisdictions[1]: unknown jurisdiction `MARS`",
+        "route_tables[0].virtual_hosts[0].residency_policy: unknown residency policy `nope`",
+        "route_tables[0].virtual_hosts[0].routes[1].data_class: data class `health` is not one that policy `p` defines",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}

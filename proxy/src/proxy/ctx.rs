@@ -76,6 +76,10 @@ pub struct RequestCtx {
     pub(crate) connection: Option<ConnectionGuard>,
     /// The retry in flight, counted against the retry limit until its outcome.
     pub(crate) retry_guard: Option<RetryGuard>,
+    /// The route's residency decision.
+    pub(crate) residency: Option<crate::residency::Decision>,
+    /// Trusted headers this client may not set: removed before forwarding.
+    pub(crate) strip: smallvec::SmallVec<[http::HeaderName; 2]>,
     /// The routing state the request started with; kept to the end. Declared
     /// last so that it is dropped last: the listener and cluster above are
     /// released first, and the configuration they belong to is then freed
@@ -115,6 +119,8 @@ impl RequestCtx {
             request_guard: None,
             connection: None,
             retry_guard: None,
+            residency: None,
+            strip: smallvec::SmallVec::new(),
         }
     }
 
@@ -181,6 +187,15 @@ impl RequestCtx {
     pub(crate) fn endpoint_addr(&self) -> Option<std::net::SocketAddr> {
         let i = self.endpoint?;
         Some(self.cluster.as_ref()?.config.endpoints.get(i)?.address)
+    }
+
+    /// The jurisdiction of the current try's endpoint, if it has one.
+    pub(crate) fn endpoint_jurisdiction(&self) -> Option<String> {
+        let i = self.endpoint?;
+        let e = self.cluster.as_ref()?.config.endpoints.get(i)?;
+        let geo = &self.routing.config.store.settings().residency.geo;
+        geo.of_endpoint(e)
+            .map(|j| geo.jurisdictions[usize::from(j)].to_string())
     }
 
     /// Counts the response as streaming until the request ends.

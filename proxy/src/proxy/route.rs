@@ -15,6 +15,7 @@ use super::ctx::{RequestCtx, RouteRef};
 use super::edge;
 use crate::errors::{ErrorKind, LocalError};
 use crate::lb::hash::hash_key;
+use crate::residency;
 
 /// Matches the request to a route. `Ok(Some)` is a direct response to send,
 /// `Ok(None)` means forward, `Err` is a local error to answer.
@@ -91,6 +92,46 @@ pub(super) fn select_route(
         };
         LocalError::new(ErrorKind::NoEndpoint, why)
     })?;
+    let mut candidates = candidates;
+    if let Some(res) = &r.residency {
+        let routing = Arc::clone(&ctx.routing);
+        let settings = &routing.config.store.settings().residency;
+        if let Some(policy) = settings.policies.get(&res.policy) {
+            let geo = &settings.geo;
+            let mut d = residency::decide(
+                policy,
+                geo,
+                &req.headers,
+                ctx.peer,
+                res.class.as_deref(),
+                None,
+            );
+            ctx.strip = residency::untrusted_headers(policy, geo, ctx.peer);
+            if let Some(allowed) = d.allowed {
+                let mut narrowed = candidates.clone();
+                narrowed.intersect(&residency::endpoints_in(&rt, allowed));
+                d.excluded = narrowed != candidates;
+                if policy.dry_run {
+                    if narrowed.is_empty() {
+                        residency::audit(ctx, &d, "would_deny", None);
+                    }
+                } else {
+                    candidates = narrowed;
+                }
+            }
+            ctx.residency = Some(d);
+            if candidates.is_empty() {
+                ctx.target = target_index;
+                return Err(residency::denied(
+                    ctx,
+                    format!(
+                        "no endpoint of cluster `{}` is in an allowed jurisdiction",
+                        cluster.name
+                    ),
+                ));
+            }
+        }
+    }
     if cluster.balancing.lb.policy.is_hash() {
         ctx.hash = request_hash(&cluster.balancing.lb.hash_key, req, ctx.client);
     }

@@ -1,0 +1,245 @@
+//! Owns validating and compiling the residency settings of a bootstrap: the
+//! geo tables, the known jurisdictions and the residency policies, each
+//! error with its field path.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::Ctx;
+use crate::error::FieldPath;
+use crate::proto;
+use crate::request::Cidr;
+use crate::residency::{Geo, Residency, ResidencyPolicy, ResidencyRule, TrustedHeader};
+
+/// Compiles `geo` and `residency_policies` of a bootstrap.
+pub(crate) fn compile_residency(cx: &mut Ctx, b: &proto::Bootstrap) -> Residency {
+    let root = FieldPath::root();
+    let geo = compile_geo(cx, b.geo.as_ref(), &root.field("geo"));
+    let mut policies = HashMap::new();
+    for (i, p) in b.residency_policies.iter().enumerate() {
+        let path = root.item("residency_policies", i);
+        let Some(policy) = compile_policy(cx, p, &geo, &path) else {
+            continue;
+        };
+        if policies
+            .insert(policy.name.clone(), Arc::new(policy))
+            .is_some()
+        {
+            cx.err(
+                &path.field("name"),
+                format!("residency policy `{}` is defined twice", p.name),
+            );
+        }
+    }
+    Residency {
+        geo: Arc::new(geo),
+        policies,
+    }
+}
+
+fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
+    let Some(g) = g else { return Geo::default() };
+    let names: BTreeSet<&str> = g
+        .jurisdictions
+        .iter()
+        .chain(g.countries.values())
+        .chain(g.regions.values())
+        .map(String::as_str)
+        .collect();
+    for (i, j) in g.jurisdictions.iter().enumerate() {
+        if j.is_empty() {
+            cx.err(&p.item("jurisdictions", i), "a jurisdiction needs a name");
+        }
+    }
+    if names.len() > 64 {
+        cx.err(
+            &p.field("jurisdictions"),
+            format!("{} jurisdictions; at most 64", names.len()),
+        );
+    }
+    let jurisdictions: Vec<Arc<str>> = names.iter().take(64).map(|n| Arc::from(*n)).collect();
+    let index = |name: &str| {
+        jurisdictions
+            .iter()
+            .position(|j| j.as_ref() == name)
+            .map(|i| i as u8)
+    };
+    let mut countries = HashMap::new();
+    for (code, j) in &g.countries {
+        let cp = p.entry("countries", code);
+        let bytes = code.as_bytes();
+        if bytes.len() != 2 || !bytes.iter().all(u8::is_ascii_alphabetic) {
+            cx.err(
+                &cp,
+                format!("`{code}` is not a two-letter ISO 3166 country code"),
+            );
+            continue;
+        }
+        if let Some(i) = index(j) {
+            countries.insert(
+                [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase()],
+                i,
+            );
+        }
+    }
+    let mut regions = HashMap::new();
+    for (region, j) in &g.regions {
+        if region.is_empty() {
+            cx.err(&p.entry("regions", region), "a region needs a name");
+            continue;
+        }
+        if let Some(i) = index(j) {
+            regions.insert(Arc::from(region.as_str()), i);
+        }
+    }
+    let country_header = g
+        .country_header
+        .as_ref()
+        .and_then(|h| trusted_header(cx, h, &p.field("country_header")));
+    Geo {
+        jurisdictions,
+        countries,
+        regions,
+        country_header,
+    }
+}
+
+/// A trusted header; it needs a valid name and at least one trusted peer.
+fn trusted_header(
+    cx: &mut Ctx,
+    h: &proto::TrustedHeader,
+    p: &FieldPath<'_>,
+) -> Option<TrustedHeader> {
+    let name = match http::HeaderName::from_bytes(h.header.as_bytes()) {
+        Ok(n) => n,
+        Err(_) => {
+            cx.err(
+                &p.field("header"),
+                format!("`{}` is not a valid header name", h.header),
+            );
+            return None;
+        }
+    };
+    if h.trusted_from.is_empty() {
+        cx.err(
+            &p.field("trusted_from"),
+            "name the peers allowed to set this header (CIDRs); from anyone else it is removed",
+        );
+    }
+    let mut trusted_from = Vec::with_capacity(h.trusted_from.len());
+    for (i, c) in h.trusted_from.iter().enumerate() {
+        match Cidr::parse(c) {
+            Ok(c) => trusted_from.push(c),
+            Err(e) => cx.err(&p.item("trusted_from", i), e.to_string()),
+        }
+    }
+    Some(TrustedHeader { name, trusted_from })
+}
+
+fn compile_policy(
+    cx: &mut Ctx,
+    r: &proto::ResidencyPolicy,
+    geo: &Geo,
+    p: &FieldPath<'_>,
+) -> Option<ResidencyPolicy> {
+    use proto::residency_policy::Unclassified as U;
+    if r.name.is_empty() {
+        cx.err(&p.field("name"), "a residency policy needs a name");
+        return None;
+    }
+    let class_header = r
+        .data_class_header
+        .as_ref()
+        .and_then(|h| trusted_header(cx, h, &p.field("data_class_header")));
+    let subject_header = r
+        .subject_header
+        .as_ref()
+        .and_then(|h| trusted_header(cx, h, &p.field("subject_header")));
+    if r.subject_from_geo && geo.countries.is_empty() {
+        cx.err(
+            &p.field("subject_from_geo"),
+            "needs geo.countries to map the client's country to a jurisdiction",
+        );
+    }
+    if r.rules.is_empty() {
+        cx.err(&p.field("rules"), "a policy needs at least one rule");
+    }
+    let mut classes: Vec<Arc<str>> = Vec::new();
+    let mut rules = Vec::with_capacity(r.rules.len());
+    for (i, rule) in r.rules.iter().enumerate() {
+        let rp = p.item("rules", i);
+        if rule.data_classes.is_empty() {
+            cx.err(
+                &rp.field("data_classes"),
+                "name the data classes this rule covers",
+            );
+        }
+        let mut class_bits = 0u64;
+        for c in &rule.data_classes {
+            let idx = match classes.iter().position(|x| x.as_ref() == c.as_str()) {
+                Some(i) => i,
+                None => {
+                    classes.push(c.as_str().into());
+                    classes.len() - 1
+                }
+            };
+            if idx < 64 {
+                class_bits |= 1 << idx;
+            }
+        }
+        let set = |cx: &mut Ctx, list: &[String], field: &str| {
+            let mut bits = 0u64;
+            for (k, j) in list.iter().enumerate() {
+                match geo.jurisdiction(j) {
+                    Some(b) => bits |= 1 << b,
+                    None => cx.err(
+                        &rp.item(field, k),
+                        format!(
+                            "unknown jurisdiction `{j}`; known: {} (from geo.jurisdictions, geo.countries and geo.regions)",
+                            if geo.jurisdictions.is_empty() {
+                                "none".to_string()
+                            } else {
+                                geo.jurisdictions.join(", ")
+                            }
+                        ),
+                    ),
+                }
+            }
+            bits
+        };
+        if rule.allowed_jurisdictions.is_empty() {
+            cx.err(
+                &rp.field("allowed_jurisdictions"),
+                "name the endpoint jurisdictions allowed to serve these classes",
+            );
+        }
+        let allowed = set(cx, &rule.allowed_jurisdictions, "allowed_jurisdictions");
+        let subjects = (!rule.subject_jurisdictions.is_empty())
+            .then(|| set(cx, &rule.subject_jurisdictions, "subject_jurisdictions"));
+        rules.push(ResidencyRule {
+            classes: class_bits,
+            subjects,
+            allowed,
+        });
+    }
+    if classes.len() > 64 {
+        cx.err(
+            &p.field("rules"),
+            format!("{} data classes; at most 64", classes.len()),
+        );
+    }
+    let restrict_unclassified = matches!(
+        super::enum_value::<U>(cx, &p.field("unclassified"), r.unclassified),
+        Some(U::Restrict)
+    );
+    Some(ResidencyPolicy {
+        name: r.name.as_str().into(),
+        class_header,
+        subject_header,
+        subject_from_geo: r.subject_from_geo,
+        classes,
+        rules,
+        restrict_unclassified,
+        dry_run: r.dry_run,
+    })
+}
