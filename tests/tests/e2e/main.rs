@@ -12,6 +12,7 @@ mod framing;
 mod framing_h2;
 mod interop;
 mod reload;
+mod residency;
 mod retries;
 mod routing;
 mod shutdown;
