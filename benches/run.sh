@@ -23,6 +23,8 @@
 #   CORRIDOR_BIN=         use this binary and do not build; default: build
 #                         target/release/corridor with cargo
 #   SKIP_BUILD=1          do not run cargo; use target/release/corridor as is
+#   CORRIDOR_RESIDENCY=1  route every Corridor request through a residency
+#                         policy (to measure its overhead; see lib/configs.sh)
 #   BENCH_ALLOCS=1        also build with --features alloc-count (target/alloc)
 #                         and report heap allocations per request
 #   CORRIDOR_ALLOC_BIN=   use this alloc-count binary instead of building it

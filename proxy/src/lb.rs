@@ -65,6 +65,14 @@ struct Usable {
 }
 
 impl Balancer {
+    /// The jurisdiction of endpoint `i`, if it has one.
+    pub(crate) fn jurisdiction_of(&self, i: usize) -> Option<u8> {
+        self.by_jurisdiction
+            .iter()
+            .position(|s| s.contains(i))
+            .map(|j| j as u8)
+    }
+
     /// The endpoints in the jurisdictions of `allowed`.
     pub(crate) fn in_jurisdictions(
         &self,

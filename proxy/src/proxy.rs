@@ -485,9 +485,12 @@ impl ProxyHttp for Corridor {
             }
         }
         if let Some(d) = &ctx.residency {
-            if d.allowed.is_some() && status != 451 {
+            if d.allowed.is_some()
+                && status != 451
+                && tracing::enabled!(target: "corridor::residency", tracing::Level::INFO)
+            {
                 let j = ctx.endpoint_jurisdiction();
-                crate::residency::audit(ctx, d, "allow", j.as_deref());
+                crate::residency::audit(ctx, d, "allow", j);
             }
         }
         if ctx.routing.config.admin.access_log {
@@ -531,7 +534,7 @@ async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalE
         if let Some(d) = &ctx.residency {
             ctx.routing
                 .residency_denied
-                .with_label_values(&[d.policy.name.as_ref(), d.classes.as_str()])
+                .with_label_values(&[d.policy.name.as_ref(), d.classes().as_str()])
                 .inc();
             crate::residency::audit(ctx, d, "deny", None);
         }

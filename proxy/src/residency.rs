@@ -14,21 +14,68 @@ use smallvec::SmallVec;
 
 use crate::routing::ClusterRuntime;
 
-/// What the policy decided for one request.
+/// What the policy decided for one request. The labels for messages and
+/// audit lines are built only when one is written.
 #[derive(Debug, Clone)]
 pub(crate) struct Decision {
     /// The policy.
     pub(crate) policy: Arc<ResidencyPolicy>,
-    /// The data classes, as read (`-` for none).
-    pub(crate) classes: String,
-    /// The subject jurisdictions, as read (`-` for none).
-    pub(crate) subjects: String,
+    /// The geo tables the decision used.
+    geo: Arc<Geo>,
+    /// The data classes read: known ones by index, unknown ones by name.
+    classes: SmallVec<[Class; 2]>,
+    /// The subject jurisdictions read.
+    subjects: SmallVec<[u8; 2]>,
     /// Endpoint jurisdictions allowed; `None`: no restriction.
     pub(crate) allowed: Option<JurisdictionSet>,
     /// The policy took endpoints away from the request's candidates.
     pub(crate) excluded: bool,
-    /// Names of the allowed jurisdictions, for messages.
-    pub(crate) allowed_names: String,
+}
+
+/// A data class as read from a request.
+#[derive(Debug, Clone)]
+enum Class {
+    Known(usize),
+    Unknown(Box<str>),
+}
+
+impl Decision {
+    /// The data classes, comma-separated (`-` for none).
+    pub(crate) fn classes(&self) -> String {
+        let names: SmallVec<[&str; 2]> = self
+            .classes
+            .iter()
+            .map(|c| match c {
+                Class::Known(i) => self.policy.classes[*i].as_ref(),
+                Class::Unknown(n) => n,
+            })
+            .collect();
+        join(&names)
+    }
+
+    /// The subject jurisdictions (`-` for none).
+    pub(crate) fn subjects(&self) -> String {
+        let names: SmallVec<[&str; 2]> = self
+            .subjects
+            .iter()
+            .map(|j| self.geo.jurisdictions[usize::from(*j)].as_ref())
+            .collect();
+        join(&names)
+    }
+
+    /// The allowed jurisdictions (`any` without restriction, `-` for none).
+    pub(crate) fn allowed_names(&self) -> String {
+        self.allowed
+            .map_or_else(|| "any".to_string(), |a| join(&self.geo.names(a)))
+    }
+}
+
+fn join(v: &[&str]) -> String {
+    if v.is_empty() {
+        "-".to_string()
+    } else {
+        v.join(",")
+    }
 }
 
 /// Reads the request's classes and subjects and decides. `peer` is the
@@ -36,25 +83,22 @@ pub(crate) struct Decision {
 /// peers), `country` the client's country from a database, if any.
 pub(crate) fn decide(
     policy: &Arc<ResidencyPolicy>,
-    geo: &Geo,
+    geo: &Arc<Geo>,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
     route_class: Option<&str>,
     country: Option<[u8; 2]>,
 ) -> Decision {
-    let mut classes: SmallVec<[Option<usize>; 2]> = SmallVec::new();
-    let mut class_names: SmallVec<[&str; 2]> = SmallVec::new();
+    let mut classes: SmallVec<[Class; 2]> = SmallVec::new();
+    let read = |name: &str| match policy.class(name) {
+        Some(i) => Class::Known(i),
+        None => Class::Unknown(name.into()),
+    };
     if let Some(h) = policy.class_header.as_ref().filter(|h| h.trusts(peer)) {
-        for v in values(headers, &h.name) {
-            classes.push(policy.class(v));
-            class_names.push(v);
-        }
+        classes.extend(values(headers, &h.name).map(read));
     }
     if classes.is_empty() {
-        if let Some(c) = route_class {
-            classes.push(policy.class(c));
-            class_names.push(c);
-        }
+        classes.extend(route_class.map(read));
     }
     let mut subjects: SmallVec<[u8; 2]> = SmallVec::new();
     let mut unknown_subject = false;
@@ -79,29 +123,25 @@ pub(crate) fn decide(
     }
     subjects.sort_unstable();
     subjects.dedup();
-    let mut allowed = policy.decide(&classes, &subjects);
+    let indices: SmallVec<[Option<usize>; 2]> = classes
+        .iter()
+        .map(|c| match c {
+            Class::Known(i) => Some(*i),
+            Class::Unknown(_) => None,
+        })
+        .collect();
+    let mut allowed = policy.decide(&indices, &subjects);
     // A subject header that names no known place: the strictest reading.
     if unknown_subject {
         allowed = Some(allowed.unwrap_or(u64::MAX) & policy.strictest(None));
     }
-    let join = |v: &[&str]| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(",")
-        }
-    };
-    let subject_names: SmallVec<[&str; 2]> = subjects
-        .iter()
-        .map(|j| geo.jurisdictions[*j as usize].as_ref())
-        .collect();
     Decision {
         policy: Arc::clone(policy),
-        classes: join(&class_names),
-        subjects: join(&subject_names),
+        geo: Arc::clone(geo),
+        classes,
+        subjects,
         allowed,
         excluded: false,
-        allowed_names: allowed.map_or_else(|| "any".to_string(), |a| join(&geo.names(a))),
     }
 }
 
@@ -148,7 +188,10 @@ pub(crate) fn denied(ctx: &crate::proxy::RequestCtx, why: String) -> crate::erro
     let message = match &ctx.residency {
         Some(d) => format!(
             "residency policy `{}` allows data class {} of a subject in {} only on endpoints in {}: {why}",
-            d.policy.name, d.classes, d.subjects, d.allowed_names
+            d.policy.name,
+            d.classes(),
+            d.subjects(),
+            d.allowed_names()
         ),
         None => why,
     };
@@ -164,14 +207,17 @@ pub(crate) fn audit(
     decision: &str,
     endpoint_jurisdiction: Option<&str>,
 ) {
+    if !tracing::enabled!(target: "corridor::residency", tracing::Level::INFO) {
+        return;
+    }
     tracing::info!(
         target: "corridor::residency",
         request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
         route = ctx.route().map_or("", |r| r.name.as_ref()),
         policy = %d.policy.name,
-        data_class = %d.classes,
-        subject_jurisdiction = %d.subjects,
-        allowed = %d.allowed_names,
+        data_class = %d.classes(),
+        subject_jurisdiction = %d.subjects(),
+        allowed = %d.allowed_names(),
         decision,
         endpoint_jurisdiction = endpoint_jurisdiction.unwrap_or("-"),
         dry_run = d.policy.dry_run,

@@ -190,12 +190,12 @@ impl RequestCtx {
     }
 
     /// The jurisdiction of the current try's endpoint, if it has one.
-    pub(crate) fn endpoint_jurisdiction(&self) -> Option<String> {
+    pub(crate) fn endpoint_jurisdiction(&self) -> Option<&str> {
         let i = self.endpoint?;
-        let e = self.cluster.as_ref()?.config.endpoints.get(i)?;
+        let rt = self.cluster.as_ref()?;
         let geo = &self.routing.config.store.settings().residency.geo;
-        geo.of_endpoint(e)
-            .map(|j| geo.jurisdictions[usize::from(j)].to_string())
+        let j = rt.lb.jurisdiction_of(i)?;
+        geo.jurisdictions.get(usize::from(j)).map(|s| s.as_ref())
     }
 
     /// Counts the response as streaming until the request ends.

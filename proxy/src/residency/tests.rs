@@ -135,7 +135,7 @@ proptest! {
                 prop_assert!(
                     j.is_some_and(|j| allowed & (1 << j) != 0),
                     "endpoint {} in {:?} picked; allowed {}",
-                    i, j, d.allowed_names
+                    i, j, d.allowed_names()
                 );
                 tried.insert(i);
             }
@@ -155,7 +155,7 @@ fn the_strictest_reading_wins() {
         for (k, v) in pairs {
             h.append(*k, HeaderValue::from_static(v));
         }
-        decide(p, geo, &h, peer, None, None).allowed_names
+        decide(p, geo, &h, peer, None, None).allowed_names()
     };
     assert_eq!(names(&[("x-class", "public")], peer), "APAC,EU,UK,US");
     assert_eq!(
@@ -185,4 +185,30 @@ fn the_strictest_reading_wins() {
         names(&[("x-class", "pii")], Some("10.9.9.9".parse().unwrap())),
         "any"
     );
+}
+
+/// The per-request cost of a residency decision and the jurisdiction filter
+/// (`cargo test -p corridor-proxy --release --lib -- --ignored --nocapture decision_cost`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn decision_cost() {
+    let eps: Vec<Spec> = (0..100).map(|i| (i % 4, 0, 1, false, false)).collect();
+    let (routing, rt) = runtime(&eps, 0, true, false);
+    let settings = &routing.config.store.settings().residency;
+    let p = settings.policies.values().next().unwrap();
+    let peer = Some("127.0.0.1".parse().unwrap());
+    let mut h = HeaderMap::new();
+    h.append("x-class", HeaderValue::from_static("pii"));
+    h.append("x-subject", HeaderValue::from_static("UK"));
+    let n = 1_000_000;
+    let start = std::time::Instant::now();
+    let mut kept = 0;
+    for _ in 0..n {
+        let d = decide(p, &settings.geo, std::hint::black_box(&h), peer, None, None);
+        let mut c = rt.config.all();
+        c.intersect(&endpoints_in(&rt, d.allowed.unwrap_or(u64::MAX)));
+        kept += c.len();
+    }
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(n);
+    println!("decision + filter at 100 endpoints: {ns:.0} ns ({kept} kept)");
 }
