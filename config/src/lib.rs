@@ -49,7 +49,7 @@ pub use request::{
     PathOptions, Rejection, MAX_CHUNK_EXTENSION,
 };
 pub use residency::{
-    Geo, JurisdictionSet, Residency, ResidencyPolicy, ResidencyRule, TrustedHeader,
+    Geo, JurisdictionSet, Residency, ResidencyPolicy, ResidencyRule, Tenants, TrustedHeader,
 };
 pub use route::{
     normalize_host, percent_decode, HeaderCondition, PathMatch, QueryCondition, RequestView, Route,

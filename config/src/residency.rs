@@ -42,6 +42,8 @@ pub struct Geo {
     pub regions: HashMap<Arc<str>, u8>,
     /// The client's country from a trusted header.
     pub country_header: Option<TrustedHeader>,
+    /// The client's country from a MaxMind database at this path.
+    pub mmdb_file: Option<Arc<str>>,
 }
 
 impl Geo {
@@ -114,6 +116,17 @@ pub struct ResidencyPolicy {
     pub restrict_unclassified: bool,
     /// Log and count, but do not enforce.
     pub dry_run: bool,
+    /// Tenant header and table.
+    pub tenants: Option<Tenants>,
+}
+
+/// A policy's tenants, named by a trusted header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenants {
+    /// The tenant header.
+    pub header: TrustedHeader,
+    /// Tenant → (class index, home jurisdiction).
+    pub table: HashMap<Arc<str>, (Option<usize>, Option<u8>)>,
 }
 
 impl ResidencyPolicy {

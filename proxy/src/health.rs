@@ -1,5 +1,5 @@
-//! Owns the health thread: the outlier detectors' interval reviews and the
-//! active health checks. One task per (endpoint, check) probes at the
+//! Owns the health thread: the outlier detectors' interval reviews, the
+//! active health checks, and the GeoIP database's reload checks. One task per (endpoint, check) probes at the
 //! check's interval (plus jitter) and flips the endpoint's health after the
 //! unhealthy or healthy threshold; tasks follow the configuration (started,
 //! kept or stopped on every change) and write into the endpoint state the
@@ -29,6 +29,9 @@ use rustls::pki_types::ServerName;
 
 /// How often outlier reviews are considered (each cluster runs at its own interval).
 const TICK: Duration = Duration::from_millis(25);
+
+/// Ticks between checks of the GeoIP database file for a new version (500 ms).
+const GEO_CHECK_TICKS: u64 = 20;
 
 /// The health service.
 pub struct Health {
@@ -85,6 +88,7 @@ impl BackgroundService for Health {
         // The routing last reconciled: weak, so that it is not kept alive,
         // yet its allocation is, and a newer routing cannot take its address.
         let mut seen: Weak<Routing> = Weak::new();
+        let mut ticks = 0u64;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -93,6 +97,18 @@ impl BackgroundService for Health {
                 _ = tick.tick() => {}
             }
             let routing = self.shared.routing();
+            ticks += 1;
+            if ticks.is_multiple_of(GEO_CHECK_TICKS) {
+                if let Some(db) = &routing.geo_db {
+                    match db.check() {
+                        Ok(true) => {
+                            tracing::info!(file = %db.path().display(), "GeoIP database reloaded")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!("{e}; the previous GeoIP database keeps serving"),
+                    }
+                }
+            }
             if !std::ptr::eq(seen.as_ptr(), Arc::as_ptr(&routing)) {
                 seen = Arc::downgrade(&routing);
                 reviewed = routing

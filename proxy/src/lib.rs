@@ -11,6 +11,7 @@ mod alloc;
 mod control_plane;
 mod demo;
 mod errors;
+mod geo;
 mod health;
 mod lb;
 mod lifecycle;

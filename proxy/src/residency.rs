@@ -1,6 +1,7 @@
 //! Owns the per-request residency decision (D5): reads the data classes and
 //! subject jurisdictions a request carries (trusted headers only from
-//! trusted peers, the route's default class, the client's country), asks the
+//! trusted peers, a tenant's class and home, the route's default class, the
+//! client's country), asks the
 //! route's policy which endpoint jurisdictions may serve it, and narrows the
 //! request's candidates before any pick. Nothing after this (retries,
 //! priority failover, panic mode, hash rings) sees an endpoint outside it.
@@ -97,11 +98,28 @@ pub(crate) fn decide(
     if let Some(h) = policy.class_header.as_ref().filter(|h| h.trusts(peer)) {
         classes.extend(values(headers, &h.name).map(read));
     }
+    let mut subjects: SmallVec<[u8; 2]> = SmallVec::new();
+    let mut unknown_subject = false;
+    // A tenant adds its class and its home jurisdiction; an unknown tenant
+    // from a trusted peer is the strictest reading.
+    if let Some(t) = policy.tenants.as_ref().filter(|t| t.header.trusts(peer)) {
+        for v in values(headers, &t.header.name) {
+            match t.table.get(v) {
+                Some((class, home)) => {
+                    if let Some(c) = class {
+                        classes.push(Class::Known(*c));
+                    }
+                    subjects.extend(*home);
+                }
+                None => {
+                    classes.push(Class::Unknown(format!("tenant:{v}").into()));
+                }
+            }
+        }
+    }
     if classes.is_empty() {
         classes.extend(route_class.map(read));
     }
-    let mut subjects: SmallVec<[u8; 2]> = SmallVec::new();
-    let mut unknown_subject = false;
     if let Some(h) = policy.subject_header.as_ref().filter(|h| h.trusts(peer)) {
         for v in values(headers, &h.name) {
             match geo.jurisdiction(v).or_else(|| geo.country(v.as_bytes())) {
@@ -172,10 +190,12 @@ pub(crate) fn untrusted_headers(
             .filter(|h| !h.trusts(peer))
             .map(|h| h.name.clone())
     };
+    let tenant = policy.tenants.as_ref().map(|t| t.header.clone());
     [
         untrusted(&policy.class_header),
         untrusted(&policy.subject_header),
         untrusted(&geo.country_header),
+        untrusted(&tenant),
     ]
     .into_iter()
     .flatten()

@@ -42,6 +42,9 @@ pub(crate) struct Routing {
     locality: Locality,
     /// The geo tables the balancers were built with.
     geo: Arc<Geo>,
+    /// The client-country database (`geo.mmdb_file`), kept across changes
+    /// that keep its path.
+    pub(crate) geo_db: Option<Arc<crate::geo::GeoSource>>,
     /// What installing this routing changes in state it shares with the
     /// previous one (done by [`Routing::activate`], once it serves).
     settle: parking_lot::Mutex<Vec<Settle>>,
@@ -191,6 +194,19 @@ impl Routing {
             },
             _ => full(&config, prev, rebuild_all, &mut build),
         };
+        let geo_db = match geo.mmdb_file.as_deref() {
+            None => None,
+            Some(path) => match prev.and_then(|p| p.geo_db.as_ref()) {
+                Some(old) if old.path() == std::path::Path::new(path) => Some(Arc::clone(old)),
+                _ => match crate::geo::GeoSource::open(path) {
+                    Ok(g) => Some(Arc::new(g)),
+                    Err(e) => {
+                        errors.push(ConfigError::new("geo.mmdb_file", e));
+                        None
+                    }
+                },
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -234,6 +250,7 @@ impl Routing {
             ca_fingerprint,
             locality,
             geo,
+            geo_db,
             settle: parking_lot::Mutex::new(settle),
             no_route: metrics.route_stats("", ""),
             active_requests: metrics.active_requests.clone(),

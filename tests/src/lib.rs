@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod control_plane;
+pub mod geo;
 pub mod grpc;
 pub mod h2raw;
 pub mod pki;

@@ -96,11 +96,16 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
         .country_header
         .as_ref()
         .and_then(|h| trusted_header(cx, h, &p.field("country_header")));
+    let mmdb_file = (!g.mmdb_file.is_empty()).then(|| {
+        super::require_file(cx, &p.field("mmdb_file"), &g.mmdb_file);
+        Arc::from(g.mmdb_file.as_str())
+    });
     Geo {
         jurisdictions,
         countries,
         regions,
         country_header,
+        mmdb_file,
     }
 }
 
@@ -228,6 +233,50 @@ fn compile_policy(
             format!("{} data classes; at most 64", classes.len()),
         );
     }
+    let tenants = r.tenants.as_ref().and_then(|t| {
+        let tp = p.field("tenants");
+        let Some(th) = t.header.as_ref() else {
+            cx.err(
+                &tp.field("header"),
+                "name the tenant header and who may set it",
+            );
+            return None;
+        };
+        let header = trusted_header(cx, th, &tp.field("header"))?;
+        let mut table = HashMap::new();
+        for (name, tenant) in &t.tenants {
+            let ep = tp.entry("tenants", name);
+            let class = if tenant.data_class.is_empty() {
+                None
+            } else {
+                let found = classes.iter().position(|c| c.as_ref() == tenant.data_class);
+                if found.is_none() {
+                    cx.err(
+                        &ep.field("data_class"),
+                        format!(
+                            "data class `{}` is not one this policy's rules name",
+                            tenant.data_class
+                        ),
+                    );
+                }
+                found
+            };
+            let home = if tenant.jurisdiction.is_empty() {
+                None
+            } else {
+                let j = geo.jurisdiction(&tenant.jurisdiction);
+                if j.is_none() {
+                    cx.err(
+                        &ep.field("jurisdiction"),
+                        format!("unknown jurisdiction `{}`", tenant.jurisdiction),
+                    );
+                }
+                j
+            };
+            table.insert(Arc::from(name.as_str()), (class, home));
+        }
+        Some(crate::residency::Tenants { header, table })
+    });
     let restrict_unclassified = matches!(
         super::enum_value::<U>(cx, &p.field("unclassified"), r.unclassified),
         Some(U::Restrict)
@@ -241,5 +290,6 @@ fn compile_policy(
         rules,
         restrict_unclassified,
         dry_run: r.dry_run,
+        tenants,
     })
 }

@@ -98,13 +98,18 @@ pub(super) fn select_route(
         let settings = &routing.config.store.settings().residency;
         if let Some(policy) = settings.policies.get(&res.policy) {
             let geo = &settings.geo;
+            // The database lookup only where the policy asks for the country.
+            let country = match (&routing.geo_db, ctx.client) {
+                (Some(db), Some(ip)) if policy.subject_from_geo => db.country(ip),
+                _ => None,
+            };
             let mut d = residency::decide(
                 policy,
                 geo,
                 &req.headers,
                 ctx.peer,
                 res.class.as_deref(),
-                None,
+                country,
             );
             ctx.strip = residency::untrusted_headers(policy, geo, ctx.peer);
             if let Some(allowed) = d.allowed {

@@ -58,7 +58,9 @@ fn runtime(
          geo: {{ jurisdictions: [EU, US, UK, APAC], countries: {{ DE: EU }}, regions: {{ eu-r: EU, us-r: US, uk-r: UK, ap-r: APAC }} }}\n\
          residency_policies: [{{ name: p, unclassified: {}, \
            data_class_header: {{ header: x-class, trusted_from: [127.0.0.1] }}, \
-           subject_header: {{ header: x-subject, trusted_from: [127.0.0.1] }}, rules: [\
+           subject_header: {{ header: x-subject, trusted_from: [127.0.0.1] }}, \
+           tenants: {{ header: {{ header: x-tenant, trusted_from: [127.0.0.1] }}, \
+             tenants: {{ acme: {{ data_class: pii, jurisdiction: UK }}, globex: {{ data_class: public }} }} }}, rules: [\
              {{ data_classes: [pii], allowed_jurisdictions: [EU] }}, \
              {{ data_classes: [pii], subject_jurisdictions: [UK], allowed_jurisdictions: [UK, EU] }}, \
              {{ data_classes: [health], allowed_jurisdictions: [US] }}, \
@@ -178,6 +180,19 @@ fn the_strictest_reading_wins() {
     assert_eq!(
         names(&[("x-class", "public"), ("x-subject", "ZZ")], peer),
         "-"
+    );
+    // A tenant brings its class and home jurisdiction; it adds to the
+    // request's own class; an unknown tenant is the strictest reading.
+    assert_eq!(names(&[("x-tenant", "acme")], peer), "EU,UK");
+    assert_eq!(
+        names(&[("x-tenant", "acme"), ("x-class", "public")], peer),
+        "EU,UK"
+    );
+    assert_eq!(names(&[("x-tenant", "globex")], peer), "APAC,EU,UK,US");
+    assert_eq!(names(&[("x-tenant", "initech")], peer), "-");
+    assert_eq!(
+        names(&[("x-tenant", "acme")], Some("10.9.9.9".parse().unwrap())),
+        "any"
     );
     // Unclassified with `allow`: no restriction; untrusted headers are ignored.
     assert_eq!(names(&[], peer), "any");

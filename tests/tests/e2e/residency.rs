@@ -253,3 +253,79 @@ async fn untrusted_clients_cannot_change_the_decision_and_conflicts_are_strict()
     let (status, from, _) = get(&c, PUBLIC).await;
     assert_eq!((status, from.as_str()), (200, "us2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_country_comes_from_a_geoip_database_reloaded_live() {
+    let eu = upstream("eu", UpstreamProtocol::Http1).await;
+    let us = upstream("us", UpstreamProtocol::Http1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("country.mmdb");
+    corridor_tests::geo::write_country_db(&db, &[("127.0.0.0/8", "DE")]).unwrap();
+    let yaml = format!(
+        r#"{HEAD}geo:
+  countries: {{ DE: EU, US: US }}
+  regions: {{ europe-west1: EU, us-east1: US }}
+  mmdb_file: "{db}"
+residency_policies:
+  - name: by-subject
+    subject_from_geo: true
+    rules:
+      - {{ data_classes: [pii], subject_jurisdictions: [EU], allowed_jurisdictions: [EU] }}
+      - {{ data_classes: [pii], subject_jurisdictions: [US], allowed_jurisdictions: [US] }}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ residency_policy: by-subject, data_class: pii, route: {{ cluster: c }} }}
+clusters:
+  - name: c
+    endpoints:
+      - {{ address: "{eu}", locality: {{ region: europe-west1 }} }}
+      - {{ address: "{us}", locality: {{ region: us-east1 }} }}
+"#,
+        db = db.display(),
+        eu = eu.addr(),
+        us = us.addr(),
+    );
+    let proxy = Corridor::start_with_dir(&yaml, dir).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    for _ in 0..6 {
+        let (status, from, _) = get(&c, &[]).await;
+        assert_eq!((status, from.as_str()), (200, "eu"), "a client in DE");
+    }
+    // The database now places the client in the US: swapped without restart.
+    let next = db.with_extension("next");
+    corridor_tests::geo::write_country_db(&next, &[("127.0.0.0/8", "US")]).unwrap();
+    std::fs::rename(&next, &db).unwrap();
+    let start = Instant::now();
+    loop {
+        let (status, from, _) = get(&c, &[]).await;
+        assert_eq!(status, 200);
+        if from == "us" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the reloaded database places the client in the US"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..6 {
+        let (status, from, _) = get(&c, &[]).await;
+        assert_eq!((status, from.as_str()), (200, "us"));
+    }
+    // A corrupt file keeps the last good database serving.
+    std::fs::write(&db, b"not a database").unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, from, _) = get(&c, &[]).await;
+    assert_eq!((status, from.as_str()), (200, "us"));
+    assert!(
+        proxy
+            .wait_for_log(
+                "previous GeoIP database keeps serving",
+                Duration::from_secs(5)
+            )
+            .await
+    );
+}
