@@ -216,7 +216,7 @@ impl ProxyHttp for Corridor {
             hash: ctx.hash,
         };
         let Some(idx) = lb::pick(&rt, &req) else {
-            if ctx.residency.as_ref().is_some_and(|d| d.excluded) {
+            if ctx.residency.as_ref().is_some_and(|d| d.stopped(&rt)) {
                 let err = crate::residency::denied(
                     ctx,
                     "every allowed endpoint is ejected or failing health checks".to_string(),
@@ -485,8 +485,12 @@ impl ProxyHttp for Corridor {
             }
         }
         if let Some(d) = &ctx.residency {
+            let denied = ctx
+                .local_error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::ResidencyDenied);
             if d.allowed.is_some()
-                && status != 451
+                && !denied
                 && tracing::enabled!(target: "corridor::residency", tracing::Level::INFO)
             {
                 let j = ctx.endpoint_jurisdiction();
@@ -517,24 +521,26 @@ impl ProxyHttp for Corridor {
 /// A failure of the only endpoints a residency policy allowed is a residency
 /// denial (451): the client learns that residency stopped the request.
 async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalError) -> u16 {
-    let err = match (&ctx.residency, err.kind) {
-        (
-            Some(d),
-            ErrorKind::ConnectFailed
-            | ErrorKind::Timeout
-            | ErrorKind::UpstreamReset
-            | ErrorKind::NoEndpoint,
-        ) if d.excluded && !d.policy.dry_run => crate::residency::denied(
-            ctx,
-            format!("the allowed endpoints could not serve: {}", err.message),
-        ),
+    let stopped = match (&ctx.residency, &ctx.cluster) {
+        (Some(d), Some(rt)) => d.stopped(rt),
+        _ => false,
+    };
+    // Only failures of the allowed endpoints themselves (not a deadline
+    // passing while waiting) become residency denials.
+    let err = match err.kind {
+        ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::NoEndpoint if stopped => {
+            crate::residency::denied(
+                ctx,
+                format!("the allowed endpoints could not serve: {}", err.message),
+            )
+        }
         _ => err,
     };
     if err.kind == ErrorKind::ResidencyDenied {
         if let Some(d) = &ctx.residency {
             ctx.routing
                 .residency_denied
-                .with_label_values(&[d.policy.name.as_ref(), d.classes().as_str()])
+                .with_label_values(&[d.policy.name.as_ref(), d.class_label().as_str()])
                 .inc();
             crate::residency::audit(ctx, d, "deny", None);
         }

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use corridor_config::{EndpointSet, Geo, JurisdictionSet, ResidencyPolicy, TrustedHeader};
+use corridor_config::{EndpointSet, Geo, JurisdictionSet, ResidencyPolicy};
 use http::{HeaderMap, HeaderName};
 use smallvec::SmallVec;
 
@@ -29,8 +29,8 @@ pub(crate) struct Decision {
     subjects: SmallVec<[u8; 2]>,
     /// Endpoint jurisdictions allowed; `None`: no restriction.
     pub(crate) allowed: Option<JurisdictionSet>,
-    /// The policy took endpoints away from the request's candidates.
-    pub(crate) excluded: bool,
+    /// The candidates the policy took away from the request.
+    pub(crate) excluded: EndpointSet,
 }
 
 /// A data class as read from a request.
@@ -41,6 +41,32 @@ enum Class {
 }
 
 impl Decision {
+    /// Whether the policy stopped this request: it is enforced and took away
+    /// endpoints of `rt` that could serve now (usable ones). Only then is a
+    /// failure of the allowed endpoints a residency denial rather than an
+    /// outage.
+    pub(crate) fn stopped(&self, rt: &ClusterRuntime) -> bool {
+        !self.policy.dry_run
+            && self
+                .excluded
+                .iter()
+                .any(|i| rt.states.get(i).is_some_and(|s| s.usable()))
+    }
+
+    /// The data classes for a metric label: known names only (`unknown`
+    /// for any other value), so that clients cannot grow the series.
+    pub(crate) fn class_label(&self) -> String {
+        let names: SmallVec<[&str; 2]> = self
+            .classes
+            .iter()
+            .map(|c| match c {
+                Class::Known(i) => self.policy.classes[*i].as_ref(),
+                Class::Unknown(_) => "unknown",
+            })
+            .collect();
+        join(&names)
+    }
+
     /// The data classes, comma-separated (`-` for none).
     pub(crate) fn classes(&self) -> String {
         let names: SmallVec<[&str; 2]> = self
@@ -129,13 +155,17 @@ pub(crate) fn decide(
         }
     }
     if policy.subject_from_geo {
-        let from_header = geo
-            .country_header
-            .as_ref()
-            .filter(|h| h.trusts(peer))
-            .and_then(|h| values(headers, &h.name).next())
-            .and_then(|v| geo.country(v.as_bytes()));
-        if let Some(j) = from_header.or_else(|| country.and_then(|c| geo.country(&c))) {
+        // Every country the header gives and the database's: all count (a
+        // known subject can only widen what is allowed, so none may win alone).
+        if let Some(h) = geo.country_header.as_ref().filter(|h| h.trusts(peer)) {
+            for v in values(headers, &h.name) {
+                match geo.country(v.as_bytes()) {
+                    Some(j) => subjects.push(j),
+                    None => unknown_subject = true,
+                }
+            }
+        }
+        if let Some(j) = country.and_then(|c| geo.country(&c)) {
             subjects.push(j);
         }
     }
@@ -159,7 +189,7 @@ pub(crate) fn decide(
         classes,
         subjects,
         allowed,
-        excluded: false,
+        excluded: EndpointSet::default(),
     }
 }
 
@@ -178,28 +208,19 @@ pub(crate) fn endpoints_in(rt: &ClusterRuntime, allowed: JurisdictionSet) -> End
     rt.lb.in_jurisdictions(allowed, rt.states.len())
 }
 
-/// The trusted headers of a policy (and the geo country header) that `peer`
-/// may not set: they are removed before the request is forwarded.
+/// Every trusted header of the configuration (of each policy, and the geo
+/// country header) that `peer` may not set: they are removed from its
+/// requests on every route before forwarding.
 pub(crate) fn untrusted_headers(
-    policy: &ResidencyPolicy,
-    geo: &Geo,
+    settings: &corridor_config::Residency,
     peer: Option<IpAddr>,
 ) -> SmallVec<[HeaderName; 2]> {
-    let untrusted = |h: &Option<TrustedHeader>| {
-        h.as_ref()
-            .filter(|h| !h.trusts(peer))
-            .map(|h| h.name.clone())
-    };
-    let tenant = policy.tenants.as_ref().map(|t| t.header.clone());
-    [
-        untrusted(&policy.class_header),
-        untrusted(&policy.subject_header),
-        untrusted(&geo.country_header),
-        untrusted(&tenant),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    settings
+        .trusted_headers
+        .iter()
+        .filter(|h| !h.trusts(peer))
+        .map(|h| h.name.clone())
+        .collect()
 }
 
 /// The local error for a request the policy stops: 451, naming the policy,

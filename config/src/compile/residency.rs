@@ -31,9 +31,26 @@ pub(crate) fn compile_residency(cx: &mut Ctx, b: &proto::Bootstrap) -> Residency
             );
         }
     }
+    let mut trusted_headers: Vec<TrustedHeader> = Vec::new();
+    let policy_headers = policies.values().flat_map(|p| {
+        [
+            p.class_header.as_ref(),
+            p.subject_header.as_ref(),
+            p.tenants.as_ref().map(|t| &t.header),
+        ]
+    });
+    for h in policy_headers
+        .chain([geo.country_header.as_ref()])
+        .flatten()
+    {
+        if !trusted_headers.contains(h) {
+            trusted_headers.push(h.clone());
+        }
+    }
     Residency {
         geo: Arc::new(geo),
         policies,
+        trusted_headers,
     }
 }
 
@@ -50,6 +67,27 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
         if j.is_empty() {
             cx.err(&p.item("jurisdictions", i), "a jurisdiction needs a name");
         }
+    }
+    // With an explicit list, the tables may only name its jurisdictions (a
+    // typo must not create one that no endpoint belongs to).
+    let listed = |cx: &mut Ctx, path: FieldPath<'_>, j: &str| {
+        if j.is_empty() {
+            cx.err(&path, "a jurisdiction needs a name");
+        } else if !g.jurisdictions.is_empty() && !g.jurisdictions.iter().any(|x| x == j) {
+            cx.err(
+                &path,
+                format!(
+                    "jurisdiction `{j}` is not in geo.jurisdictions ({})",
+                    g.jurisdictions.join(", ")
+                ),
+            );
+        }
+    };
+    for (code, j) in &g.countries {
+        listed(cx, p.entry("countries", code), j);
+    }
+    for (region, j) in &g.regions {
+        listed(cx, p.entry("regions", region), j);
     }
     if names.len() > 64 {
         cx.err(
@@ -76,10 +114,13 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
             continue;
         }
         if let Some(i) = index(j) {
-            countries.insert(
-                [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase()],
-                i,
-            );
+            let key = [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase()];
+            if countries.insert(key, i).is_some() {
+                cx.err(
+                    &cp,
+                    format!("country `{code}` is listed twice (codes ignore case)"),
+                );
+            }
         }
     }
     let mut regions = HashMap::new();
@@ -164,6 +205,11 @@ fn compile_policy(
         cx.err(
             &p.field("subject_from_geo"),
             "needs geo.countries to map the client's country to a jurisdiction",
+        );
+    } else if r.subject_from_geo && geo.country_header.is_none() && geo.mmdb_file.is_none() {
+        cx.err(
+            &p.field("subject_from_geo"),
+            "needs a source of the client's country: geo.country_header or geo.mmdb_file",
         );
     }
     if r.rules.is_empty() {

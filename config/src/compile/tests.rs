@@ -468,9 +468,10 @@ fn bad_balancing_settings_name_their_field() {
 fn bad_policies_are_rejected_with_their_field() {
     let text = r#"
 listeners: [{ name: l, address: "127.0.0.1:1", route_table: t }]
-geo: { jurisdictions: [EU, US], countries: { DE: EU, Germany: EU } }
+geo: { jurisdictions: [EU, US], countries: { DE: EU, de: EU, Germany: EU }, regions: { europe-west1: EUR } }
 residency_policies:
   - name: p
+    subject_from_geo: true
     data_class_header: { header: x-data-class }
     rules: [{ data_classes: [pii], allowed_jurisdictions: [EU, MARS] }]
 route_tables:
@@ -487,6 +488,9 @@ clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
     for want in [
         "geo.countries[\"Germany\"]: `Germany` is not a two-letter ISO 3166 country code",
         "residency_policies[0].data_class_header.trusted_from: name the peers allowed",
+        "geo.regions[\"europe-west1\"]: jurisdiction `EUR` is not in geo.jurisdictions (EU, US)",
+        "is listed twice (codes ignore case)",
+        "residency_policies[0].subject_from_geo: needs a source of the client's country",
         "residency_policies[0].rules[0].allowed_jurisdictions[1]: unknown jurisdiction `MARS`",
         "route_tables[0].virtual_hosts[0].residency_policy: unknown residency policy `nope`",
         "route_tables[0].virtual_hosts[0].routes[1].data_class: data class `health` is not one that policy `p` defines",

@@ -93,48 +93,62 @@ pub(super) fn select_route(
         LocalError::new(ErrorKind::NoEndpoint, why)
     })?;
     let mut candidates = candidates;
+    let routing = Arc::clone(&ctx.routing);
+    let settings = &routing.config.store.settings().residency;
+    // Trusted headers (of every policy and the geo country header) are
+    // removed from untrusted peers' requests on every route.
+    ctx.strip = residency::untrusted_headers(settings, ctx.peer);
     if let Some(res) = &r.residency {
-        let routing = Arc::clone(&ctx.routing);
-        let settings = &routing.config.store.settings().residency;
-        if let Some(policy) = settings.policies.get(&res.policy) {
-            let geo = &settings.geo;
-            // The database lookup only where the policy asks for the country.
-            let country = match (&routing.geo_db, ctx.client) {
-                (Some(db), Some(ip)) if policy.subject_from_geo => db.country(ip),
-                _ => None,
-            };
-            let mut d = residency::decide(
-                policy,
-                geo,
-                &req.headers,
-                ctx.peer,
-                res.class.as_deref(),
-                country,
-            );
-            ctx.strip = residency::untrusted_headers(policy, geo, ctx.peer);
-            if let Some(allowed) = d.allowed {
-                let mut narrowed = candidates.clone();
-                narrowed.intersect(&residency::endpoints_in(&rt, allowed));
-                d.excluded = narrowed != candidates;
-                if policy.dry_run {
-                    if narrowed.is_empty() {
-                        residency::audit(ctx, &d, "would_deny", None);
-                    }
-                } else {
-                    candidates = narrowed;
+        // A policy that does not resolve (it never should: references are
+        // validated) fails closed: nothing is forwarded.
+        let Some(policy) = settings.policies.get(&res.policy) else {
+            ctx.target = target_index;
+            return Err(LocalError::new(
+                ErrorKind::ResidencyDenied,
+                format!(
+                    "residency policy `{}` of this route is not defined",
+                    res.policy
+                ),
+            ));
+        };
+        let geo = &settings.geo;
+        // The database lookup only where the policy asks for the country.
+        let country = match (&routing.geo_db, ctx.client) {
+            (Some(db), Some(ip)) if policy.subject_from_geo => db.country(ip),
+            _ => None,
+        };
+        let mut d = residency::decide(
+            policy,
+            geo,
+            &req.headers,
+            ctx.peer,
+            res.class.as_deref(),
+            country,
+        );
+        if let Some(allowed) = d.allowed {
+            let mut narrowed = candidates.clone();
+            narrowed.intersect(&residency::endpoints_in(&rt, allowed));
+            let mut excluded = candidates.clone();
+            excluded.subtract(&narrowed);
+            d.excluded = excluded;
+            if policy.dry_run {
+                if narrowed.is_empty() {
+                    residency::audit(ctx, &d, "would_deny", None);
                 }
+            } else {
+                candidates = narrowed;
             }
-            ctx.residency = Some(d);
-            if candidates.is_empty() {
-                ctx.target = target_index;
-                return Err(residency::denied(
-                    ctx,
-                    format!(
-                        "no endpoint of cluster `{}` is in an allowed jurisdiction",
-                        cluster.name
-                    ),
-                ));
-            }
+        }
+        ctx.residency = Some(d);
+        if candidates.is_empty() {
+            ctx.target = target_index;
+            return Err(residency::denied(
+                ctx,
+                format!(
+                    "no endpoint of cluster `{}` is in an allowed jurisdiction",
+                    cluster.name
+                ),
+            ));
         }
     }
     if cluster.balancing.lb.policy.is_hash() {
