@@ -75,7 +75,7 @@ pub(super) fn select_route(
     // Set before subset selection, so a failure is counted and logged under this target.
     ctx.target = target_index;
     let target = &f.targets[target_index];
-    let Some(rt) = ctx.routing.clusters.get(&target.cluster).cloned() else {
+    let Some(mut rt) = ctx.routing.clusters.get(&target.cluster).cloned() else {
         return Err(LocalError::new(
             ErrorKind::NoEndpoint,
             format!("cluster `{}` is not defined (yet)", target.cluster),
@@ -128,6 +128,29 @@ pub(super) fn select_route(
         if let Some(allowed) = d.allowed {
             let mut narrowed = candidates.clone();
             narrowed.intersect(&residency::endpoints_in(&rt, allowed));
+            // The weighted target has nothing allowed: another target of the
+            // route may (a split across clusters in several jurisdictions).
+            if narrowed.is_empty() && !policy.dry_run {
+                let others = (1..f.targets.len()).map(|k| (target_index + k) % f.targets.len());
+                for j in others {
+                    let t = &f.targets[j];
+                    let Some(other) = routing.clusters.get(&t.cluster) else {
+                        continue;
+                    };
+                    let Ok(c) = t.candidates(&other.config, &view) else {
+                        continue;
+                    };
+                    let mut n = c.clone();
+                    n.intersect(&residency::endpoints_in(other, allowed));
+                    if !n.is_empty() {
+                        ctx.target = j;
+                        rt = Arc::clone(other);
+                        candidates = c;
+                        narrowed = n;
+                        break;
+                    }
+                }
+            }
             let mut excluded = candidates.clone();
             excluded.subtract(&narrowed);
             d.excluded = excluded;
@@ -141,16 +164,16 @@ pub(super) fn select_route(
         }
         ctx.residency = Some(d);
         if candidates.is_empty() {
-            ctx.target = target_index;
             return Err(residency::denied(
                 ctx,
                 format!(
                     "no endpoint of cluster `{}` is in an allowed jurisdiction",
-                    cluster.name
+                    rt.config.name
                 ),
             ));
         }
     }
+    let cluster = &rt.config;
     if cluster.balancing.lb.policy.is_hash() {
         ctx.hash = request_hash(&cluster.balancing.lb.hash_key, req, ctx.client);
     }

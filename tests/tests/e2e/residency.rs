@@ -329,3 +329,55 @@ clusters:
             .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_split_serves_restricted_data_from_the_allowed_target() {
+    let eu = upstream("eu", UpstreamProtocol::Http1).await;
+    let us = upstream("us", UpstreamProtocol::Http1).await;
+    let yaml = format!(
+        r#"{HEAD}geo:
+  jurisdictions: [EU, US]
+  regions: {{ europe-west1: EU }}
+residency_policies:
+  - name: eu-pii
+    data_class_header: {{ header: x-data-class, trusted_from: ["127.0.0.1/32"] }}
+    rules:
+      - {{ data_classes: [pii], allowed_jurisdictions: [EU] }}
+      - {{ data_classes: [public], allowed_jurisdictions: [EU, US] }}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        residency_policy: eu-pii
+        routes:
+          - route: {{ weighted_clusters: {{ clusters: [{{ name: eu, weight: 10 }}, {{ name: us, weight: 90 }}] }} }}
+clusters:
+  - {{ name: eu, endpoints: [{{ address: "{eu}", locality: {{ region: europe-west1 }} }}] }}
+  - {{ name: us, endpoints: [{{ address: "{us}", labels: {{ jurisdiction: US }} }}] }}
+"#,
+        eu = eu.addr(),
+        us = us.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    for _ in 0..30 {
+        let (status, from, _) = get(&c, &[("x-data-class", "pii")]).await;
+        assert_eq!(
+            (status, from.as_str()),
+            (200, "eu"),
+            "PII takes the allowed target"
+        );
+    }
+    assert_eq!(us.requests(), 0);
+    // Other data keeps the weights.
+    let mut to_us = 0;
+    for _ in 0..60 {
+        let (status, from, _) = get(&c, &[("x-data-class", "public")]).await;
+        assert_eq!(status, 200);
+        to_us += usize::from(from == "us");
+    }
+    assert!(
+        to_us > 30,
+        "the 90 % target still gets public traffic: {to_us}/60"
+    );
+}
