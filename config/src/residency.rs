@@ -192,7 +192,8 @@ pub struct Residency {
     pub geo: Arc<Geo>,
     /// Policies by name.
     pub policies: HashMap<Arc<str>, Arc<ResidencyPolicy>>,
-    /// Every trusted header (of each policy and the geo country header),
-    /// removed from untrusted peers' requests on every route.
+    /// Every trusted header (of each policy and the geo country header, and
+    /// each with `_` for `-`), removed from untrusted peers' requests on
+    /// every route.
     pub trusted_headers: Vec<TrustedHeader>,
 }

@@ -43,8 +43,19 @@ pub(crate) fn compile_residency(cx: &mut Ctx, b: &proto::Bootstrap) -> Residency
         .chain([geo.country_header.as_ref()])
         .flatten()
     {
-        if !trusted_headers.contains(h) {
-            trusted_headers.push(h.clone());
+        // `x_data_class` too: CGI-style servers read it as `X-Data-Class`.
+        let alias = h.name.as_str().replace('-', "_");
+        let alias = http::HeaderName::from_bytes(alias.as_bytes())
+            .ok()
+            .filter(|a| *a != h.name)
+            .map(|name| TrustedHeader {
+                name,
+                trusted_from: h.trusted_from.clone(),
+            });
+        for h in std::iter::once(h.clone()).chain(alias) {
+            if !trusted_headers.contains(&h) {
+                trusted_headers.push(h);
+            }
         }
     }
     Residency {
