@@ -151,6 +151,9 @@ impl ProxyHttp for Corridor {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
+        // The previous try no longer uses its upstream connection, also not
+        // while this one backs off.
+        ctx.connection = None;
         let (Some(f), Some(deadline)) = (ctx.forward(), ctx.deadline) else {
             return Err(LocalError::new(
                 ErrorKind::Internal,
@@ -159,11 +162,8 @@ impl ProxyHttp for Corridor {
             .into_pingora());
         };
         let (timeout, idle, per_try) = (f.timeout, f.idle_timeout, f.retry.per_try_timeout);
-        let retry_backoff = f.retry.backoff(ctx.attempts.saturating_sub(1));
-        // The previous try no longer uses its upstream connection, also not
-        // while this one backs off.
-        ctx.connection = None;
         if ctx.attempts > 1 {
+            let retry_backoff = f.retry.backoff(ctx.attempts - 1);
             if Instant::now() + retry_backoff >= deadline {
                 return Err(timeout_error(ctx, timeout));
             }

@@ -93,12 +93,13 @@ pub(super) fn select_route(
         LocalError::new(ErrorKind::NoEndpoint, why)
     })?;
     let mut candidates = candidates;
-    let routing = Arc::clone(&ctx.routing);
-    let settings = &routing.config.store.settings().residency;
     // Trusted headers (of every policy and the geo country header) are
     // removed from untrusted peers' requests on every route.
-    ctx.strip = residency::untrusted_headers(settings, ctx.peer);
+    ctx.strip =
+        residency::untrusted_headers(&ctx.routing.config.store.settings().residency, ctx.peer);
     if let Some(res) = &r.residency {
+        let routing = Arc::clone(&ctx.routing);
+        let settings = &routing.config.store.settings().residency;
         // A policy that does not resolve (it never should: references are
         // validated) fails closed: nothing is forwarded.
         let Some(policy) = settings.policies.get(&res.policy) else {

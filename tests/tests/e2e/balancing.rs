@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use corridor_tests::{Client, Corridor, EchoMsg, Fault, GrpcServer, Upstream, UpstreamProtocol};
 
-use super::{endpoints, exclusive, fetch_get, upstream, HEAD};
+use super::{
+    cluster_state, endpoint_state, endpoints, exclusive, fetch_get, upstream, wait_endpoint_for,
+    HEAD,
+};
 
 /// Starts `n` HTTP/1.1 upstreams named `{prefix}0..`.
 async fn upstreams(prefix: &str, n: usize) -> Vec<Upstream> {
@@ -39,51 +42,6 @@ fn config(list: &[(SocketAddr, String)], route: &str, cluster: &str) -> String {
         sep = if route.is_empty() { "" } else { ", " },
         eps = eps(list),
     )
-}
-
-/// The cluster's entry in `/clusters`.
-async fn cluster_json(proxy: &Corridor, name: &str) -> serde_json::Value {
-    let (status, body) = proxy.admin_get("/clusters").await;
-    assert_eq!(status, 200, "{body}");
-    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
-    all["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Endpoint `addr`'s entry in cluster `c`'s `/clusters` entry.
-async fn endpoint_json(proxy: &Corridor, addr: SocketAddr) -> serde_json::Value {
-    let c = cluster_json(proxy, "c").await;
-    c["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["address"] == addr.to_string())
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Polls `/clusters` until `check` holds for endpoint `addr`; how long it took.
-async fn wait_endpoint(
-    proxy: &Corridor,
-    addr: SocketAddr,
-    what: &str,
-    timeout: Duration,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> (serde_json::Value, Duration) {
-    let start = Instant::now();
-    loop {
-        let e = endpoint_json(proxy, addr).await;
-        if check(&e) {
-            return (e, start.elapsed());
-        }
-        assert!(start.elapsed() < timeout, "{what}: {e}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// GETs `path` `n` times on one connection; the responding upstream of each.
@@ -191,7 +149,7 @@ async fn a_gray_failure_is_ejected_while_its_health_check_passes() {
     let c = Client::h1(proxy.addr).await.unwrap();
     // Health checks pass everywhere first (new endpoints wait for them).
     for u in &ups {
-        wait_endpoint(
+        wait_endpoint_for(
             &proxy,
             u.addr(),
             "first health check",
@@ -210,15 +168,15 @@ async fn a_gray_failure_is_ejected_while_its_health_check_passes() {
     });
     // Tries as the proxy counts them (the upstream also counts health checks).
     let attempts = |e: serde_json::Value| e["attempts"].as_u64().unwrap();
-    let before = attempts(endpoint_json(&proxy, bad.addr()).await);
+    let before = attempts(endpoint_state(&proxy, bad.addr()).await);
     let got = names(&c, "/status/200", 200).await;
     assert_eq!(count(&got, "g1"), 0, "no client saw the failing endpoint");
-    let tries = attempts(endpoint_json(&proxy, bad.addr()).await) - before;
+    let tries = attempts(endpoint_state(&proxy, bad.addr()).await) - before;
     assert!(
         (3..=6).contains(&tries),
         "ejected after a handful of tries, saw {tries}"
     );
-    let (e, _) = wait_endpoint(&proxy, bad.addr(), "ejected", Duration::from_secs(1), |e| {
+    let e = wait_endpoint_for(&proxy, bad.addr(), "ejected", Duration::from_secs(1), |e| {
         e["ejected"] == true
     })
     .await;
@@ -247,20 +205,20 @@ async fn a_gray_failure_is_ejected_while_its_health_check_passes() {
     });
     let got = names(&c, "/status/200", 60).await;
     assert_eq!(count(&got, "g1") + count(&got, "g2"), 0);
-    let e2 = endpoint_json(&proxy, second.addr()).await;
+    let e2 = endpoint_state(&proxy, second.addr()).await;
     assert_eq!(e2["ejected"], false, "max_ejection_percent holds: {e2}");
     second.set_fault(Fault::default());
 
     // It returns after its ejection time, fails again, and the second
     // ejection lasts twice as long.
     // It returns at the first review (every 1 s) after its 3 s.
-    wait_endpoint(&proxy, bad.addr(), "return", Duration::from_secs(6), |e| {
+    wait_endpoint_for(&proxy, bad.addr(), "return", Duration::from_secs(6), |e| {
         e["ejected"] == false
     })
     .await;
     let got = names(&c, "/status/200", 100).await;
     assert_eq!(count(&got, "g1"), 0);
-    let (e, _) = wait_endpoint(
+    let e = wait_endpoint_for(
         &proxy,
         bad.addr(),
         "ejected again",
@@ -295,7 +253,7 @@ async fn health_checks_fail_over_between_priorities_and_back_with_panic() {
         let addr = u.addr();
         let proxy = &proxy;
         async move {
-            wait_endpoint(proxy, addr, want, Duration::from_secs(5), |e| {
+            wait_endpoint_for(proxy, addr, want, Duration::from_secs(5), |e| {
                 e["health"] == want
             })
             .await;
@@ -395,7 +353,7 @@ async fn consistent_hashing_keeps_keys_when_an_endpoint_joins() {
 
         proxy.write_config(&config(&addrs(&ups, ""), "", &cluster));
         let newcomer = ups[10].addr();
-        wait_endpoint(
+        wait_endpoint_for(
             &proxy,
             newcomer,
             "the 11th endpoint",
@@ -491,7 +449,7 @@ async fn circuit_breakers_overflow_at_once() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while cluster_json(&proxy, "c").await["pending_requests"] != 1 {
+    while cluster_state(&proxy, "c").await["pending_requests"] != 1 {
         assert!(Instant::now() < deadline, "the second request waits");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -605,13 +563,13 @@ async fn outlier_state_survives_a_reload_that_keeps_the_endpoint() {
         status: Some(500),
     });
     let deadline = Instant::now() + Duration::from_secs(5);
-    while endpoint_json(&proxy, ups[0].addr()).await["ejected"] != true {
+    while endpoint_state(&proxy, ups[0].addr()).await["ejected"] != true {
         assert!(Instant::now() < deadline, "s0 ejected");
         fetch_get(&c, "/status/200").await;
     }
     // A reload that adds s3 keeps s0 ejected (and its count).
     proxy.write_config(&config(&addrs(&ups, ""), "", od));
-    wait_endpoint(
+    wait_endpoint_for(
         &proxy,
         ups[3].addr(),
         "reload",
@@ -619,7 +577,7 @@ async fn outlier_state_survives_a_reload_that_keeps_the_endpoint() {
         |e| !e.is_null(),
     )
     .await;
-    let e = endpoint_json(&proxy, ups[0].addr()).await;
+    let e = endpoint_state(&proxy, ups[0].addr()).await;
     assert_eq!(e["ejected"], true, "{e}");
     assert_eq!(e["ejections"], 1, "{e}");
     let got = names(&c, "/status/200", 60).await;
@@ -627,7 +585,7 @@ async fn outlier_state_survives_a_reload_that_keeps_the_endpoint() {
     // Removed and added back: a fresh endpoint, not ejected.
     ups[0].set_fault(Fault::default());
     proxy.write_config(&config(&addrs(&ups[1..], ""), "", od));
-    wait_endpoint(
+    wait_endpoint_for(
         &proxy,
         ups[0].addr(),
         "removal",
@@ -636,7 +594,7 @@ async fn outlier_state_survives_a_reload_that_keeps_the_endpoint() {
     )
     .await;
     proxy.write_config(&config(&addrs(&ups, ""), "", od));
-    let (e, _) = wait_endpoint(
+    let e = wait_endpoint_for(
         &proxy,
         ups[0].addr(),
         "re-added",
@@ -671,7 +629,7 @@ async fn tcp_health_checks_and_per_endpoint_paths() {
         "    health_checks:\n      - { interval: 30ms, http_health_check: { path: /healthz } }\n      - { interval: 30ms, tcp_health_check: {} }",
     ))
     .await;
-    wait_endpoint(
+    wait_endpoint_for(
         &proxy,
         ups[0].addr(),
         "p0 healthy",
@@ -679,7 +637,7 @@ async fn tcp_health_checks_and_per_endpoint_paths() {
         |e| e["health"] == "healthy",
     )
     .await;
-    let (e, _) = wait_endpoint(
+    let e = wait_endpoint_for(
         &proxy,
         ups[1].addr(),
         "p1 unhealthy",
@@ -710,13 +668,13 @@ async fn grpc_health_checks_follow_the_serving_status() {
     ))
     .await;
     for s in [&a, &b] {
-        wait_endpoint(&proxy, s.addr(), "serving", Duration::from_secs(5), |e| {
+        wait_endpoint_for(&proxy, s.addr(), "serving", Duration::from_secs(5), |e| {
             e["health"] == "healthy"
         })
         .await;
     }
     b.set_serving("", false);
-    let (e, _) = wait_endpoint(
+    let e = wait_endpoint_for(
         &proxy,
         b.addr(),
         "not serving",
@@ -747,7 +705,7 @@ async fn grpc_health_checks_follow_the_serving_status() {
     assert_eq!(b.calls(), before, "the unhealthy server gets no calls");
     // Back to serving: back in rotation.
     b.set_serving("", true);
-    wait_endpoint(
+    wait_endpoint_for(
         &proxy,
         b.addr(),
         "serving again",
@@ -776,7 +734,7 @@ async fn health_checks_of_tls_clusters_speak_tls_and_verify_the_name() {
         b = wrong.addr(),
     );
     let proxy = Corridor::start_with_dir(&yaml, dir).await;
-    wait_endpoint(
+    wait_endpoint_for(
         &proxy,
         up.addr(),
         "healthy over TLS",
@@ -784,7 +742,7 @@ async fn health_checks_of_tls_clusters_speak_tls_and_verify_the_name() {
         |e| e["health"] == "healthy",
     )
     .await;
-    let (e, _) = wait_endpoint(
+    let e = wait_endpoint_for(
         &proxy,
         wrong.addr(),
         "the wrong name fails",

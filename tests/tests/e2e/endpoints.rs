@@ -3,53 +3,10 @@
 //! are counted until they end, also when the client goes away; the state
 //! survives a reload that keeps the endpoint and goes with a removed one.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
 use corridor_tests::proxy::refused_addr;
 use corridor_tests::{Client, Corridor, UpstreamProtocol};
 
-use super::{fetch_get, first_sse_event, single_route, upstream};
-
-/// The `/clusters` entry of endpoint `addr` in cluster `c`.
-async fn endpoint(proxy: &Corridor, addr: SocketAddr) -> serde_json::Value {
-    let (status, body) = proxy.admin_get("/clusters").await;
-    assert_eq!(status, 200, "{body}");
-    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
-    all["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "c")
-        .and_then(|c| {
-            c["endpoints"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["address"] == addr.to_string())
-                .cloned()
-        })
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Polls until `check` holds for endpoint `addr` (counters are updated as
-/// requests end, a moment after the client has its answer).
-async fn wait_endpoint(
-    proxy: &Corridor,
-    addr: SocketAddr,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let e = endpoint(proxy, addr).await;
-        if check(&e) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "{what}: {e}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use super::{endpoint_state, fetch_get, first_sse_event, single_route, upstream, wait_endpoint};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_try_reaches_its_endpoint_even_when_a_retry_hides_it() {
@@ -114,7 +71,7 @@ async fn in_flight_counts_end_with_the_request_and_state_outlives_a_reload() {
 
     // A stream in flight counts until the client goes away mid-stream.
     let (c, stream) = first_sse_event(proxy.addr, "/sse?n=100&interval_ms=50").await;
-    assert_eq!(endpoint(&proxy, a.addr()).await["active"], 1);
+    assert_eq!(endpoint_state(&proxy, a.addr()).await["active"], 1);
     drop(stream);
     drop(c);
     wait_endpoint(&proxy, a.addr(), "the cancelled stream to end", |e| {
@@ -132,10 +89,10 @@ async fn in_flight_counts_end_with_the_request_and_state_outlives_a_reload() {
     // A reload that keeps `a` (and adds `b`) keeps its state.
     proxy.write_config(&single_route(&[(a.addr(), ""), (b.addr(), "")], "", ""));
     wait_endpoint(&proxy, b.addr(), "the reload", |e| !e.is_null()).await;
-    let kept = endpoint(&proxy, a.addr()).await;
+    let kept = endpoint_state(&proxy, a.addr()).await;
     assert_eq!(kept["attempts"], 4, "{kept}");
     assert_eq!(kept["consecutive_5xx"], 3, "{kept}");
-    assert_eq!(endpoint(&proxy, b.addr()).await["attempts"], 0);
+    assert_eq!(endpoint_state(&proxy, b.addr()).await["attempts"], 0);
 
     // Removed, then added back: it starts afresh.
     proxy.write_config(&single_route(&[(b.addr(), "")], "", ""));

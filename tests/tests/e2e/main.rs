@@ -192,3 +192,60 @@ pub async fn wait_upstream(addr: SocketAddr, want: &str, timeout: Duration) -> O
     }
     None
 }
+
+/// Cluster `name`'s entry in the admin `/clusters` (null when absent).
+pub async fn cluster_state(proxy: &corridor_tests::Corridor, name: &str) -> serde_json::Value {
+    let (status, body) = proxy.admin_get("/clusters").await;
+    assert_eq!(status, 200, "{body}");
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    all["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Endpoint `addr`'s entry in cluster `c` of `/clusters` (null when absent).
+pub async fn endpoint_state(
+    proxy: &corridor_tests::Corridor,
+    addr: SocketAddr,
+) -> serde_json::Value {
+    cluster_state(proxy, "c").await["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["address"] == addr.to_string()))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Polls `/clusters` until `check` holds for endpoint `addr` of cluster `c`,
+/// for at most `timeout` (counters are updated as requests end, a moment
+/// after the client has its answer).
+pub async fn wait_endpoint_for(
+    proxy: &corridor_tests::Corridor,
+    addr: SocketAddr,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let e = endpoint_state(proxy, addr).await;
+        if check(&e) {
+            return e;
+        }
+        assert!(start.elapsed() < timeout, "{what}: {e}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_endpoint_for`] with 5 s.
+pub async fn wait_endpoint(
+    proxy: &corridor_tests::Corridor,
+    addr: SocketAddr,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_endpoint_for(proxy, addr, what, Duration::from_secs(5), check).await
+}
