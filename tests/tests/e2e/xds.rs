@@ -369,13 +369,16 @@ async fn delta_adds_and_removes_endpoints_and_clusters_without_recompiling_route
     .await;
     cp.write("routes.yaml", &route_table("c"));
     cp.remove("d.yaml");
-    eventually("the removed cluster to go", || async {
+    // The control plane may send the cluster's removal before the route
+    // table without its route: wait for both.
+    eventually("the removed cluster and its route to go", || async {
         let dump = config_dump(&proxy).await;
-        dump["resources"]["Cluster"]
+        let cluster_gone = dump["resources"]["Cluster"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["name"] != "cd")
+            .all(|c| c["name"] != "cd");
+        cluster_gone && !dump["resources"]["RouteTable"].to_string().contains("to-d")
     })
     .await;
     let c = Client::h1(proxy.addr).await.unwrap();
