@@ -21,6 +21,7 @@ mod balancing;
 mod cluster;
 mod matcher;
 mod residency;
+pub(crate) use residency::{compile_policy, residency_view};
 mod route;
 
 pub(crate) use cluster::{compile_cluster, compile_endpoints};
@@ -77,13 +78,13 @@ pub(crate) fn compile_settings(cx: &mut Ctx, b: &proto::Bootstrap) -> Settings {
             region: l.region.as_str().into(),
             zone: l.zone.as_str().into(),
         });
-    let residency = residency::compile_residency(cx, b);
+    let geo = Arc::new(residency::compile_geo_settings(cx, b));
     Settings {
         admin,
         runtime,
         xds,
         locality,
-        residency,
+        geo,
     }
 }
 

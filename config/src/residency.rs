@@ -44,6 +44,13 @@ pub struct Geo {
     pub country_header: Option<TrustedHeader>,
     /// The client's country from a MaxMind database at this path.
     pub mmdb_file: Option<Arc<str>>,
+    /// Client jurisdiction index → regions (`cloud/region` or `region`),
+    /// nearest first, for routes that prefer the nearest endpoints.
+    pub preferred_regions: HashMap<u8, Vec<Arc<str>>>,
+    /// Jurisdiction names are not checked against these tables: set only
+    /// where a control plane validates policies for proxies whose geo tables
+    /// it does not know (each proxy checks them again).
+    pub unchecked: bool,
 }
 
 impl Geo {
@@ -98,7 +105,7 @@ pub struct ResidencyRule {
 }
 
 /// A compiled residency policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResidencyPolicy {
     /// Name.
     pub name: Arc<str>,
@@ -118,6 +125,8 @@ pub struct ResidencyPolicy {
     pub dry_run: bool,
     /// Tenant header and table.
     pub tenants: Option<Tenants>,
+    /// Share of allowed classified requests that get an audit line (0 to 1).
+    pub audit_sample_rate: f64,
 }
 
 /// A policy's tenants, named by a trusted header.
@@ -185,8 +194,9 @@ impl ResidencyPolicy {
     }
 }
 
-/// The residency settings of a configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The residency view of a store: the geo tables of its settings and the
+/// policies it holds (from the file and the control stream).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Residency {
     /// Jurisdictions and geo tables.
     pub geo: Arc<Geo>,

@@ -69,8 +69,9 @@ pub struct Settings {
     pub xds: Option<XdsSettings>,
     /// Where this Corridor runs (zone-aware balancing).
     pub locality: crate::cluster::Locality,
-    /// Geo tables and residency policies.
-    pub residency: crate::residency::Residency,
+    /// Jurisdictions and the geo tables (residency policies are resources
+    /// of the store: `Store::residency`).
+    pub geo: Arc<crate::residency::Geo>,
 }
 
 impl Settings {

@@ -1,11 +1,11 @@
-//! Owns the resource store (D2): every listener, route table, cluster and
-//! endpoint set keyed by (kind, name) with its own version, compiled one
-//! resource at a time. A file and a control-plane push are both a `Change`
-//! applied to a store, all or nothing, giving the next store; a store gives
-//! the `Snapshot` the data plane serves.
+//! Owns the resource store (D2): every listener, route table, cluster,
+//! endpoint set and residency policy keyed by (kind, name) with its own
+//! version, compiled one resource at a time. A file and a control-plane push
+//! are both a `Change` applied to a store, all or nothing, giving the next
+//! store; a store gives the `Snapshot` the data plane serves.
 //!
-//! Routes name clusters. A route table whose clusters have not all arrived
-//! is warming: the previous version of it keeps serving (make before break),
+//! Routes name clusters and residency policies. A route table whose clusters
+//! or policies have not all arrived is warming: the previous version of it keeps serving (make before break),
 //! and a listener whose table is not ready yet is not served. An endpoint
 //! update replaces one cluster's endpoint table and nothing else.
 
@@ -19,12 +19,13 @@ use prost::Message as _;
 
 use crate::cluster::{Cluster, EndpointTable};
 use crate::compile::{
-    compile_cluster, compile_endpoints, compile_listener, compile_route_table, compile_settings,
-    Ctx,
+    compile_cluster, compile_endpoints, compile_listener, compile_policy, compile_route_table,
+    compile_settings, residency_view, Ctx,
 };
 use crate::error::{ConfigError, FieldPath};
 use crate::files::Files;
 use crate::proto;
+use crate::residency::{Residency, ResidencyPolicy};
 use crate::route::RouteTable;
 use crate::snapshot::{Listener, Settings, Snapshot};
 
@@ -42,13 +43,16 @@ pub enum Kind {
     RouteTable,
     /// A downstream listener.
     Listener,
+    /// A data-residency policy.
+    ResidencyPolicy,
 }
 
 impl Kind {
     /// Every kind, in the order a control stream subscribes to them.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Cluster,
         Kind::Endpoints,
+        Kind::ResidencyPolicy,
         Kind::RouteTable,
         Kind::Listener,
     ];
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::RouteTable => "RouteTable",
             Kind::Listener => "Listener",
+            Kind::ResidencyPolicy => "ResidencyPolicy",
         }
     }
 
@@ -70,6 +75,7 @@ impl Kind {
             Kind::Endpoints => "endpoint set",
             Kind::RouteTable => "route table",
             Kind::Listener => "listener",
+            Kind::ResidencyPolicy => "residency policy",
         }
     }
 
@@ -80,6 +86,7 @@ impl Kind {
             Kind::Endpoints => "type.googleapis.com/corridor.v1.Endpoints",
             Kind::RouteTable => "type.googleapis.com/corridor.v1.RouteTable",
             Kind::Listener => "type.googleapis.com/corridor.v1.Listener",
+            Kind::ResidencyPolicy => "type.googleapis.com/corridor.v1.ResidencyPolicy",
         }
     }
 
@@ -107,6 +114,8 @@ pub enum Resource {
     Cluster(Box<proto::Cluster>),
     /// A cluster's endpoints.
     Endpoints(proto::Endpoints),
+    /// A data-residency policy.
+    ResidencyPolicy(proto::ResidencyPolicy),
 }
 
 impl Resource {
@@ -117,6 +126,7 @@ impl Resource {
             Resource::RouteTable(_) => Kind::RouteTable,
             Resource::Cluster(_) => Kind::Cluster,
             Resource::Endpoints(_) => Kind::Endpoints,
+            Resource::ResidencyPolicy(_) => Kind::ResidencyPolicy,
         }
     }
 
@@ -127,6 +137,7 @@ impl Resource {
             Resource::RouteTable(r) => &r.name,
             Resource::Cluster(r) => &r.name,
             Resource::Endpoints(r) => &r.cluster,
+            Resource::ResidencyPolicy(r) => &r.name,
         }
     }
 
@@ -142,6 +153,9 @@ impl Resource {
                 Resource::Cluster(Box::new(proto::Cluster::decode(bytes).map_err(err)?))
             }
             Kind::Endpoints => Resource::Endpoints(proto::Endpoints::decode(bytes).map_err(err)?),
+            Kind::ResidencyPolicy => {
+                Resource::ResidencyPolicy(proto::ResidencyPolicy::decode(bytes).map_err(err)?)
+            }
         })
     }
 
@@ -152,6 +166,7 @@ impl Resource {
             Resource::RouteTable(r) => r.encode_to_vec(),
             Resource::Cluster(r) => r.encode_to_vec(),
             Resource::Endpoints(r) => r.encode_to_vec(),
+            Resource::ResidencyPolicy(r) => r.encode_to_vec(),
         }
     }
 
@@ -330,6 +345,12 @@ impl Change {
                 root.item("listeners", i).to_static(),
             ));
         }
+        for (i, p) in b.residency_policies.iter().enumerate() {
+            upserts.push(file_upsert(
+                Resource::ResidencyPolicy(p.clone()),
+                root.item("residency_policies", i).to_static(),
+            ));
+        }
         Change {
             upserts,
             removals: Vec::new(),
@@ -369,6 +390,10 @@ pub struct Store {
     route_tables: OrdMap<Arc<str>, Entry<RouteTable>>,
     clusters: OrdMap<Arc<str>, Entry<Cluster>>,
     endpoints: OrdMap<Arc<str>, Entry<EndpointTable>>,
+    policies: OrdMap<Arc<str>, Entry<ResidencyPolicy>>,
+    /// The geo tables the policies were compiled against, the policies by
+    /// name and the headers they trust: what requests are decided with.
+    residency: Arc<Residency>,
     /// Each cluster with its current endpoints (its `Endpoints` resource, if any).
     effective: OrdMap<Arc<str>, Arc<Cluster>>,
     /// The route tables served: the latest whose clusters all exist, or the
@@ -392,6 +417,7 @@ static STORES: AtomicU64 = AtomicU64::new(0);
 impl Store {
     /// An empty store with these process settings, compiled from `source`.
     pub fn new(settings: Settings, source: &proto::Bootstrap) -> Store {
+        let geo = Arc::clone(&settings.geo);
         Store {
             settings: Arc::new(settings),
             settings_source: Arc::new(settings_only(source)),
@@ -399,6 +425,8 @@ impl Store {
             route_tables: OrdMap::new(),
             clusters: OrdMap::new(),
             endpoints: OrdMap::new(),
+            policies: OrdMap::new(),
+            residency: Arc::new(residency_view(geo, HashMap::new())),
             effective: OrdMap::new(),
             served_tables: OrdMap::new(),
             served_listeners: OrdMap::new(),
@@ -415,6 +443,21 @@ impl Store {
         let mut cx = Ctx::new(&crate::files::DiskFiles);
         let settings = compile_settings(&mut cx, &b);
         Store::new(settings, &b)
+    }
+
+    /// An empty store to validate resources against on a control plane,
+    /// which does not know each proxy's geo tables: a residency policy's
+    /// jurisdiction names are left for the proxies to check.
+    pub fn for_control_plane() -> Store {
+        let mut store = Store::empty();
+        let mut settings = (*store.settings).clone();
+        settings.geo = Arc::new(crate::residency::Geo {
+            unchecked: true,
+            ..Default::default()
+        });
+        store.residency = Arc::new(residency_view(Arc::clone(&settings.geo), HashMap::new()));
+        store.settings = Arc::new(settings);
+        store
     }
 
     /// Compiles a whole bootstrap (a file): settings and every resource, with
@@ -468,7 +511,12 @@ impl Store {
     }
 
     /// A copy with other process settings (a reloaded file's), compiled from `source`.
-    pub fn with_settings(&self, settings: Settings, source: &proto::Bootstrap) -> Store {
+    pub fn with_settings(&self, mut settings: Settings, source: &proto::Bootstrap) -> Store {
+        // Unchanged geo tables keep their `Arc`: policies and balancers that
+        // use them are not rebuilt.
+        if settings.geo == self.settings.geo {
+            settings.geo = Arc::clone(&self.settings.geo);
+        }
         Store {
             settings: Arc::new(settings),
             settings_source: Arc::new(settings_only(source)),
@@ -500,6 +548,11 @@ impl Store {
                 b.endpoints.push(e.clone());
             }
         }
+        for (_, _, r) in self.resources(Kind::ResidencyPolicy) {
+            if let Resource::ResidencyPolicy(p) = &*r {
+                b.residency_policies.push(p.clone());
+            }
+        }
         b
     }
 
@@ -524,6 +577,11 @@ impl Store {
         // listener or route table did: what `link` has to look at.
         let mut touched: HashSet<Arc<str>> = HashSet::new();
         let mut structural = false;
+        // Policies are compiled against the settings' geo tables: when those
+        // changed (a reload), every policy is compiled again.
+        let geo = Arc::clone(&next.settings.geo);
+        let geo_changed = !Arc::ptr_eq(&geo, &self.residency.geo);
+        let mut policies_changed = geo_changed;
         for u in change.upserts {
             let kind = u.resource.kind();
             let names = seen.entry(kind).or_default();
@@ -580,12 +638,17 @@ impl Store {
             macro_rules! upsert {
                 ($map:expr, $compile:expr) => {{
                     let entry = match $map.get(&name) {
-                        Some(e) if e.digest == digest => Entry {
-                            version,
-                            path: Arc::new(path),
-                            origin: change.origin,
-                            ..e.clone()
-                        },
+                        Some(e)
+                            if e.digest == digest
+                                && !(geo_changed && kind == Kind::ResidencyPolicy) =>
+                        {
+                            Entry {
+                                version,
+                                path: Arc::new(path),
+                                origin: change.origin,
+                                ..e.clone()
+                            }
+                        }
                         _ => {
                             let before = cx.errors.len();
                             let compiled = $compile;
@@ -598,6 +661,7 @@ impl Store {
                                         touched.insert(name.clone());
                                     } else {
                                         structural = true;
+                                        policies_changed |= kind == Kind::ResidencyPolicy;
                                     }
                                     Entry {
                                         origin: change.origin,
@@ -655,6 +719,9 @@ impl Store {
                 Resource::Listener(l) => {
                     upsert!(next.listeners, compile_listener(&mut cx, l, &path))
                 }
+                Resource::ResidencyPolicy(p) => {
+                    upsert!(next.policies, compile_policy(&mut cx, p, &geo, &path))
+                }
             }
         }
         for (kind, name) in &change.unchanged {
@@ -690,11 +757,24 @@ impl Store {
                 touched.insert(name);
             } else {
                 structural = true;
+                policies_changed |= kind == Kind::ResidencyPolicy;
             }
+        }
+        if geo_changed {
+            next.recompile_policies(&mut cx, &seen);
+        }
+        if policies_changed {
+            let policies = next
+                .policies
+                .iter()
+                .map(|(n, e)| (n.clone(), Arc::clone(&e.compiled)))
+                .collect();
+            next.residency = Arc::new(residency_view(geo, policies));
+            structural = true;
         }
         next.link(self, &touched, structural);
         next.changed_clusters = touched.iter().cloned().collect();
-        next.check(&mut cx, seen.get(&Kind::Listener), &touched);
+        next.check(&mut cx, &seen, &touched, strict);
         if strict {
             for (kind, name, path) in refs {
                 let present = seen.get(&kind).is_some_and(|s| s.contains(&name))
@@ -739,6 +819,7 @@ impl Store {
             Kind::RouteTable => get(&self.route_tables, name),
             Kind::Cluster => get(&self.clusters, name),
             Kind::Endpoints => get(&self.endpoints, name),
+            Kind::ResidencyPolicy => get(&self.policies, name),
         }
     }
 
@@ -764,6 +845,7 @@ impl Store {
             Kind::RouteTable => get(&self.route_tables, name),
             Kind::Cluster => get(&self.clusters, name),
             Kind::Endpoints => get(&self.endpoints, name),
+            Kind::ResidencyPolicy => get(&self.policies, name),
         }
     }
 
@@ -774,6 +856,7 @@ impl Store {
             Kind::RouteTable => self.route_tables.len(),
             Kind::Cluster => self.clusters.len(),
             Kind::Endpoints => self.endpoints.len(),
+            Kind::ResidencyPolicy => self.policies.len(),
         }
     }
 
@@ -808,6 +891,7 @@ impl Store {
             Kind::RouteTable => go(&mut self.route_tables, kind, keep),
             Kind::Cluster => go(&mut self.clusters, kind, keep),
             Kind::Endpoints => go(&mut self.endpoints, kind, keep),
+            Kind::ResidencyPolicy => go(&mut self.policies, kind, keep),
         }
     }
 
@@ -841,7 +925,7 @@ impl Store {
         }
         let mut served = OrdMap::new();
         for (name, t) in &self.route_tables {
-            if t.compiled.clusters.iter().all(|c| self.cluster_ready(c)) {
+            if self.table_ready(&t.compiled) {
                 served.insert(name.clone(), t.clone());
             } else if let Some(old) = prev.served_tables.get(name) {
                 served.insert(name.clone(), old.clone());
@@ -885,19 +969,68 @@ impl Store {
         })
     }
 
-    /// Checks across resources; `changed` are the listeners this change
-    /// carries, where a clash is reported.
+    /// Whether a route table can be served: its clusters are ready and the
+    /// residency policies it names have arrived.
+    fn table_ready(&self, t: &RouteTable) -> bool {
+        t.clusters.iter().all(|c| self.cluster_ready(c))
+            && t.residency_refs
+                .iter()
+                .all(|r| self.policies.contains_key(&r.policy))
+    }
+
+    /// The residency view: geo tables, policies and trusted headers.
+    pub fn residency(&self) -> &Arc<Residency> {
+        &self.residency
+    }
+
+    /// Compiles every policy not in this change (`seen`) again, against
+    /// new geo tables.
+    fn recompile_policies(&mut self, cx: &mut Ctx, seen: &HashMap<Kind, HashSet<Arc<str>>>) {
+        let geo = Arc::clone(&self.settings.geo);
+        let fresh = seen.get(&Kind::ResidencyPolicy);
+        let names: Vec<Arc<str>> = self.policies.keys().cloned().collect();
+        for name in names {
+            if fresh.is_some_and(|f| f.contains(&name)) {
+                continue;
+            }
+            let e = &self.policies[&name];
+            let Resource::ResidencyPolicy(p) = &*e.source else {
+                continue;
+            };
+            if let Some(c) = compile_policy(cx, p, &geo, &e.path) {
+                let entry = Entry {
+                    compiled: Arc::new(c),
+                    compile_id: COMPILES.fetch_add(1, Ordering::Relaxed) + 1,
+                    ..e.clone()
+                };
+                self.policies.insert(name, entry);
+            }
+        }
+    }
+
+    /// Checks across resources; `seen` are the resources this change
+    /// carries (a listener clash is reported at the one it carries).
+    /// `strict`: a route's residency policy must exist (otherwise its table
+    /// warms until it arrives).
     fn check(
         &self,
         cx: &mut Ctx,
-        changed: Option<&HashSet<Arc<str>>>,
+        seen: &HashMap<Kind, HashSet<Arc<str>>>,
         touched: &HashSet<Arc<str>>,
+        strict: bool,
     ) {
-        let policies = &self.settings.residency.policies;
+        let changed = seen.get(&Kind::Listener);
+        // A policy of this change that did not compile has its own errors.
+        let failed = |name: &Arc<str>| {
+            seen.get(&Kind::ResidencyPolicy)
+                .is_some_and(|s| s.contains(name))
+        };
         for t in self.route_tables.values() {
             for r in &t.compiled.residency_refs {
-                let Some(p) = policies.get(&r.policy) else {
-                    cx.err(&r.path, format!("unknown residency policy `{}`", r.policy));
+                let Some(p) = self.policies.get(&r.policy).map(|e| &e.compiled) else {
+                    if strict && !failed(&r.policy) {
+                        cx.err(&r.path, format!("unknown residency policy `{}`", r.policy));
+                    }
                     continue;
                 };
                 if let Some(c) = &r.class {
@@ -998,7 +1131,8 @@ impl Store {
         let t = self.served_tables.values().map(|e| e.key);
         let c = self.clusters.values().map(|e| e.key);
         let ep = self.endpoints.values().map(|e| e.key);
-        l.chain(t).chain(c).chain(ep)
+        let p = self.policies.values().map(|e| e.key);
+        l.chain(t).chain(c).chain(ep).chain(p)
     }
 
     /// Every resource of `kind` received: name, version and source.
@@ -1028,6 +1162,7 @@ impl Store {
             Kind::RouteTable => list(&self.route_tables),
             Kind::Cluster => list(&self.clusters),
             Kind::Endpoints => list(&self.endpoints),
+            Kind::ResidencyPolicy => list(&self.policies),
         }
     }
 
@@ -1061,7 +1196,22 @@ impl Store {
                     }
                 })
                 .collect();
-            if !missing.is_empty() {
+            let mut policies: Vec<&str> = t
+                .compiled
+                .residency_refs
+                .iter()
+                .filter(|r| !self.policies.contains_key(&r.policy))
+                .map(|r| r.policy.as_ref())
+                .collect();
+            policies.dedup();
+            if !missing.is_empty() || !policies.is_empty() {
+                let mut what = Vec::new();
+                if !missing.is_empty() {
+                    what.push(format!("clusters {}", missing.join(", ")));
+                }
+                if !policies.is_empty() {
+                    what.push(format!("residency policies {}", policies.join(", ")));
+                }
                 let serving = if self.served_tables.contains_key(name) {
                     "; the previous version keeps serving"
                 } else {
@@ -1070,7 +1220,7 @@ impl Store {
                 out.push(Warming {
                     kind: Kind::RouteTable,
                     name: name.to_string(),
-                    waiting_for: format!("clusters {}{serving}", missing.join(", ")),
+                    waiting_for: format!("{}{serving}", what.join(" and ")),
                 });
             }
         }
@@ -1100,6 +1250,8 @@ fn settings_only(b: &proto::Bootstrap) -> proto::Bootstrap {
         admin: b.admin.clone(),
         runtime: b.runtime,
         xds: b.xds.clone(),
+        locality: b.locality.clone(),
+        geo: b.geo.clone(),
         ..proto::Bootstrap::default()
     }
 }

@@ -126,7 +126,7 @@ impl Routing {
         let mut errors = Vec::new();
         let mut settle = Vec::new();
         let locality = config.store.settings().locality.clone();
-        let geo = Arc::clone(&config.store.settings().residency.geo);
+        let geo = Arc::clone(&config.store.residency().geo);
         // A new locality changes every balancer's zone preference, new geo
         // tables every endpoint's jurisdiction.
         let rebuild_all =

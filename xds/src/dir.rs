@@ -278,10 +278,11 @@ fn validate(text: &str, name: &str) -> Result<Good, ConfigErrors> {
         route_tables: file.route_tables,
         clusters: file.clusters,
         endpoints: file.endpoints,
+        residency_policies: file.residency_policies,
         ..proto::Bootstrap::default()
     };
     let change = Change::from_bootstrap(&bootstrap);
-    Store::empty()
+    Store::for_control_plane()
         // Certificate and CA paths name files on the proxies, not here.
         .apply(change.clone(), &corridor_config::UncheckedPaths, false)
         .map_err(|e| corridor_config::locate_errors(e, &map, name))?;

@@ -11,28 +11,23 @@ use crate::proto;
 use crate::request::Cidr;
 use crate::residency::{Geo, Residency, ResidencyPolicy, ResidencyRule, TrustedHeader};
 
-/// Compiles `geo` and `residency_policies` of a bootstrap.
-pub(crate) fn compile_residency(cx: &mut Ctx, b: &proto::Bootstrap) -> Residency {
-    let root = FieldPath::root();
-    let geo = compile_geo(cx, b.geo.as_ref(), &root.field("geo"));
-    let mut policies = HashMap::new();
-    for (i, p) in b.residency_policies.iter().enumerate() {
-        let path = root.item("residency_policies", i);
-        let Some(policy) = compile_policy(cx, p, &geo, &path) else {
-            continue;
-        };
-        if policies
-            .insert(policy.name.clone(), Arc::new(policy))
-            .is_some()
-        {
-            cx.err(
-                &path.field("name"),
-                format!("residency policy `{}` is defined twice", p.name),
-            );
-        }
-    }
+/// Compiles the `geo` settings of a bootstrap.
+pub(crate) fn compile_geo_settings(cx: &mut Ctx, b: &proto::Bootstrap) -> Geo {
+    compile_geo(cx, b.geo.as_ref(), &FieldPath::root().field("geo"))
+}
+
+/// The residency view of `geo` and `policies`: every trusted header (each
+/// policy's and the geo country header, each also with `_` for `-`), to be
+/// removed from untrusted peers' requests on every route.
+pub(crate) fn residency_view(
+    geo: Arc<Geo>,
+    policies: HashMap<Arc<str>, Arc<ResidencyPolicy>>,
+) -> Residency {
     let mut trusted_headers: Vec<TrustedHeader> = Vec::new();
-    let policy_headers = policies.values().flat_map(|p| {
+    let mut names: Vec<&Arc<str>> = policies.keys().collect();
+    names.sort();
+    let policy_headers = names.into_iter().flat_map(|n| {
+        let p = &policies[n];
         [
             p.class_header.as_ref(),
             p.subject_header.as_ref(),
@@ -59,7 +54,7 @@ pub(crate) fn compile_residency(cx: &mut Ctx, b: &proto::Bootstrap) -> Residency
         }
     }
     Residency {
-        geo: Arc::new(geo),
+        geo,
         policies,
         trusted_headers,
     }
@@ -152,12 +147,42 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
         super::require_file(cx, &p.field("mmdb_file"), &g.mmdb_file);
         Arc::from(g.mmdb_file.as_str())
     });
+    let mut preferred_regions = HashMap::new();
+    for (j, list) in &g.preferred_regions {
+        let jp = p.entry("preferred_regions", j);
+        let Some(i) = index(j) else {
+            cx.err(
+                &jp,
+                format!(
+                    "unknown jurisdiction `{j}`; known: {}",
+                    jurisdictions.join(", ")
+                ),
+            );
+            continue;
+        };
+        let mut regions: Vec<Arc<str>> = Vec::with_capacity(list.regions.len());
+        for (k, r) in list.regions.iter().enumerate() {
+            if r.is_empty() {
+                cx.err(&jp.item("regions", k), "a region needs a name");
+            } else if regions.iter().any(|x| x.as_ref() == r) {
+                cx.err(
+                    &jp.item("regions", k),
+                    format!("region `{r}` is listed twice"),
+                );
+            } else {
+                regions.push(r.as_str().into());
+            }
+        }
+        preferred_regions.insert(i, regions);
+    }
     Geo {
         jurisdictions,
         countries,
         regions,
         country_header,
         mmdb_file,
+        preferred_regions,
+        unchecked: false,
     }
 }
 
@@ -193,7 +218,8 @@ fn trusted_header(
     Some(TrustedHeader { name, trusted_from })
 }
 
-fn compile_policy(
+/// Compiles one residency policy against `geo`; `p` is its path.
+pub(crate) fn compile_policy(
     cx: &mut Ctx,
     r: &proto::ResidencyPolicy,
     geo: &Geo,
@@ -212,7 +238,9 @@ fn compile_policy(
         .subject_header
         .as_ref()
         .and_then(|h| trusted_header(cx, h, &p.field("subject_header")));
-    if r.subject_from_geo && geo.countries.is_empty() {
+    if geo.unchecked {
+        // A control plane: each proxy checks the geo side.
+    } else if r.subject_from_geo && geo.countries.is_empty() {
         cx.err(
             &p.field("subject_from_geo"),
             "needs geo.countries to map the client's country to a jurisdiction",
@@ -254,6 +282,7 @@ fn compile_policy(
             for (k, j) in list.iter().enumerate() {
                 match geo.jurisdiction(j) {
                     Some(b) => bits |= 1 << b,
+                    None if geo.unchecked => {}
                     None => cx.err(
                         &rp.item(field, k),
                         format!(
@@ -322,7 +351,7 @@ fn compile_policy(
                 None
             } else {
                 let j = geo.jurisdiction(&tenant.jurisdiction);
-                if j.is_none() {
+                if j.is_none() && !geo.unchecked {
                     cx.err(
                         &ep.field("jurisdiction"),
                         format!("unknown jurisdiction `{}`", tenant.jurisdiction),
@@ -334,6 +363,13 @@ fn compile_policy(
         }
         Some(crate::residency::Tenants { header, table })
     });
+    let audit_sample_rate = r.audit_sample_rate.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&audit_sample_rate) {
+        cx.err(
+            &p.field("audit_sample_rate"),
+            format!("{audit_sample_rate} is not a share between 0 and 1"),
+        );
+    }
     let restrict_unclassified = matches!(
         super::enum_value::<U>(cx, &p.field("unclassified"), r.unclassified),
         Some(U::Restrict)
@@ -348,5 +384,6 @@ fn compile_policy(
         restrict_unclassified,
         dry_run: r.dry_run,
         tenants,
+        audit_sample_rate,
     })
 }

@@ -474,6 +474,8 @@ residency_policies:
     subject_from_geo: true
     data_class_header: { header: x-data-class }
     rules: [{ data_classes: [pii], allowed_jurisdictions: [EU, MARS] }]
+  - name: q
+    rules: [{ data_classes: [pii], allowed_jurisdictions: [EU] }]
 route_tables:
   - name: t
     virtual_hosts:
@@ -481,7 +483,8 @@ route_tables:
         residency_policy: nope
         routes:
           - { route: { cluster: c } }
-          - { residency_policy: p, data_class: health, route: { cluster: c } }
+          - { residency_policy: q, data_class: health, route: { cluster: c } }
+          - { residency_policy: p, route: { cluster: c } }
 clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
 "#;
     let err = load_str(text, "r.yaml").unwrap_err().to_string();
@@ -493,8 +496,10 @@ clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
         "residency_policies[0].subject_from_geo: needs a source of the client's country",
         "residency_policies[0].rules[0].allowed_jurisdictions[1]: unknown jurisdiction `MARS`",
         "route_tables[0].virtual_hosts[0].residency_policy: unknown residency policy `nope`",
-        "route_tables[0].virtual_hosts[0].routes[1].data_class: data class `health` is not one that policy `p` defines",
+        "route_tables[0].virtual_hosts[0].routes[1].data_class: data class `health` is not one that policy `q` defines",
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
+    // A policy with errors of its own is not also reported as unknown.
+    assert!(!err.contains("unknown residency policy `p`"), "{err}");
 }

@@ -547,3 +547,124 @@ fn a_full_change_keeps_resources_it_lists_as_unchanged() {
         .unwrap();
     assert!(dropped.resources(Kind::Endpoints).is_empty());
 }
+
+fn policy(name: &str, allowed: &[&str]) -> Resource {
+    Resource::ResidencyPolicy(proto::ResidencyPolicy {
+        name: name.into(),
+        rules: vec![proto::ResidencyRule {
+            data_classes: vec!["pii".into()],
+            allowed_jurisdictions: allowed.iter().map(|j| j.to_string()).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn table_with_policy(name: &str, cluster: &str, policy: &str) -> Resource {
+    let Resource::RouteTable(mut t) = table(name, cluster) else {
+        unreachable!()
+    };
+    t.virtual_hosts[0].residency_policy = policy.into();
+    t.virtual_hosts[0].routes[0].data_class = "pii".into();
+    Resource::RouteTable(t)
+}
+
+#[test]
+fn residency_policies_are_resources_a_route_table_waits_for() {
+    let geo = r#"
+geo: { jurisdictions: [EU, US] }
+xds: { server: "http://127.0.0.1:1", node_id: n }
+"#;
+    let (b, _) = crate::parse_bootstrap(geo, "geo.yaml").unwrap();
+    let store = Store::from_bootstrap(b, &DiskFiles).unwrap();
+    let c = Resource::Cluster(Box::new(proto::Cluster {
+        name: "c".into(),
+        endpoints: vec![proto::Endpoint {
+            address: "127.0.0.1:2".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }));
+    let store = push(&store, vec![table_with_policy("t", "c", "eu"), c]).unwrap();
+    // The table names a policy that has not arrived: it warms.
+    assert!(store.clone().snapshot().route_table("t").is_none());
+    let w = store.warming();
+    assert_eq!(w[0].waiting_for, "residency policies eu", "{w:?}");
+
+    // A policy naming a jurisdiction these geo tables lack is rejected with
+    // its resource name and field.
+    let errs = push(&store, vec![policy("eu", &["EU", "MARS"])]).unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "ResidencyPolicy(eu).rules[0].allowed_jurisdictions[1]: unknown jurisdiction `MARS`; known: EU, US (from geo.jurisdictions, geo.countries and geo.regions)"
+    );
+
+    let store = push(&store, vec![policy("eu", &["EU"])]).unwrap();
+    let snap = store.clone().snapshot();
+    assert!(snap.route_table("t").is_some());
+    let p = &store.residency().policies["eu"];
+    assert_eq!(
+        p.allowed_for(0, None),
+        1 << store.residency().geo.jurisdiction("EU").unwrap()
+    );
+
+    // A push that drops a class a route uses is rejected, naming the route.
+    let Resource::ResidencyPolicy(mut other) = policy("eu", &["EU"]) else {
+        unreachable!()
+    };
+    other.rules[0].data_classes = vec!["health".into()];
+    let errs = push(&store, vec![Resource::ResidencyPolicy(other)]).unwrap_err();
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("data class `pii` is not one that policy `eu` defines"),
+        "{errs:?}"
+    );
+
+    // A control plane does not know the proxies' geo tables: it checks all
+    // but the jurisdiction names.
+    let cp = push(&Store::for_control_plane(), vec![policy("eu", &["MARS"])]);
+    assert!(cp.is_ok(), "{cp:?}");
+    let Resource::ResidencyPolicy(mut bad) = policy("eu", &["EU"]) else {
+        unreachable!()
+    };
+    bad.audit_sample_rate = Some(2.0);
+    let errs = push(
+        &Store::for_control_plane(),
+        vec![Resource::ResidencyPolicy(bad)],
+    )
+    .unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "ResidencyPolicy(eu).audit_sample_rate: 2 is not a share between 0 and 1"
+    );
+}
+
+#[test]
+fn new_geo_tables_compile_every_policy_again() {
+    let text = |jurisdictions: &str| {
+        format!(
+            r#"
+geo: {{ jurisdictions: [{jurisdictions}] }}
+listeners: [{{ name: l, address: "127.0.0.1:1", route_table: t }}]
+route_tables: [{{ name: t, virtual_hosts: [{{ domains: ["*"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]
+clusters: [{{ name: c, endpoints: [{{ address: "127.0.0.1:2" }}] }}]
+residency_policies:
+  - {{ name: p, rules: [{{ data_classes: [pii], allowed_jurisdictions: [US] }}] }}
+"#
+        )
+    };
+    let store = load_store_str(&text("EU, US"), "a.yaml").unwrap();
+    let us = |s: &Store| s.residency().policies["p"].allowed_for(0, None);
+    assert_eq!(us(&store), 1 << 1);
+    // A reload that adds a jurisdiction (US moves to bit 2: they are sorted
+    // by name) compiles the policy again though its own text did not change.
+    let (b, _) = crate::parse_bootstrap(&text("APAC, EU, US"), "a.yaml").unwrap();
+    let settings = Store::settings_of(&b, &DiskFiles).unwrap();
+    let next = store
+        .with_settings(settings, &b)
+        .apply(Change::from_bootstrap(&b), &DiskFiles, true)
+        .unwrap();
+    assert_eq!(next.residency().geo.jurisdiction("US"), Some(2));
+    assert_eq!(us(&next), 1 << 2);
+}

@@ -193,7 +193,7 @@ impl RequestCtx {
     pub(crate) fn endpoint_jurisdiction(&self) -> Option<&str> {
         let i = self.endpoint?;
         let rt = self.cluster.as_ref()?;
-        let geo = &self.routing.config.store.settings().residency.geo;
+        let geo = &self.routing.config.store.residency().geo;
         let j = rt.lb.jurisdiction_of(i)?;
         geo.jurisdictions.get(usize::from(j)).map(|s| s.as_ref())
     }

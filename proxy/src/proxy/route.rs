@@ -95,11 +95,10 @@ pub(super) fn select_route(
     let mut candidates = candidates;
     // Trusted headers (of every policy and the geo country header) are
     // removed from untrusted peers' requests on every route.
-    ctx.strip =
-        residency::untrusted_headers(&ctx.routing.config.store.settings().residency, ctx.peer);
+    ctx.strip = residency::untrusted_headers(ctx.routing.config.store.residency(), ctx.peer);
     if let Some(res) = &r.residency {
         let routing = Arc::clone(&ctx.routing);
-        let settings = &routing.config.store.settings().residency;
+        let settings = routing.config.store.residency();
         // A policy that does not resolve (it never should: references are
         // validated) fails closed: nothing is forwarded.
         let Some(policy) = settings.policies.get(&res.policy) else {

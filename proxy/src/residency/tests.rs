@@ -109,7 +109,7 @@ proptest! {
         ),
     ) {
         let (routing, rt) = runtime(&eps, policy, panic, restrict);
-        let settings = &routing.config.store.settings().residency;
+        let settings = routing.config.store.residency();
         let geo = &settings.geo;
         let p = settings.policies.values().next().unwrap();
         let peer = Some("127.0.0.1".parse().unwrap());
@@ -152,7 +152,7 @@ proptest! {
 #[test]
 fn the_strictest_reading_wins() {
     let (routing, _) = runtime(&[(0, 0, 1, false, false)], 0, true, false);
-    let settings = &routing.config.store.settings().residency;
+    let settings = routing.config.store.residency();
     let p = settings.policies.values().next().unwrap();
     let geo = &settings.geo;
     let peer = Some("127.0.0.1".parse().unwrap());
@@ -230,7 +230,7 @@ fn the_strictest_reading_wins() {
 fn decision_cost() {
     let eps: Vec<Spec> = (0..100).map(|i| (i % 4, 0, 1, false, false)).collect();
     let (routing, rt) = runtime(&eps, 0, true, false);
-    let settings = &routing.config.store.settings().residency;
+    let settings = routing.config.store.residency();
     let p = settings.policies.values().next().unwrap();
     let peer = Some("127.0.0.1".parse().unwrap());
     let mut h = HeaderMap::new();
