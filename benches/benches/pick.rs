@@ -62,6 +62,7 @@ fn picks(c: &mut Criterion) {
                     candidates: &all,
                     tried: &none,
                     hash: Some(key),
+                    nearest: None,
                 };
                 black_box(b.pick(black_box(&req)))
             })

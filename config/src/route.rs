@@ -274,6 +274,9 @@ pub struct Route {
     pub response_headers: HeaderMutation,
     /// Its residency policy (its own or its virtual host's).
     pub residency: Option<RouteResidency>,
+    /// Prefer the endpoints nearest the client (geo preferred regions, then
+    /// the client's jurisdiction, then any).
+    pub prefer_nearest: bool,
 }
 
 /// How a route matches the path.

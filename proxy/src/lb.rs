@@ -25,12 +25,14 @@ pub(crate) mod state;
 /// What a pick needs from the request.
 #[derive(Debug)]
 pub struct PickRequest<'a> {
-    /// Endpoints the request may use (its subset; later also residency).
+    /// Endpoints the request may use (its subset, narrowed by residency).
     pub candidates: &'a EndpointSet,
     /// Endpoints earlier tries of this request used.
     pub tried: &'a EndpointSet,
     /// The request's key for hashing policies.
     pub hash: Option<u64>,
+    /// The client's jurisdiction, on a route that prefers the nearest endpoints.
+    pub nearest: Option<u8>,
 }
 
 /// The balancer's precomputed view of a cluster's endpoints (built with each
@@ -51,6 +53,10 @@ pub(crate) struct Balancer {
     usable: ArcSwap<Usable>,
     /// Endpoints per jurisdiction (index as in the configuration's geo).
     by_jurisdiction: Vec<EndpointSet>,
+    /// Per client jurisdiction, the steps of nearest-first routing: each
+    /// preferred region's endpoints in order, then the rest of the
+    /// jurisdiction's (empty steps left out).
+    nearest: Vec<Vec<EndpointSet>>,
 }
 
 enum Table {
@@ -143,8 +149,10 @@ impl Balancer {
                 by_jurisdiction[usize::from(j)].insert(i);
             }
         }
+        let nearest = nearest_steps(c, geo, &by_jurisdiction);
         Self {
             by_jurisdiction,
+            nearest,
             levels,
             local,
             weights,
@@ -156,6 +164,46 @@ impl Balancer {
             }),
         }
     }
+}
+
+/// The nearest-first steps of each client jurisdiction: its preferred
+/// regions' endpoints (a region matches `cloud/region` or `region`), then its
+/// other endpoints.
+fn nearest_steps(
+    c: &Cluster,
+    geo: &corridor_config::Geo,
+    by_jurisdiction: &[EndpointSet],
+) -> Vec<Vec<EndpointSet>> {
+    let n = c.endpoints.len();
+    (0..by_jurisdiction.len())
+        .map(|j| {
+            let mut steps = Vec::new();
+            let mut taken = EndpointSet::empty(n);
+            let regions = geo.preferred_regions.get(&(j as u8));
+            for region in regions.into_iter().flatten() {
+                let mut step = EndpointSet::empty(n);
+                for (i, e) in c.endpoints.iter().enumerate() {
+                    let l = &e.locality;
+                    let full = region.split_once('/').is_some_and(|(cloud, r)| {
+                        l.cloud.as_ref() == cloud && l.region.as_ref() == r
+                    });
+                    if !taken.contains(i) && (full || l.region == *region) {
+                        step.insert(i);
+                    }
+                }
+                if !step.is_empty() {
+                    taken.union(&step);
+                    steps.push(step);
+                }
+            }
+            let mut rest = by_jurisdiction[j].clone();
+            rest.subtract(&taken);
+            if !rest.is_empty() {
+                steps.push(rest);
+            }
+            steps
+        })
+        .collect()
 }
 
 /// Endpoint weight times its locality's weight share: with locality weights,
@@ -194,11 +242,27 @@ pub(crate) fn pick(rt: &ClusterRuntime, req: &PickRequest<'_>) -> Option<usize> 
     // Prefer endpoints not tried yet; when all were, any candidate.
     let mut pool = req.candidates.clone();
     pool.subtract(req.tried);
+    let retry = !req.tried.is_empty();
+    // Nearest first: the first step with a usable endpoint not tried yet,
+    // balanced among its usable endpoints; the whole pool is the last step.
+    if let Some(steps) = req.nearest.and_then(|j| rt.lb.nearest.get(usize::from(j))) {
+        let near = with_usable(rt, |usable| {
+            steps.iter().find_map(|step| {
+                let mut s = pool.clone();
+                s.intersect(step);
+                s.intersect(usable);
+                (!s.is_empty()).then_some(s)
+            })
+        });
+        if let Some(step) = near {
+            let set = with_usable(rt, |usable| eligible(rt, &step, usable, req.hash))?;
+            return Some(choose(rt, &set, req.hash, retry));
+        }
+    }
     if pool.is_empty() {
         pool = req.candidates.clone();
     }
     let set = with_usable(rt, |usable| eligible(rt, &pool, usable, req.hash))?;
-    let retry = !req.tried.is_empty();
     Some(choose(rt, &set, req.hash, retry))
 }
 

@@ -214,6 +214,7 @@ impl ProxyHttp for Corridor {
             candidates: &ctx.candidates,
             tried: &ctx.tried,
             hash: ctx.hash,
+            nearest: ctx.nearest,
         };
         let Some(idx) = lb::pick(&rt, &req) else {
             if ctx.residency.as_ref().is_some_and(|d| d.stopped(&rt)) {
@@ -489,8 +490,10 @@ impl ProxyHttp for Corridor {
                 .local_error
                 .as_ref()
                 .is_some_and(|e| e.kind == ErrorKind::ResidencyDenied);
+            let rate = d.policy.audit_sample_rate;
             if d.allowed.is_some()
                 && !denied
+                && (rate >= 1.0 || fastrand::f64() < rate)
                 && tracing::enabled!(target: "corridor::residency", tracing::Level::INFO)
             {
                 let j = ctx.endpoint_jurisdiction();

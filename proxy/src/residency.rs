@@ -203,6 +203,25 @@ fn values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item =
         .filter(|v| !v.is_empty())
 }
 
+/// The client's jurisdiction for nearest-first routing: the first country of
+/// the trusted country header that the tables know, else the database's for
+/// the trusted client address. A preference, not a rule: residency is
+/// decided separately, from every value.
+pub(crate) fn client_jurisdiction(
+    geo: &Geo,
+    db: Option<&crate::geo::GeoSource>,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
+) -> Option<u8> {
+    let from_header = geo
+        .country_header
+        .as_ref()
+        .filter(|h| h.trusts(peer))
+        .and_then(|h| values(headers, &h.name).find_map(|v| geo.country(v.as_bytes())));
+    from_header.or_else(|| geo.country(&db?.country(client?)?))
+}
+
 /// The endpoints of `rt` whose jurisdiction is in `allowed`.
 pub(crate) fn endpoints_in(rt: &ClusterRuntime, allowed: JurisdictionSet) -> EndpointSet {
     rt.lb.in_jurisdictions(allowed, rt.states.len())

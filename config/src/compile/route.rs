@@ -278,6 +278,7 @@ fn compile_route(
         request_headers,
         response_headers,
         residency: None,
+        prefer_nearest: r.prefer_nearest,
     })
 }
 

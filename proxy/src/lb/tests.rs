@@ -47,6 +47,7 @@ fn pick_with(
             candidates,
             tried,
             hash,
+            nearest: None,
         },
     )
 }
@@ -541,4 +542,86 @@ fn a_change_touches_carried_state_only_once_it_serves() {
         &rt.states[0],
         &second.clusters.values().next().unwrap().states[0]
     ));
+}
+
+#[test]
+fn nearest_first_takes_preferred_regions_then_the_jurisdiction_then_any() {
+    // 0, 1: gcp/europe-west1; 2: azure/westeurope; 3: gcp/europe-west4 (EU,
+    // not listed); 4: aws/us-east-1.
+    let places = [
+        "cloud: gcp, region: europe-west1",
+        "cloud: gcp, region: europe-west1",
+        "cloud: azure, region: westeurope",
+        "cloud: gcp, region: europe-west4",
+        "cloud: aws, region: us-east-1",
+    ];
+    let rt = runtime_with(
+        &eps(5, |i| format!(", locality: {{ {} }}", places[i])),
+        "",
+        "geo: { jurisdictions: [EU, US], regions: { europe-west1: EU, westeurope: EU, europe-west4: EU, us-east-1: US }, \
+         preferred_regions: { EU: { regions: [gcp/europe-west1, westeurope] } } }\n",
+    );
+    assert_eq!(rt.lb.jurisdiction_of(0), Some(0), "EU is bit 0");
+    let all = rt.config.all();
+    let nearest = |tried: &EndpointSet| {
+        pick(
+            &rt,
+            &PickRequest {
+                candidates: &all,
+                tried,
+                hash: None,
+                nearest: Some(0),
+            },
+        )
+    };
+    let none = EndpointSet::empty(5);
+    let mut seen = [0; 5];
+    for _ in 0..20 {
+        seen[nearest(&none).unwrap()] += 1;
+    }
+    assert_eq!(
+        seen,
+        [10, 10, 0, 0, 0],
+        "the first preferred region, balanced"
+    );
+    // Retries move on: the rest of the first step, then the next step.
+    let mut tried = none.clone();
+    tried.insert(0);
+    assert_eq!(nearest(&tried), Some(1));
+    tried.insert(1);
+    assert_eq!(nearest(&tried), Some(2));
+    tried.insert(2);
+    assert_eq!(nearest(&tried), Some(3), "then the rest of the EU");
+    tried.insert(3);
+    assert_eq!(nearest(&tried), Some(4), "then anywhere");
+    // An ejected or unhealthy step is skipped without panic mode.
+    eject(&rt, 0);
+    fail_health(&rt, 1);
+    assert_eq!(nearest(&none), Some(2));
+    eject(&rt, 2);
+    assert_eq!(nearest(&none), Some(3));
+    // A US client, with no preferred regions listed: its jurisdiction first.
+    let us = pick(
+        &rt,
+        &PickRequest {
+            candidates: &all,
+            tried: &none,
+            hash: None,
+            nearest: Some(1),
+        },
+    );
+    assert_eq!(us, Some(4));
+    // Nearest never widens the candidates (residency narrows them first).
+    let mut only_us = EndpointSet::empty(5);
+    only_us.insert(4);
+    let r = pick(
+        &rt,
+        &PickRequest {
+            candidates: &only_us,
+            tried: &none,
+            hash: None,
+            nearest: Some(0),
+        },
+    );
+    assert_eq!(r, Some(4));
 }

@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub(crate) try_started: Option<Instant>,
     /// The request's key for hashing balancers.
     pub(crate) hash: Option<u64>,
+    /// The client's jurisdiction, on a route that prefers the nearest endpoints.
+    pub(crate) nearest: Option<u8>,
     /// The request counted against the cluster's `max_requests`.
     pub(crate) request_guard: Option<RequestGuard>,
     /// The current try's connection, counted against `max_connections`.
@@ -116,6 +118,7 @@ impl RequestCtx {
             in_flight: None,
             try_started: None,
             hash: None,
+            nearest: None,
             request_guard: None,
             connection: None,
             retry_guard: None,

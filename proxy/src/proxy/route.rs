@@ -173,6 +173,16 @@ pub(super) fn select_route(
             ));
         }
     }
+    if r.prefer_nearest {
+        let routing = &ctx.routing;
+        ctx.nearest = residency::client_jurisdiction(
+            &routing.config.store.residency().geo,
+            routing.geo_db.as_deref(),
+            &req.headers,
+            ctx.peer,
+            ctx.client,
+        );
+    }
     let cluster = &rt.config;
     if cluster.balancing.lb.policy.is_hash() {
         ctx.hash = request_hash(&cluster.balancing.lb.hash_key, req, ctx.client);

@@ -55,7 +55,8 @@ fn runtime(
     let text = format!(
         "listeners: [{{ name: l, address: \"127.0.0.1:1\", route_table: t }}]\n\
          route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], residency_policy: p, routes: [{{ route: {{ cluster: c }} }}] }}] }}]\n\
-         geo: {{ jurisdictions: [EU, US, UK, APAC], countries: {{ DE: EU }}, regions: {{ eu-r: EU, us-r: US, uk-r: UK, ap-r: APAC }} }}\n\
+         geo: {{ jurisdictions: [EU, US, UK, APAC], countries: {{ DE: EU }}, regions: {{ eu-r: EU, us-r: US, uk-r: UK, ap-r: APAC }}, \
+           preferred_regions: {{ EU: {{ regions: [uk-r, c/eu-r] }}, US: {{ regions: [us-r, ap-r] }}, UK: {{ regions: [eu-r] }} }} }}\n\
          residency_policies: [{{ name: p, unclassified: {}, \
            data_class_header: {{ header: x-class, trusted_from: [127.0.0.1] }}, \
            subject_header: {{ header: x-subject, trusted_from: [127.0.0.1] }}, \
@@ -104,6 +105,7 @@ proptest! {
                 prop::collection::vec(0usize..4, 0..3),
                 prop::collection::vec(0usize..5, 0..3),
                 any::<u64>(),
+                prop::option::of(0u8..4),
             ),
             1..8,
         ),
@@ -113,7 +115,7 @@ proptest! {
         let geo = &settings.geo;
         let p = settings.policies.values().next().unwrap();
         let peer = Some("127.0.0.1".parse().unwrap());
-        for (classes, subjects, key) in requests {
+        for (classes, subjects, key, nearest) in requests {
             let mut headers = HeaderMap::new();
             for c in &classes {
                 headers.append("x-class", HeaderValue::from_static(CLASSES[*c]));
@@ -131,7 +133,7 @@ proptest! {
             // A first try and three retries, each excluding what was tried.
             let mut tried = EndpointSet::empty(rt.states.len());
             for _ in 0..4 {
-                let req = PickRequest { candidates: &candidates, tried: &tried, hash: Some(key) };
+                let req = PickRequest { candidates: &candidates, tried: &tried, hash: Some(key), nearest };
                 let Some(i) = pick(&rt, &req) else { break };
                 // The endpoint's jurisdiction from the generated topology, not
                 // from the code under test.

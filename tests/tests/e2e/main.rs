@@ -172,6 +172,22 @@ pub async fn first_sse_event(
     (c, stream)
 }
 
+/// Polls until `check` holds, up to 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// Serializes the tests that measure timing or memory, or move a GiB, so that
 /// they do not disturb each other on a 2-core machine.
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {

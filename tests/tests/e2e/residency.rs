@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use corridor_tests::{Client, Corridor, Fault, Upstream, UpstreamOptions, UpstreamProtocol};
+use corridor_tests::{
+    Client, ControlPlane, Corridor, Fault, Upstream, UpstreamOptions, UpstreamProtocol,
+};
 
 use super::{fetch, upstream, HEAD};
 
@@ -382,4 +384,295 @@ clusters:
         to_us > 30,
         "the 90 % target still gets public traffic: {to_us}/60"
     );
+}
+
+/// Residency audit lines of `decision` in the proxy's log.
+fn audit_lines(proxy: &Corridor, decision: &str) -> usize {
+    let quoted = format!("decision=\"{decision}\"");
+    let bare = format!("decision={decision} ");
+    proxy
+        .logs()
+        .lines()
+        .filter(|l| l.contains("corridor::residency") && (l.contains(&quoted) || l.contains(&bare)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_and_audit_lines_match_one_for_one_and_allowed_lines_are_sampled() {
+    let eu = upstream("eu", UpstreamProtocol::Http1).await;
+    let yaml = format!(
+        r#"{HEAD}geo: {{ jurisdictions: [EU, US] }}
+residency_policies:
+  - name: every
+    rules: [{{ data_classes: [pii], allowed_jurisdictions: [EU] }}, {{ data_classes: [health], allowed_jurisdictions: [US] }}]
+  - name: none
+    audit_sample_rate: 0
+    rules: [{{ data_classes: [pii], allowed_jurisdictions: [EU] }}]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ match: {{ prefix: /every/pii/ }}, residency_policy: every, data_class: pii, route: {{ cluster: c, prefix_rewrite: / }} }}
+          - {{ match: {{ prefix: /every/health/ }}, residency_policy: every, data_class: health, route: {{ cluster: c, prefix_rewrite: / }} }}
+          - {{ match: {{ prefix: /none/ }}, residency_policy: none, data_class: pii, route: {{ cluster: c, prefix_rewrite: / }} }}
+clusters:
+  - name: c
+    endpoints:
+      - {{ address: "{eu}", labels: {{ jurisdiction: EU }} }}
+      - {{ address: "127.0.0.1:9", labels: {{ jurisdiction: US }} }}
+"#,
+        eu = eu.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let send = |path: &'static str| {
+        let c = &c;
+        async move {
+            let r = super::fetch_get(c, path).await;
+            r.status
+        }
+    };
+    // Allowed classified requests: a line each at rate 1, none at rate 0.
+    for _ in 0..7 {
+        assert_eq!(send("/every/pii/status/200").await, 200);
+        assert_eq!(send("/none/status/200").await, 200);
+    }
+    // Health data may only go to the US endpoint, which refuses connections:
+    // 451 each time (the policy excluded the EU endpoint, which could serve).
+    let mut denied = 0;
+    for _ in 0..9 {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let status = super::fetch_get(&c, "/every/health/status/200")
+            .await
+            .status;
+        assert_eq!(status, 451);
+        denied += 1;
+    }
+    let counted = proxy
+        .metric(
+            "corridor_residency_denied_total",
+            &[("policy", "every"), ("data_class", "health")],
+        )
+        .await;
+    assert_eq!(counted, f64::from(denied));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while audit_lines(&proxy, "deny") < denied as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let any extra line arrive before counting exactly.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        audit_lines(&proxy, "deny"),
+        denied as usize,
+        "one audit line per 451"
+    );
+    assert_eq!(
+        audit_lines(&proxy, "allow"),
+        7,
+        "only policy `every` audits what it allows"
+    );
+    assert!(
+        !proxy
+            .logs()
+            .lines()
+            .any(|l| l.contains("corridor::residency") && l.contains("policy=none")),
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_prefer_the_regions_nearest_the_client() {
+    let west1 = upstream("gcp-europe-west1", UpstreamProtocol::Http1).await;
+    let westeu = upstream("azure-westeurope", UpstreamProtocol::Http1).await;
+    let us = upstream("aws-us-east-1", UpstreamProtocol::Http1).await;
+    let yaml = format!(
+        r#"{HEAD}geo:
+  countries: {{ DE: EU, FR: EU, US: US }}
+  regions: {{ europe-west1: EU, westeurope: EU, us-east-1: US }}
+  country_header: {{ header: x-country, trusted_from: [127.0.0.1] }}
+  preferred_regions: {{ EU: {{ regions: [gcp/europe-west1, azure/westeurope] }} }}
+residency_policies:
+  - name: eu-pii
+    data_class_header: {{ header: x-data-class, trusted_from: [127.0.0.1] }}
+    rules: [{{ data_classes: [pii], allowed_jurisdictions: [EU] }}]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        residency_policy: eu-pii
+        routes:
+          - match: {{ prefix: / }}
+            prefer_nearest: true
+            route:
+              cluster: c
+              retry_policy: {{ num_retries: 2, retry_on: [connect-failure] }}
+clusters:
+  - name: c
+    endpoints:
+      - {{ address: "{a}", locality: {{ cloud: gcp, region: europe-west1 }} }}
+      - {{ address: "{b}", locality: {{ cloud: azure, region: westeurope }} }}
+      - {{ address: "{c}", locality: {{ cloud: aws, region: us-east-1 }} }}
+"#,
+        a = west1.addr(),
+        b = westeu.addr(),
+        c = us.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let served = |headers: &'static [(&'static str, &'static str)]| {
+        let c = &c;
+        async move {
+            let (status, from, _) = get(c, headers).await;
+            assert_eq!(status, 200);
+            from
+        }
+    };
+    // EU clients: the first preferred region; US clients: their jurisdiction.
+    for _ in 0..6 {
+        assert_eq!(served(&[("x-country", "DE")]).await, "gcp-europe-west1");
+        assert_eq!(served(&[("x-country", "us")]).await, "aws-us-east-1");
+    }
+    // Without a known country, no preference: every endpoint serves.
+    let mut anywhere = std::collections::HashSet::new();
+    for _ in 0..9 {
+        anywhere.insert(served(&[]).await);
+    }
+    assert_eq!(anywhere.len(), 3, "{anywhere:?}");
+    // The first region goes away: the next preferred region (a retry after
+    // the refused connection), never the US though it is healthy.
+    west1.shutdown().await;
+    for _ in 0..6 {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let (status, from, _) = get(&c, &[("x-country", "FR")]).await;
+        assert_eq!((status, from.as_str()), (200, "azure-westeurope"));
+    }
+    // Both EU regions gone: a public request from an EU client fails over to
+    // the US; the same client's PII is refused (residency wins over nearness).
+    westeu.shutdown().await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let (status, from, _) = get(&c, &[("x-country", "DE")]).await;
+    assert_eq!((status, from.as_str()), (200, "aws-us-east-1"));
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let (status, _, body) = get(&c, &[("x-country", "DE"), ("x-data-class", "pii")]).await;
+    assert_eq!(status, 451, "{body}");
+    assert_eq!(
+        us.requests(),
+        6 + 1 + 3,
+        "US requests: 6 US clients, 1 failover, 3 of 9 unpreferred"
+    );
+}
+
+/// A proxy whose geo tables are in its bootstrap, with the route table, the
+/// clusters and the residency policy pushed by the reference control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_policy_takes_effect_without_restart_and_a_bad_one_is_nacked() {
+    let eu = upstream("eu", UpstreamProtocol::Http1).await;
+    let us = upstream("us", UpstreamProtocol::Http1).await;
+    let clusters = format!(
+        "clusters:\n  - name: c\n    endpoints:\n      - {{ address: \"{}\", labels: {{ jurisdiction: EU }} }}\n      - {{ address: \"{}\", labels: {{ jurisdiction: US }} }}\n",
+        eu.addr(),
+        us.addr()
+    );
+    let routes = |policy: &str| {
+        format!(
+            "route_tables:\n  - name: t\n    virtual_hosts:\n      - domains: [\"*\"]\n{policy}        routes: [{{ match: {{ prefix: / }}, route: {{ cluster: c }} }}]\n"
+        )
+    };
+    let policy = |allowed: &str| {
+        format!(
+            "residency_policies:\n  - name: pii\n    data_class_header: {{ header: x-data-class, trusted_from: [127.0.0.1] }}\n    rules: [{{ data_classes: [pii], allowed_jurisdictions: [{allowed}] }}]\n"
+        )
+    };
+    let cp =
+        ControlPlane::start(&[("clusters.yaml", &clusters), ("routes.yaml", &routes(""))]).await;
+    let bootstrap = format!(
+        "{HEAD}runtime: {{ worker_threads: 2 }}\ngeo: {{ jurisdictions: [EU, US] }}\nxds: {{ server: \"{}\", node_id: n1, initial_fetch_timeout: 3s }}\n",
+        cp.url()
+    );
+    let proxy = Corridor::start(&bootstrap).await;
+    const PII: &[(&str, &str)] = &[("x-data-class", "pii")];
+    let froms = |n: usize| {
+        let addr = proxy.addr;
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                let c = Client::h1(addr).await.unwrap();
+                let (status, from, _) = get(&c, PII).await;
+                if status == 200 {
+                    seen.insert(from);
+                } else {
+                    seen.insert(status.to_string());
+                }
+            }
+            seen
+        }
+    };
+    super::eventually("both endpoints to serve", || async {
+        froms(4).await.len() == 2
+    })
+    .await;
+
+    // The policy arrives with the route table that names it.
+    cp.write("policy.yaml", &policy("EU"));
+    cp.write("routes.yaml", &routes("        residency_policy: pii\n"));
+    super::eventually("PII to stay in the EU", || async {
+        froms(4).await == ["eu".to_string()].into()
+    })
+    .await;
+    assert_eq!(froms(10).await, ["eu".to_string()].into());
+
+    // A changed policy moves PII without a restart.
+    cp.write("policy.yaml", &policy("US"));
+    super::eventually("PII to move to the US", || async {
+        froms(4).await == ["us".to_string()].into()
+    })
+    .await;
+
+    // A policy naming a jurisdiction this proxy does not know passes the
+    // control plane (it does not know the proxies' geo tables) and is
+    // NACKed by the proxy, which keeps the last good policy.
+    cp.write("policy.yaml", &policy("MARS"));
+    let want =
+        "ResidencyPolicy(pii).rules[0].allowed_jurisdictions[0]: unknown jurisdiction `MARS`";
+    super::eventually("the NACK to reach the control plane", || async {
+        let nodes = cp.nodes().await;
+        nodes["nodes"][0]["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| {
+                t["type_url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(".ResidencyPolicy")
+                    && t["last_nack"].as_str().is_some_and(|m| m.contains(want))
+            })
+    })
+    .await;
+    assert_eq!(
+        proxy
+            .metric(
+                "corridor_xds_updates_total",
+                &[("type", "ResidencyPolicy"), ("result", "nack")]
+            )
+            .await,
+        1.0
+    );
+    assert_eq!(froms(10).await, ["us".to_string()].into());
+
+    // A policy the control plane itself can reject is not pushed.
+    cp.write(
+        "policy.yaml",
+        &policy("EU").replace("    rules:", "    audit_sample_rate: 2\n    rules:"),
+    );
+    super::eventually("the control plane to report policy.yaml", || async {
+        let (_, body) = corridor_tests::proxy::admin_get(cp.admin, "/files")
+            .await
+            .unwrap();
+        body.contains("residency_policies[0].audit_sample_rate: 2 is not a share between 0 and 1")
+    })
+    .await;
+    assert_eq!(froms(6).await, ["us".to_string()].into());
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corridor_tests::{Client, ControlPlane, Corridor, TestPki, UpstreamProtocol};
 
-use super::{exclusive, fetch_get, upstream, wait_upstream};
+use super::{eventually, exclusive, fetch_get, upstream, wait_upstream};
 
 /// A bootstrap with one static listener (routing with pushed table `t`) and
 /// the control stream; `extra` goes into the `xds` section.
@@ -81,22 +81,6 @@ fn xds_type<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Valu
                 .ends_with(&format!(".{kind}"))
         })
         .unwrap_or_else(|| panic!("no {kind} in {dump}"))
-}
-
-/// Polls until `check` holds, up to 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
