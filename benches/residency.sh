@@ -229,7 +229,8 @@ if [[ ${INSTRUCTIONS:-1} == 1 ]]; then
             callgrind_control -z "$vpid" >/dev/null
             h2load --h1 -c4 -n"$n" -H 'x-data-class: pii' "http://127.0.0.1:$port/" >"$RESULTS/$v-callgrind.h2load"
             callgrind_control -d "$vpid" >/dev/null
-            ir=$(awk '/^summary:/ { print $2 }' "$TMP"/cg-"$v".*.1)
+            cp "$TMP"/cg-"$v".*.1 "$RESULTS/callgrind-$v.out"
+            ir=$(awk '/^summary:/ { print $2 }' "$RESULTS/callgrind-$v.out")
             IR[$v]=$((ir / n))
             kill "$vpid" 2>/dev/null || true
             wait "$vpid" 2>/dev/null || true

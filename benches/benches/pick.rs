@@ -1,6 +1,7 @@
 //! The cost of one endpoint pick at 100 endpoints (target: < 200 ns), per
 //! policy, through the same filter and policy code requests use: the subset,
-//! the tries so far, the usable set, priorities, then the policy.
+//! the tries so far, the usable set, priorities, then the policy; and
+//! round robin with a nearest-first step (a route with `prefer_nearest`).
 //!
 //! cargo bench -p corridor-benches --bench pick
 
@@ -12,7 +13,8 @@ use corridor_config::{load_str, EndpointSet};
 use corridor_proxy::{ClusterBalancer, PickRequest};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-/// A cluster `c` of `n` endpoints in two zones, with `extra` cluster fields.
+/// A cluster `c` of `n` endpoints in two zones of region aws/r (in
+/// jurisdiction EU, its preferred region), with `extra` cluster fields.
 fn balancer(n: usize, extra: &str) -> ClusterBalancer {
     let eps: Vec<String> = (0..n)
         .map(|i| {
@@ -27,7 +29,8 @@ fn balancer(n: usize, extra: &str) -> ClusterBalancer {
     let text = format!(
         "listeners: [{{ name: l, address: \"127.0.0.1:1\", route_table: t }}]\n\
          route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]\n\
-         clusters: [{{ name: c, endpoints: [{}] {extra} }}]\n",
+         clusters: [{{ name: c, endpoints: [{}] {extra} }}]\n\
+         geo: {{ jurisdictions: [EU], regions: {{ r: EU }}, preferred_regions: {{ EU: {{ regions: [aws/r] }} }} }}\n",
         eps.join(", ")
     );
     let snap = load_str(&text, "bench").unwrap_or_else(|e| panic!("{e}"));
@@ -36,16 +39,18 @@ fn balancer(n: usize, extra: &str) -> ClusterBalancer {
 
 fn picks(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick_100_endpoints");
-    for (name, extra) in [
-        ("round_robin", ""),
-        ("random", ", lb_policy: random"),
-        ("least_request", ", lb_policy: least_request"),
-        ("peak_ewma", ", lb_policy: peak_ewma"),
-        ("ring_hash", ", lb_policy: ring_hash"),
-        ("maglev", ", lb_policy: maglev"),
+    for (name, extra, nearest) in [
+        ("round_robin", "", None),
+        ("round_robin_nearest", "", Some(0)),
+        ("random", ", lb_policy: random", None),
+        ("least_request", ", lb_policy: least_request", None),
+        ("peak_ewma", ", lb_policy: peak_ewma", None),
+        ("ring_hash", ", lb_policy: ring_hash", None),
+        ("maglev", ", lb_policy: maglev", None),
         (
             "peak_ewma_outlier_hc",
             ", lb_policy: peak_ewma, outlier_detection: {}, common_lb_config: { zone_aware: { enabled: false } }",
+            None,
         ),
     ] {
         let b = balancer(100, extra);
@@ -62,7 +67,7 @@ fn picks(c: &mut Criterion) {
                     candidates: &all,
                     tried: &none,
                     hash: Some(key),
-                    nearest: None,
+                    nearest,
                 };
                 black_box(b.pick(black_box(&req)))
             })

@@ -97,8 +97,11 @@ pub struct RouteTable {
     pub clusters: std::collections::BTreeSet<Arc<str>>,
     /// Each cluster reference with the field that makes it.
     pub(crate) cluster_refs: Vec<(Arc<str>, crate::error::FieldPath<'static>)>,
-    /// Each residency policy reference (checked against the settings).
+    /// Each residency policy reference (resolved against the store's policies).
     pub(crate) residency_refs: Vec<ResidencyRef>,
+    /// The first route that prefers the nearest endpoints, if any (it needs
+    /// a source of the client's country).
+    pub(crate) nearest_ref: Option<crate::error::FieldPath<'static>>,
 }
 
 /// A route's reference to a residency policy and data class.

@@ -25,7 +25,7 @@ use crate::compile::{
 use crate::error::{ConfigError, FieldPath};
 use crate::files::Files;
 use crate::proto;
-use crate::residency::{Residency, ResidencyPolicy};
+use crate::residency::{Geo, Residency, ResidencyPolicy};
 use crate::route::RouteTable;
 use crate::snapshot::{Listener, Settings, Snapshot};
 
@@ -97,7 +97,8 @@ impl Kind {
 
     /// Whether a state-of-the-world response may carry only some resources
     /// of this kind, as Envoy's RDS and EDS do: route tables and endpoints
-    /// (listeners and clusters always come complete, so omission deletes).
+    /// (listeners, clusters and residency policies always come complete, so
+    /// omission deletes).
     pub fn sotw_incremental(self) -> bool {
         matches!(self, Kind::RouteTable | Kind::Endpoints)
     }
@@ -396,8 +397,8 @@ pub struct Store {
     residency: Arc<Residency>,
     /// Each cluster with its current endpoints (its `Endpoints` resource, if any).
     effective: OrdMap<Arc<str>, Arc<Cluster>>,
-    /// The route tables served: the latest whose clusters all exist, or the
-    /// previous one while the latest is warming.
+    /// The route tables served: the latest whose clusters and residency
+    /// policies all resolve, or the previous one while the latest is warming.
     served_tables: OrdMap<Arc<str>, Entry<RouteTable>>,
     /// The listeners served: the latest whose route table is served, or the
     /// previous version while the latest waits for its table.
@@ -437,7 +438,7 @@ impl Store {
     }
 
     /// An empty store with default settings, to validate resources against
-    /// (as the control plane does before serving them).
+    /// (see `for_control_plane` for what the control plane uses).
     pub fn empty() -> Store {
         let b = proto::Bootstrap::default();
         let mut cx = Ctx::new(&crate::files::DiskFiles);
@@ -763,16 +764,11 @@ impl Store {
         if geo_changed {
             next.recompile_policies(&mut cx, &seen);
         }
-        if policies_changed {
-            let policies = next
-                .policies
-                .iter()
-                .map(|(n, e)| (n.clone(), Arc::clone(&e.compiled)))
-                .collect();
-            next.residency = Arc::new(residency_view(geo, policies));
-            structural = true;
-        }
+        structural |= policies_changed;
         next.link(self, &touched, structural);
+        if structural {
+            next.residency = Arc::new(next.residency_of_served(self, geo, geo_changed));
+        }
         next.changed_clusters = touched.iter().cloned().collect();
         next.check(&mut cx, &seen, &touched, strict);
         if strict {
@@ -969,13 +965,47 @@ impl Store {
         })
     }
 
-    /// Whether a route table can be served: its clusters are ready and the
-    /// residency policies it names have arrived.
+    /// Whether a route table can be served: its clusters are ready, and the
+    /// residency policies it names have arrived and define its classes.
     fn table_ready(&self, t: &RouteTable) -> bool {
         t.clusters.iter().all(|c| self.cluster_ready(c))
-            && t.residency_refs
-                .iter()
-                .all(|r| self.policies.contains_key(&r.policy))
+            && t.residency_refs.iter().all(|r| self.policy_resolves(r))
+    }
+
+    /// Whether a route's residency reference resolves: its policy is here and
+    /// defines its class.
+    fn policy_resolves(&self, r: &crate::route::ResidencyRef) -> bool {
+        self.policies.get(&r.policy).is_some_and(|p| {
+            r.class
+                .as_ref()
+                .is_none_or(|c| p.compiled.class(c).is_some())
+        })
+    }
+
+    /// The residency view requests are decided with: every policy held, and
+    /// also a removed one that a served route table still names, as `prev`
+    /// compiled it (make before break: the table's previous version keeps
+    /// serving with the policy it was served with, until its new version
+    /// arrives; not across new geo tables, where the route fails closed).
+    fn residency_of_served(&self, prev: &Store, geo: Arc<Geo>, geo_changed: bool) -> Residency {
+        let mut policies: HashMap<Arc<str>, Arc<ResidencyPolicy>> = self
+            .policies
+            .iter()
+            .map(|(n, e)| (n.clone(), Arc::clone(&e.compiled)))
+            .collect();
+        if !geo_changed {
+            for t in self.served_tables.values() {
+                for r in &t.compiled.residency_refs {
+                    if policies.contains_key(&r.policy) {
+                        continue;
+                    }
+                    if let Some(p) = prev.residency.policies.get(&r.policy) {
+                        policies.insert(r.policy.clone(), Arc::clone(p));
+                    }
+                }
+            }
+        }
+        residency_view(geo, policies)
     }
 
     /// The residency view: geo tables, policies and trusted headers.
@@ -997,7 +1027,18 @@ impl Store {
             let Resource::ResidencyPolicy(p) = &*e.source else {
                 continue;
             };
-            if let Some(c) = compile_policy(cx, p, &geo, &e.path) {
+            let before = cx.errors.len();
+            let compiled = compile_policy(cx, p, &geo, &e.path);
+            let origin = match e.origin {
+                Origin::File => "from the file",
+                Origin::Xds => "pushed by the control plane",
+            };
+            for err in &mut cx.errors[before..] {
+                err.message.push_str(&format!(
+                    " (residency policy `{name}`, {origin}, compiled again against the new geo tables)"
+                ));
+            }
+            if let Some(c) = compiled {
                 let entry = Entry {
                     compiled: Arc::new(c),
                     compile_id: COMPILES.fetch_add(1, Ordering::Relaxed) + 1,
@@ -1025,10 +1066,23 @@ impl Store {
             seen.get(&Kind::ResidencyPolicy)
                 .is_some_and(|s| s.contains(name))
         };
+        let geo = &self.settings.geo;
+        let no_country = !geo.unchecked && geo.country_header.is_none() && geo.mmdb_file.is_none();
         for t in self.route_tables.values() {
+            if let Some(path) = t.compiled.nearest_ref.as_ref().filter(|_| no_country) {
+                cx.err(
+                    path,
+                    "needs the client's country: set geo.country_header or geo.mmdb_file",
+                );
+            }
+            // Pushed tables whose policies do not resolve (yet) warm instead:
+            // a policy and the tables that use it may arrive in either order.
+            if !strict {
+                continue;
+            }
             for r in &t.compiled.residency_refs {
                 let Some(p) = self.policies.get(&r.policy).map(|e| &e.compiled) else {
-                    if strict && !failed(&r.policy) {
+                    if !failed(&r.policy) {
                         cx.err(&r.path, format!("unknown residency policy `{}`", r.policy));
                     }
                     continue;
@@ -1196,13 +1250,19 @@ impl Store {
                     }
                 })
                 .collect();
-            let mut policies: Vec<&str> = t
+            let mut policies: Vec<String> = t
                 .compiled
                 .residency_refs
                 .iter()
-                .filter(|r| !self.policies.contains_key(&r.policy))
-                .map(|r| r.policy.as_ref())
+                .filter(|r| !self.policy_resolves(r))
+                .map(
+                    |r| match (&r.class, self.policies.contains_key(&r.policy)) {
+                        (Some(c), true) => format!("{} (to define class {c})", r.policy),
+                        _ => r.policy.to_string(),
+                    },
+                )
                 .collect();
+            policies.sort();
             policies.dedup();
             if !missing.is_empty() || !policies.is_empty() {
                 let mut what = Vec::new();

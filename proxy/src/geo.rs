@@ -11,12 +11,15 @@
 //!
 //! Lookups do not allocate: only the two-letter code is read out of the
 //! record, borrowed from the loaded file, and the other fields are skipped
-//! without decoding them.
+//! without decoding them. IPv4 answers are remembered in a small lock-free
+//! cache per database (one atomic word per slot), so a client's repeated
+//! requests cost one load instead of a tree walk.
 
 use std::fs::File;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -49,6 +52,49 @@ pub(crate) struct GeoDb {
     reader: Reader<Vec<u8>>,
     /// The file's stamp, taken from the open file before it was read.
     stamp: Stamp,
+    /// Recent IPv4 answers (see [`Cache`]).
+    cache: Cache,
+}
+
+/// Slots of the IPv4 answer cache (a power of two).
+const CACHE_SLOTS: usize = 1024;
+
+/// A direct-mapped cache of IPv4 lookups: each slot is one word holding the
+/// address (32 bits), the answer (16 bits: two letters, or 0 for none) and
+/// a valid bit, so readers and writers need no lock and a torn entry cannot
+/// exist. A colliding address replaces the slot's entry.
+struct Cache {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Cache {
+    fn new() -> Self {
+        Self {
+            slots: (0..CACHE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn slot(&self, ip: u32) -> &AtomicU64 {
+        // Fibonacci hashing: neighbouring addresses spread over the slots.
+        let i = (ip.wrapping_mul(0x9E37_79B9) >> 22) as usize & (CACHE_SLOTS - 1);
+        &self.slots[i]
+    }
+
+    /// The remembered answer for `ip`: `Some(None)` for "no country".
+    fn get(&self, ip: u32) -> Option<Option<[u8; 2]>> {
+        let word = self.slot(ip).load(Ordering::Relaxed);
+        if word >> 48 != 1 || (word >> 16) as u32 != ip {
+            return None;
+        }
+        let [a, b] = ((word & 0xffff) as u16).to_be_bytes();
+        Some((a != 0).then_some([a, b]))
+    }
+
+    fn put(&self, ip: u32, answer: Option<[u8; 2]>) {
+        let code = answer.map_or(0, u16::from_be_bytes);
+        let word = (1u64 << 48) | (u64::from(ip) << 16) | u64::from(code);
+        self.slot(ip).store(word, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -107,7 +153,11 @@ impl GeoDb {
         reader
             .verify()
             .map_err(|e| fail(format!("damaged MaxMind DB: {e}")))?;
-        Ok(GeoDb { reader, stamp })
+        Ok(GeoDb {
+            reader,
+            stamp,
+            cache: Cache::new(),
+        })
     }
 
     /// The ISO 3166-1 alpha-2 country code for `ip` (from
@@ -121,6 +171,20 @@ impl GeoDb {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             IpAddr::V4(_) => ip,
         };
+        let IpAddr::V4(v4) = ip else {
+            return self.look_up(ip);
+        };
+        let key = u32::from(v4);
+        if let Some(answer) = self.cache.get(key) {
+            return answer;
+        }
+        let answer = self.look_up(ip);
+        self.cache.put(key, answer);
+        answer
+    }
+
+    /// [`GeoDb::country`] without the cache.
+    fn look_up(&self, ip: IpAddr) -> Option<[u8; 2]> {
         let found = self.reader.lookup(ip).ok()?;
         // The code is borrowed from the file; other fields are skipped
         // unread. An unreadable path counts as no code.

@@ -1,9 +1,10 @@
 //! Owns picking one endpoint for one try (D6): the one eligibility filter
 //! (the request's candidates, minus endpoints already tried, minus ejected
-//! and unhealthy ones unless the level is in panic), priority spill-over and
-//! zone preference with Envoy's overprovisioning factor, and then the
-//! cluster's policy: smooth weighted round robin, weighted random, least
-//! request (P2C), peak-EWMA (P2C), ring hash or Maglev.
+//! and unhealthy ones unless the level is in panic), nearest-first steps for
+//! routes that prefer the client's regions (always inside the candidates),
+//! priority spill-over and zone preference with Envoy's overprovisioning
+//! factor, and then the cluster's policy: smooth weighted round robin,
+//! weighted random, least request (P2C), peak-EWMA (P2C), ring hash or Maglev.
 //!
 //! Per-endpoint runtime state is in `state`, per-cluster state that survives
 //! changes (availability generation, breakers) in `shared`, passive health in
@@ -246,16 +247,19 @@ pub(crate) fn pick(rt: &ClusterRuntime, req: &PickRequest<'_>) -> Option<usize> 
     // Nearest first: the first step with a usable endpoint not tried yet,
     // balanced among its usable endpoints; the whole pool is the last step.
     if let Some(steps) = req.nearest.and_then(|j| rt.lb.nearest.get(usize::from(j))) {
+        // One view of usability for finding the step and balancing in it.
         let near = with_usable(rt, |usable| {
             steps.iter().find_map(|step| {
                 let mut s = pool.clone();
                 s.intersect(step);
                 s.intersect(usable);
-                (!s.is_empty()).then_some(s)
+                if s.is_empty() {
+                    return None;
+                }
+                eligible(rt, &s, usable, req.hash)
             })
         });
-        if let Some(step) = near {
-            let set = with_usable(rt, |usable| eligible(rt, &step, usable, req.hash))?;
+        if let Some(set) = near {
             return Some(choose(rt, &set, req.hash, retry));
         }
     }

@@ -546,6 +546,13 @@ async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalE
                 .with_label_values(&[d.policy.name.as_ref(), d.class_label().as_str()])
                 .inc();
             crate::residency::audit(ctx, d, "deny", None);
+        } else if let Some(res) = ctx.route().and_then(|r| r.residency.as_ref()) {
+            // The route's policy did not resolve: denied before any decision.
+            ctx.routing
+                .residency_denied
+                .with_label_values(&[res.policy.as_ref(), "unknown"])
+                .inc();
+            crate::residency::audit_unresolved(ctx, &res.policy);
         }
     }
     let status = errors::respond(session, &err, &ctx.error_info()).await;

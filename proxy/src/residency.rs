@@ -285,5 +285,23 @@ pub(crate) fn audit(
     );
 }
 
+/// Writes the audit line of a request denied because its route's policy
+/// `policy` does not resolve (no decision was made).
+pub(crate) fn audit_unresolved(ctx: &crate::proxy::RequestCtx, policy: &str) {
+    tracing::info!(
+        target: "corridor::residency",
+        request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+        route = ctx.route().map_or("", |r| r.name.as_ref()),
+        policy,
+        data_class = "-",
+        subject_jurisdiction = "-",
+        allowed = "-",
+        decision = "deny",
+        endpoint_jurisdiction = "-",
+        reason = "the policy is not defined",
+        "residency"
+    );
+}
+
 #[cfg(test)]
 mod tests;

@@ -162,8 +162,16 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
         };
         let mut regions: Vec<Arc<str>> = Vec::with_capacity(list.regions.len());
         for (k, r) in list.regions.iter().enumerate() {
+            let bad_pair = r
+                .split_once('/')
+                .is_some_and(|(c, reg)| c.is_empty() || reg.is_empty() || reg.contains('/'));
             if r.is_empty() {
                 cx.err(&jp.item("regions", k), "a region needs a name");
+            } else if bad_pair {
+                cx.err(
+                    &jp.item("regions", k),
+                    format!("`{r}` is neither a region nor cloud/region"),
+                );
             } else if regions.iter().any(|x| x.as_ref() == r) {
                 cx.err(
                     &jp.item("regions", k),

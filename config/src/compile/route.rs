@@ -38,6 +38,7 @@ pub(crate) fn compile_route_table(
 ) -> RouteTable {
     let mut clusters = std::collections::BTreeSet::new();
     let mut residency_refs = Vec::new();
+    let mut nearest_ref = None;
     cx.cluster_refs.clear();
     let mut hosts = HostIndex::default();
     let mut domain_owner: HashMap<String, usize> = HashMap::new();
@@ -147,6 +148,9 @@ pub(crate) fn compile_route_table(
                     });
                     compiled.residency = Some(RouteResidency { policy, class });
                 }
+                if compiled.prefer_nearest && nearest_ref.is_none() {
+                    nearest_ref = Some(rp.field("prefer_nearest").to_static());
+                }
                 routes.push(compiled);
             }
         }
@@ -168,6 +172,7 @@ pub(crate) fn compile_route_table(
         clusters,
         cluster_refs: std::mem::take(&mut cx.cluster_refs),
         residency_refs,
+        nearest_ref,
     }
 }
 

@@ -468,7 +468,8 @@ fn bad_balancing_settings_name_their_field() {
 fn bad_policies_are_rejected_with_their_field() {
     let text = r#"
 listeners: [{ name: l, address: "127.0.0.1:1", route_table: t }]
-geo: { jurisdictions: [EU, US], countries: { DE: EU, de: EU, Germany: EU }, regions: { europe-west1: EUR } }
+geo: { jurisdictions: [EU, US], countries: { DE: EU, de: EU, Germany: EU }, regions: { europe-west1: EUR },
+       preferred_regions: { EU: { regions: [gcp/, europe-west1, europe-west1] }, MARS: { regions: [x] } } }
 residency_policies:
   - name: p
     subject_from_geo: true
@@ -485,6 +486,7 @@ route_tables:
           - { route: { cluster: c } }
           - { residency_policy: q, data_class: health, route: { cluster: c } }
           - { residency_policy: p, route: { cluster: c } }
+          - { prefer_nearest: true, route: { cluster: c } }
 clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
 "#;
     let err = load_str(text, "r.yaml").unwrap_err().to_string();
@@ -497,6 +499,10 @@ clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
         "residency_policies[0].rules[0].allowed_jurisdictions[1]: unknown jurisdiction `MARS`",
         "route_tables[0].virtual_hosts[0].residency_policy: unknown residency policy `nope`",
         "route_tables[0].virtual_hosts[0].routes[1].data_class: data class `health` is not one that policy `q` defines",
+        "geo.preferred_regions[\"EU\"].regions[0]: `gcp/` is neither a region nor cloud/region",
+        "geo.preferred_regions[\"EU\"].regions[2]: region `europe-west1` is listed twice",
+        "geo.preferred_regions[\"MARS\"]: unknown jurisdiction `MARS`",
+        "route_tables[0].virtual_hosts[0].routes[3].prefer_nearest: needs the client's country: set geo.country_header or geo.mmdb_file",
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }

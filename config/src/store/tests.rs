@@ -608,17 +608,44 @@ xds: { server: "http://127.0.0.1:1", node_id: n }
         1 << store.residency().geo.jurisdiction("EU").unwrap()
     );
 
-    // A push that drops a class a route uses is rejected, naming the route.
+    // A push that drops a class a route uses is accepted (the table's new
+    // version may be on its way): the table warms, and its served version
+    // reads the class as unknown, the policy's strictest reading.
     let Resource::ResidencyPolicy(mut other) = policy("eu", &["EU"]) else {
         unreachable!()
     };
     other.rules[0].data_classes = vec!["health".into()];
-    let errs = push(&store, vec![Resource::ResidencyPolicy(other)]).unwrap_err();
+    let dropped = push(&store, vec![Resource::ResidencyPolicy(other)]).unwrap();
+    assert_eq!(
+        dropped.warming()[0].waiting_for,
+        "residency policies eu (to define class pii); the previous version keeps serving"
+    );
+    assert!(dropped.clone().snapshot().route_table("t").is_some());
+    assert_eq!(dropped.residency().policies["eu"].class("pii"), None);
+
+    // A removed policy that a served table still names stays in force for
+    // it (make before break) until the table's new version arrives.
+    let removed = store
+        .apply(
+            Change {
+                removals: vec![(Kind::ResidencyPolicy, "eu".into())],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+        .unwrap();
+    assert!(removed.resources(Kind::ResidencyPolicy).is_empty());
+    assert!(removed.clone().snapshot().route_table("t").is_some());
     assert!(
-        errs[0]
-            .to_string()
-            .contains("data class `pii` is not one that policy `eu` defines"),
-        "{errs:?}"
+        removed.residency().policies.contains_key("eu"),
+        "the served table keeps its policy"
+    );
+    let replaced = push(&removed, vec![table("t", "c")]).unwrap();
+    assert!(
+        replaced.residency().policies.is_empty(),
+        "no table names it any more"
     );
 
     // A control plane does not know the proxies' geo tables: it checks all
@@ -637,6 +664,40 @@ xds: { server: "http://127.0.0.1:1", node_id: n }
     assert_eq!(
         errs[0].to_string(),
         "ResidencyPolicy(eu).audit_sample_rate: 2 is not a share between 0 and 1"
+    );
+}
+
+#[test]
+fn a_reload_whose_geo_tables_break_a_pushed_policy_is_rejected() {
+    let text = |jurisdictions: &str| {
+        format!(
+            "geo: {{ jurisdictions: [{jurisdictions}] }}\nxds: {{ server: \"http://127.0.0.1:1\", node_id: n }}\n"
+        )
+    };
+    let (b, _) = crate::parse_bootstrap(&text("EU, US"), "a.yaml").unwrap();
+    let store = Store::from_bootstrap(b, &DiskFiles).unwrap();
+    let store = push(&store, vec![policy("us-only", &["US"])]).unwrap();
+    let (b, _) = crate::parse_bootstrap(&text("EU"), "a.yaml").unwrap();
+    let settings = Store::settings_of(&b, &DiskFiles).unwrap();
+    let errs = store
+        .with_settings(settings, &b)
+        .apply(Change::from_bootstrap(&b), &DiskFiles, false)
+        .unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "ResidencyPolicy(us-only).rules[0].allowed_jurisdictions[0]: unknown jurisdiction `US`; known: EU (from geo.jurisdictions, geo.countries and geo.regions) (residency policy `us-only`, pushed by the control plane, compiled again against the new geo tables)"
+    );
+    // Unchanged geo tables keep their Arc: nothing is compiled again.
+    let (b, _) = crate::parse_bootstrap(&text("EU, US"), "a.yaml").unwrap();
+    let settings = Store::settings_of(&b, &DiskFiles).unwrap();
+    let same = store
+        .with_settings(settings, &b)
+        .apply(Change::from_bootstrap(&b), &DiskFiles, false)
+        .unwrap();
+    assert!(Arc::ptr_eq(&same.residency().geo, &store.residency().geo));
+    assert_eq!(
+        same.entries(Kind::ResidencyPolicy)[0].compile_id,
+        store.entries(Kind::ResidencyPolicy)[0].compile_id
     );
 }
 

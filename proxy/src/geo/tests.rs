@@ -417,3 +417,37 @@ fn damaged_files_never_panic() {
         "{opened} opened, {refused} refused"
     );
 }
+
+#[test]
+fn cached_answers_match_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = country_db(
+        dir.path(),
+        "cache.mmdb",
+        &[
+            ("10.0.0.0/9", "DE"),
+            ("10.128.0.0/9", "FR"),
+            ("192.0.2.0/24", "US"),
+        ],
+    );
+    // Enough addresses that many share a slot; every one asked twice (the
+    // second answer comes from the cache when the slot still holds it).
+    let mut addrs: Vec<std::net::Ipv4Addr> = (0..5000u32)
+        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i * 6151))
+        .collect();
+    addrs.extend((0..=255).map(|i| std::net::Ipv4Addr::new(192, 0, 2, i)));
+    addrs.extend((0..64).map(|i| std::net::Ipv4Addr::new(203, 0, 113, i)));
+    for round in 0..2 {
+        for a in &addrs {
+            let ip = IpAddr::V4(*a);
+            assert_eq!(db.country(ip), db.look_up(ip), "{a} (round {round})");
+        }
+    }
+    assert_eq!(db.country("203.0.113.7".parse().unwrap()), None);
+    assert_eq!(
+        db.country("203.0.113.7".parse().unwrap()),
+        None,
+        "cached none"
+    );
+    assert_eq!(db.country("10.200.0.1".parse().unwrap()), Some(*b"FR"));
+}
