@@ -140,10 +140,55 @@ pub(crate) fn compile_listener(
         } else {
             t.alpn.iter().map(|a| Arc::from(a.as_str())).collect()
         };
+        let client_auth = t.client_auth.as_ref().map(|c| {
+            let cp = tp.field("client_auth");
+            if c.trust_bundles.is_empty() {
+                cx.err(
+                    &cp.field("trust_bundles"),
+                    "name at least one trust domain and its CA file",
+                );
+            }
+            let mut trust_bundles: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+            for (i, b) in c.trust_bundles.iter().enumerate() {
+                let bp = cp.item("trust_bundles", i);
+                if let Err(e) = crate::identity::check_trust_domain(&b.trust_domain) {
+                    cx.err(&bp.field("trust_domain"), e);
+                } else if trust_bundles
+                    .iter()
+                    .any(|(d, _)| d.as_ref() == b.trust_domain)
+                {
+                    cx.err(
+                        &bp.field("trust_domain"),
+                        format!("trust domain `{}` is listed twice", b.trust_domain),
+                    );
+                }
+                require_file(cx, &bp.field("ca_file"), &b.ca_file);
+                trust_bundles.push((b.trust_domain.as_str().into(), b.ca_file.as_str().into()));
+            }
+            crate::identity::ClientAuth {
+                trust_bundles,
+                required: c.required,
+            }
+        });
+        use proto::ForwardClientCert as F;
+        let forward_client_cert =
+            match enum_value::<F>(cx, &tp.field("forward_client_cert"), t.forward_client_cert) {
+                Some(F::SanitizeSet) => crate::identity::ForwardClientCert::SanitizeSet,
+                Some(F::ForwardOnly) => crate::identity::ForwardClientCert::ForwardOnly,
+                _ => crate::identity::ForwardClientCert::Sanitize,
+            };
+        if forward_client_cert != crate::identity::ForwardClientCert::Sanitize && client_auth.is_none() {
+            cx.err(
+                &tp.field("forward_client_cert"),
+                "needs client_auth (there is no verified client certificate to set or trust)",
+            );
+        }
         ListenerTls {
             cert_file: t.cert_file.as_str().into(),
             key_file: t.key_file.as_str().into(),
             alpn,
+            client_auth,
+            forward_client_cert,
         }
     });
     if l.route_table.is_empty() {

@@ -11,6 +11,7 @@ mod decode;
 mod endpoint_set;
 mod error;
 mod files;
+mod identity;
 mod load;
 pub mod proto;
 mod request;
@@ -39,6 +40,9 @@ pub use decode::{parse_duration, SourceMap};
 pub use endpoint_set::EndpointSet;
 pub use error::{ConfigError, ConfigErrors, FieldPath};
 pub use files::{DiskFiles, Files, UncheckedPaths};
+pub use identity::{
+    check_trust_domain, parse_spiffe_id, Authorization, ClientAuth, ForwardClientCert, Principal,
+};
 pub use load::{
     compile_bootstrap, load_file, load_store_file, load_store_str, load_str, locate_errors,
     message_json, parse_bootstrap, parse_resource_file, read_bootstrap, to_json,

@@ -280,6 +280,8 @@ pub struct Route {
     /// Prefer the endpoints nearest the client (geo preferred regions, then
     /// the client's jurisdiction, then any).
     pub prefer_nearest: bool,
+    /// Who may use it (its own rules or its virtual host's).
+    pub authorization: Option<Arc<crate::identity::Authorization>>,
 }
 
 /// How a route matches the path.

@@ -181,6 +181,10 @@ pub struct ListenerTls {
     pub key_file: Arc<str>,
     /// ALPN offered, in order.
     pub alpn: Vec<Arc<str>>,
+    /// Client certificate verification (mTLS), if any.
+    pub client_auth: Option<crate::identity::ClientAuth>,
+    /// What happens to `x-forwarded-client-cert`.
+    pub forward_client_cert: crate::identity::ForwardClientCert,
 }
 
 /// A downstream listener.

@@ -45,6 +45,8 @@ pub enum ErrorKind {
     Overflow,
     /// The residency policy leaves no endpoint that can serve (451).
     ResidencyDenied,
+    /// The client's verified identity is not allowed on the route (403).
+    Forbidden,
     /// A bug or an unexpected internal state (500).
     Internal,
 }
@@ -67,6 +69,7 @@ impl ErrorKind {
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ErrorKind::ResidencyDenied => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +105,7 @@ impl ErrorKind {
             ErrorKind::VersionNotSupported => "http_version_not_supported",
             ErrorKind::Overflow => "overflow",
             ErrorKind::ResidencyDenied => "residency_denied",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
         }
     }
@@ -115,6 +119,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
             ErrorKind::Internal => 13,                                    // INTERNAL
             ErrorKind::ResidencyDenied => 9,                              // FAILED_PRECONDITION
+            ErrorKind::Forbidden => 7,                                    // PERMISSION_DENIED
             _ => 14,                                                      // UNAVAILABLE
         }
     }

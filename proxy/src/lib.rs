@@ -13,6 +13,7 @@ mod demo;
 mod errors;
 mod geo;
 mod health;
+mod identity;
 mod lb;
 mod lifecycle;
 mod listeners;

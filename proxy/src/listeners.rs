@@ -28,6 +28,7 @@ use rustls::sign::CertifiedKey;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::identity::{IdentityCallback, SpiffeClientVerifier};
 use crate::proxy::Corridor;
 use crate::routing::{ListenerRuntime, Routing};
 use crate::shared::Shared;
@@ -48,6 +49,8 @@ struct Spec {
     address: SocketAddr,
     /// ALPN offered, when TLS is terminated.
     tls_alpn: Option<Vec<Arc<str>>>,
+    /// Client certificate verification (bundles are read when the loop starts).
+    client_auth: Option<corridor_config::ClientAuth>,
     h2c: bool,
     /// The HTTP/2 codec's bound on a header list.
     h2_header_list: u32,
@@ -60,6 +63,7 @@ impl Spec {
         Spec {
             address: l.address,
             tls_alpn: l.tls.as_ref().map(|t| t.alpn.clone()),
+            client_auth: l.tls.as_ref().and_then(|t| t.client_auth.clone()),
             h2c: l.tls.is_none() && l.protocols.h2c,
             h2_header_list: list.clamp(64 * 1024, 4 * 1024 * 1024) as u32,
         }
@@ -225,7 +229,16 @@ impl Listeners {
                 continue;
             };
             let cert = key.map(|k| Arc::new(ReloadableCert::new(k)));
-            match self.make(l, spec.clone(), socket, cert, tls_files, runtime, shared) {
+            match self.make(
+                l,
+                spec.clone(),
+                socket,
+                cert,
+                tls_files,
+                runtime,
+                shared,
+                files,
+            ) {
                 Ok(active) => out.start.push((l.name.clone(), active)),
                 Err(e) => errors.push(ConfigError::new(path(&l.name).field("tls").to_string(), e)),
             }
@@ -247,6 +260,7 @@ impl Listeners {
         tls_files: TlsFiles,
         runtime: &Arc<ListenerRuntime>,
         shared: &Arc<Shared>,
+        files: &dyn Files,
     ) -> Result<Active, String> {
         let current = Arc::new(ArcSwap::new(Arc::clone(runtime)));
         let mut app = HttpProxy::new(
@@ -271,8 +285,22 @@ impl Listeners {
         let acceptor = match (&spec.tls_alpn, &cert) {
             (Some(alpn), Some(resolver)) => {
                 // Paths stay empty: the resolver serves the certificate and a reload swaps it.
-                let mut settings = TlsSettings::intermediate("", "")
-                    .map_err(|e| format!("listener {}: TLS setup: {e}", l.name))?;
+                let mut settings = match &spec.client_auth {
+                    // mTLS: the client's identity is read once, after the handshake.
+                    Some(auth) => {
+                        let verifier = SpiffeClientVerifier::new(auth, files)
+                            .map_err(|e| format!("client_auth: {e}"))?;
+                        let callback = IdentityCallback {
+                            cert: Arc::clone(resolver),
+                        };
+                        let mut s = TlsSettings::with_callbacks(Box::new(callback))
+                            .map_err(|e| format!("listener {}: TLS setup: {e}", l.name))?;
+                        s.set_client_cert_verifier(Arc::new(verifier));
+                        s
+                    }
+                    None => TlsSettings::intermediate("", "")
+                        .map_err(|e| format!("listener {}: TLS setup: {e}", l.name))?,
+                };
                 settings.set_cert_resolver(Arc::clone(resolver) as _);
                 let h2 = alpn.iter().any(|a| a.as_ref() == "h2");
                 let h1 = alpn.iter().any(|a| a.as_ref() == "http/1.1");

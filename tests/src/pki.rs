@@ -1,4 +1,5 @@
-//! A throwaway test PKI: one CA per [`TestPki`], leaf certificates with DNS/IP SANs,
+//! A throwaway test PKI: one CA per [`TestPki`], leaf certificates with DNS/IP SANs
+//! or a SPIFFE ID (one per trust domain: a cloud's CA issues its domain's IDs),
 //! PEM files in a temp dir for the proxy to read, and rustls client/server configs that
 //! always use the `ring` provider explicitly (never a process-wide default).
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -137,10 +138,35 @@ impl TestPki {
             .unwrap_or_else(|e| panic!("issuing leaf for {names:?}: {e:#}"))
     }
 
+    /// An X.509-SVID: a leaf with the URI SAN `spiffe_id` and DNS/IP `names`,
+    /// valid now, or (`expired`) only in 2020.
+    pub fn spiffe_leaf(&self, spiffe_id: &str, names: &[&str], expired: bool) -> Leaf {
+        self.issue(names, Some(spiffe_id), expired)
+            .unwrap_or_else(|e| panic!("issuing SVID {spiffe_id}: {e:#}"))
+    }
+
     /// Like [`TestPki::leaf`], returning errors instead of panicking.
     pub fn try_leaf(&self, names: &[&str]) -> anyhow::Result<Leaf> {
+        self.issue(names, None, false)
+    }
+
+    fn issue(
+        &self,
+        names: &[&str],
+        spiffe_id: Option<&str>,
+        expired: bool,
+    ) -> anyhow::Result<Leaf> {
         let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(sans)?;
+        if let Some(id) = spiffe_id {
+            params.subject_alt_names.push(SanType::URI(
+                id.try_into().context("SPIFFE ID as a URI SAN")?,
+            ));
+        }
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
         if let Some(first) = names.first() {
             params
                 .distinguished_name
@@ -207,6 +233,23 @@ impl TestPki {
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions")
             .with_root_certificates(self.roots())
+            .with_client_auth_cert(vec![leaf.cert_der.clone()], leaf.key_der())
+            .expect("rcgen leaf and key match");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// A client config trusting only `server_ca` for the server and presenting
+    /// `leaf` (issued by any CA) as its client certificate.
+    pub fn client_config_presenting(
+        server_ca: &TestPki,
+        alpn: &[&[u8]],
+        leaf: &Leaf,
+    ) -> Arc<ClientConfig> {
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(server_ca.roots())
             .with_client_auth_cert(vec![leaf.cert_der.clone()], leaf.key_der())
             .expect("rcgen leaf and key match");
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

@@ -15,6 +15,7 @@ use super::{duration, enum_value, Ctx};
 use crate::action::{Forward, HeaderMutation, RouteAction};
 use crate::cluster::{Fallback, LabelSource, RequestLabel, Target};
 use crate::error::FieldPath;
+use crate::identity::{check_trust_domain, parse_spiffe_id, Authorization, Principal};
 use crate::proto;
 use crate::route::{
     HostIndex, PathMatch, ResidencyRef, Route, RouteIndex, RouteMatch, RouteResidency, RouteTable,
@@ -89,6 +90,10 @@ pub(crate) fn compile_route_table(
             vh.response_headers.as_ref(),
             &vp.field("response_headers"),
         );
+        let vh_auth = vh
+            .authorization
+            .as_ref()
+            .and_then(|a| compile_authorization(cx, a, &vp.field("authorization")));
         let mut routes = Vec::with_capacity(vh.routes.len());
         let mut route_names = HashSet::new();
         for (r, route) in vh.routes.iter().enumerate() {
@@ -148,6 +153,10 @@ pub(crate) fn compile_route_table(
                     });
                     compiled.residency = Some(RouteResidency { policy, class });
                 }
+                compiled.authorization = match &route.authorization {
+                    Some(a) => compile_authorization(cx, a, &rp.field("authorization")),
+                    None => vh_auth.clone(),
+                };
                 if compiled.prefer_nearest && nearest_ref.is_none() {
                     nearest_ref = Some(rp.field("prefer_nearest").to_static());
                 }
@@ -284,6 +293,7 @@ fn compile_route(
         response_headers,
         residency: None,
         prefer_nearest: r.prefer_nearest,
+        authorization: None,
     })
 }
 
@@ -515,4 +525,57 @@ fn index_routes(routes: &[Route]) -> RouteIndex {
     idx.prefix_lens.sort_unstable();
     idx.prefix_lens.dedup();
     idx
+}
+
+/// Compiles an authorization block: every principal must be a valid SPIFFE
+/// ID, trust domain or `spiffe://` prefix, and the list must not be empty
+/// (an empty list would refuse everyone; leave the block out instead).
+fn compile_authorization(
+    cx: &mut Ctx,
+    a: &proto::Authorization,
+    p: &FieldPath<'_>,
+) -> Option<Arc<Authorization>> {
+    use proto::principal::Principal as P;
+    if a.allow.is_empty() {
+        cx.err(
+            &p.field("allow"),
+            "list the identities allowed (spiffe_id, trust_domain or spiffe_id_prefix)",
+        );
+        return None;
+    }
+    let mut allow = Vec::with_capacity(a.allow.len());
+    for (i, pr) in a.allow.iter().enumerate() {
+        let ip = p.item("allow", i);
+        match &pr.principal {
+            Some(P::SpiffeId(id)) => match parse_spiffe_id(id) {
+                Ok(_) => allow.push(Principal::Id(id.as_str().into())),
+                Err(e) => cx.err(&ip.field("spiffe_id"), e),
+            },
+            Some(P::TrustDomain(d)) => match check_trust_domain(d) {
+                Ok(()) => allow.push(Principal::Domain(d.as_str().into())),
+                Err(e) => cx.err(&ip.field("trust_domain"), e),
+            },
+            Some(P::SpiffeIdPrefix(x)) => {
+                // The domain part must be complete: `spiffe://aws.corr` would
+                // also match `spiffe://aws.corridor.evil/...`.
+                let domain_done = x
+                    .strip_prefix("spiffe://")
+                    .and_then(|r| r.find('/'))
+                    .is_some_and(|i| check_trust_domain(&x["spiffe://".len()..][..i]).is_ok());
+                if domain_done {
+                    allow.push(Principal::Prefix(x.as_str().into()));
+                } else {
+                    cx.err(
+                        &ip.field("spiffe_id_prefix"),
+                        format!("`{x}` must start with spiffe://<trust-domain>/"),
+                    );
+                }
+            }
+            None => cx.err(
+                &ip,
+                "give one of spiffe_id, trust_domain or spiffe_id_prefix",
+            ),
+        }
+    }
+    Some(Arc::new(Authorization { allow }))
 }

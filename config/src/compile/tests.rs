@@ -509,3 +509,44 @@ clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:2" }] }]
     // A policy with errors of its own is not also reported as unknown.
     assert!(!err.contains("unknown residency policy `p`"), "{err}");
 }
+
+#[test]
+fn bad_client_auth_and_authorization_are_rejected_with_their_field() {
+    let text = r#"
+listeners:
+  - name: l
+    address: "127.0.0.1:1"
+    route_table: t
+    tls:
+      cert_file: /nonexistent/cert.pem
+      key_file: /nonexistent/key.pem
+      client_auth: { trust_bundles: [{ trust_domain: AWS, ca_file: /nonexistent/ca.pem }, { trust_domain: gcp.corridor, ca_file: "" }, { trust_domain: gcp.corridor, ca_file: x }] }
+  - name: plain
+    address: "127.0.0.1:2"
+    route_table: t
+    tls: { cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem, forward_client_cert: sanitize_set }
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        authorization: { allow: [] }
+        routes:
+          - authorization: { allow: [{ spiffe_id: "https://x" }, { spiffe_id_prefix: "spiffe://aws.corr" }, { trust_domain: "a b" }, {}] }
+            route: { cluster: c }
+clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:3" }] }]
+"#;
+    let err = load_str(text, "m.yaml").unwrap_err().to_string();
+    for want in [
+        "listeners[0].tls.client_auth.trust_bundles[0].trust_domain: trust domain `AWS` may hold only lower-case letters",
+        "listeners[0].tls.client_auth.trust_bundles[1].ca_file: a file path is required",
+        "listeners[0].tls.client_auth.trust_bundles[2].trust_domain: trust domain `gcp.corridor` is listed twice",
+        "listeners[1].tls.forward_client_cert: needs client_auth",
+        "route_tables[0].virtual_hosts[0].authorization.allow: list the identities allowed",
+        "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[0].spiffe_id: `https://x` is not a SPIFFE ID",
+        "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[1].spiffe_id_prefix: `spiffe://aws.corr` must start with spiffe://<trust-domain>/",
+        "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[2].trust_domain: trust domain `a b` may hold only",
+        "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[3]: give one of spiffe_id, trust_domain or spiffe_id_prefix",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}

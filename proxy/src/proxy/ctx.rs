@@ -29,6 +29,8 @@ pub struct RequestCtx {
     pub(crate) start: Instant,
     /// The connection's peer address.
     pub(crate) peer: Option<IpAddr>,
+    /// The client's verified identity (mTLS listeners).
+    pub(crate) identity: Option<crate::identity::PeerIdentity>,
     /// The peer is one of the listener's trusted proxies.
     pub(crate) trusted_peer: bool,
     /// The trusted client address (the peer, or from trusted forwarding headers).
@@ -98,6 +100,7 @@ impl RequestCtx {
             listener,
             start: Instant::now(),
             peer: None,
+            identity: None,
             trusted_peer: false,
             client: None,
             request_id: None,

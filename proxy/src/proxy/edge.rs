@@ -1,6 +1,7 @@
 //! Owns what a listener does to a request before routing (the
 //! `early_request_filter` phase): the strict head checks, path normalization,
-//! the trusted client address, the request id and the forwarding headers. The
+//! the trusted client address, the verified client identity, the request id,
+//! the forwarding headers and `x-forwarded-client-cert`. The
 //! checks themselves live in `corridor_config::request`; this module applies
 //! them to Pingora's session.
 
@@ -8,7 +9,8 @@ use std::net::IpAddr;
 
 use corridor_config::{
     check_chunked_prefix, check_h1_head, check_h2_request, check_query, client_from_forwarded_for,
-    normalize_path, Forwarding, ForwardingMode, Framing, H2Request, ListenerHttp, Rejection,
+    normalize_path, ForwardClientCert, Forwarding, ForwardingMode, Framing, H2Request,
+    ListenerHttp, ListenerTls, Rejection,
 };
 use http::header::{HeaderName, HeaderValue, HOST};
 use pingora_http::RequestHeader;
@@ -16,6 +18,7 @@ use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use crate::errors::LocalError;
+use crate::identity::PeerIdentity;
 
 // Headers are looked up by `HeaderName` and inserted by `&'static str`: Pingora
 // keeps an HTTP/1 header's case in a side map, and a static name costs it no copy.
@@ -26,6 +29,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID_STR);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Longest client-supplied request id that is kept.
@@ -38,6 +42,18 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
     let listener = std::sync::Arc::clone(&ctx.listener);
     let http = &listener.config.http;
     identify(session, ctx, http);
+    if listener
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth.is_some())
+    {
+        ctx.identity = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<PeerIdentity>())
+            .cloned();
+    }
     check_head(session, http)?;
     let h2 = session.as_downstream().is_http2();
     let req = session.req_header_mut();
@@ -48,7 +64,27 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
     // Once per request, before routing (as Envoy does): routes see the forwarding
     // headers that will be sent, and every try's copy of the request carries them.
     forwarding_headers(req, ctx, listener.config.tls.is_some());
+    client_cert_header(req, ctx, listener.config.tls.as_ref());
     Ok(())
+}
+
+/// `x-forwarded-client-cert` as the listener says: removed (the default,
+/// and always on listeners without client certificates), set from the
+/// verified certificate, or kept as a trusted mTLS client sent it.
+fn client_cert_header(req: &mut RequestHeader, ctx: &RequestCtx, tls: Option<&ListenerTls>) {
+    let mode = tls.map_or(ForwardClientCert::Sanitize, |t| t.forward_client_cert);
+    match (mode, &ctx.identity) {
+        (ForwardClientCert::ForwardOnly, Some(_)) => {}
+        (ForwardClientCert::SanitizeSet, Some(id)) => {
+            req.remove_header(&X_FORWARDED_CLIENT_CERT);
+            if let Ok(v) = HeaderValue::from_str(&id.xfcc()) {
+                let _ = req.insert_header("x-forwarded-client-cert", v);
+            }
+        }
+        _ => {
+            req.remove_header(&X_FORWARDED_CLIENT_CERT);
+        }
+    }
 }
 
 /// Sets the peer, the trusted client address and the request id.

@@ -67,6 +67,21 @@ pub(super) fn select_route(
     };
     ctx.route = Some(RouteRef { vhost, route });
     let r = &table.virtual_hosts[vhost].routes[route];
+    if let Some(auth) = &r.authorization {
+        let id = ctx.identity.as_ref().map(|i| i.spiffe_id.as_ref());
+        if !auth.allows(id) {
+            return Err(LocalError::new(
+                ErrorKind::Forbidden,
+                match id {
+                    Some(id) => format!("identity {id} is not allowed on route `{}`", r.name),
+                    None => format!(
+                        "route `{}` requires a verified client certificate (mTLS)",
+                        r.name
+                    ),
+                },
+            ));
+        }
+    }
     let f = match &r.action {
         RouteAction::Direct(d) => return Ok(Some(d.clone())),
         RouteAction::Forward(f) => f,

@@ -11,6 +11,7 @@ mod errors;
 mod framing;
 mod framing_h2;
 mod interop;
+mod mtls;
 mod reload;
 mod residency;
 mod retries;

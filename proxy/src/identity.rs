@@ -1,0 +1,222 @@
+//! Owns downstream workload identity (D7): the client certificate verifier
+//! of an mTLS listener (one trust bundle per SPIFFE trust domain; a
+//! certificate must chain to the bundle of the domain its SPIFFE ID names),
+//! the identity read once per connection after the handshake, and the
+//! `x-forwarded-client-cert` value built from it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use corridor_config::{parse_spiffe_id, ClientAuth, Files};
+use pingora_core::listeners::TlsAccept;
+use pingora_core::protocols::tls::TlsRef;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::tls::{read_certs, ReloadableCert, TlsError};
+
+/// The SPIFFE ID of a certificate: its one URI SAN, which must be a valid
+/// SPIFFE ID (an X.509-SVID has exactly one).
+pub(crate) fn spiffe_id_of(der: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subjectAltName: {e}"))?
+        .ok_or("the certificate has no subjectAltName (no SPIFFE ID)")?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [one] => {
+            parse_spiffe_id(one)?;
+            Ok((*one).to_string())
+        }
+        [] => Err("the certificate has no URI SAN (no SPIFFE ID)".into()),
+        _ => Err(format!(
+            "the certificate has {} URI SANs; a SPIFFE certificate has one",
+            uris.len()
+        )),
+    }
+}
+
+/// The verified client of a connection, read once after its handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerIdentity {
+    /// The client's SPIFFE ID.
+    pub(crate) spiffe_id: Arc<str>,
+    /// SHA-256 of the client's certificate, lower-case hex.
+    pub(crate) cert_hash: Arc<str>,
+    /// This listener's own SPIFFE ID, if its certificate has one.
+    pub(crate) by: Option<Arc<str>>,
+}
+
+impl PeerIdentity {
+    /// The `x-forwarded-client-cert` value (Envoy's format).
+    pub(crate) fn xfcc(&self) -> String {
+        let mut v = String::with_capacity(160);
+        if let Some(by) = &self.by {
+            v.push_str("By=");
+            v.push_str(by);
+            v.push(';');
+        }
+        v.push_str("Hash=");
+        v.push_str(&self.cert_hash);
+        v.push_str(";URI=");
+        v.push_str(&self.spiffe_id);
+        v
+    }
+}
+
+/// Verifies client certificates against one trust bundle per trust domain.
+#[derive(Debug)]
+pub(crate) struct SpiffeClientVerifier {
+    /// Trust domain → a verifier trusting only that domain's CAs.
+    domains: HashMap<Arc<str>, Arc<dyn ClientCertVerifier>>,
+    /// Every bundle's subjects, offered to clients as hints.
+    hints: Vec<DistinguishedName>,
+    required: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl SpiffeClientVerifier {
+    /// A verifier for `auth`, reading each bundle (errors name the file).
+    pub(crate) fn new(auth: &ClientAuth, files: &dyn Files) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut domains = HashMap::new();
+        let mut hints = Vec::new();
+        for (domain, file) in &auth.trust_bundles {
+            let mut roots = rustls::RootCertStore::empty();
+            for (i, c) in read_certs(files, file)?.into_iter().enumerate() {
+                roots.add(c).map_err(|e| TlsError {
+                    file: file.to_string(),
+                    reason: format!("certificate #{} is not a usable CA: {e}", i + 1),
+                })?;
+            }
+            hints.extend(roots.subjects());
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| TlsError {
+                file: file.to_string(),
+                reason: format!("cannot verify clients with it: {e}"),
+            })?;
+            domains.insert(Arc::clone(domain), v);
+        }
+        Ok(Self {
+            domains,
+            hints,
+            required: auth.required,
+            provider,
+        })
+    }
+}
+
+fn rejected(why: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(std::io::Error::other(why)),
+    )))
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let id = spiffe_id_of(end_entity).map_err(rejected)?;
+        let (domain, _) = parse_spiffe_id(&id).map_err(rejected)?;
+        let Some(v) = self.domains.get(domain) else {
+            return Err(rejected(format!(
+                "trust domain `{domain}` of {id} is not accepted here"
+            )));
+        };
+        v.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Reads the verified client's identity once per connection, after the
+/// handshake; requests find it in the connection's TLS digest.
+pub(crate) struct IdentityCallback {
+    /// The listener's certificate (for its own SPIFFE ID, `By=`).
+    pub(crate) cert: Arc<ReloadableCert>,
+}
+
+#[async_trait::async_trait]
+impl TlsAccept for IdentityCallback {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        // The verifier accepted it, so it has a SPIFFE ID.
+        let spiffe_id = spiffe_id_of(der).ok()?;
+        let hash = ring::digest::digest(&ring::digest::SHA256, der);
+        let cert_hash: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let by = self
+            .cert
+            .current()
+            .cert
+            .first()
+            .and_then(|c| spiffe_id_of(c).ok())
+            .map(Arc::from);
+        Some(Arc::new(PeerIdentity {
+            spiffe_id: spiffe_id.into(),
+            cert_hash: cert_hash.into(),
+            by,
+        }))
+    }
+}

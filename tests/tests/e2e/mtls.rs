@@ -1,0 +1,298 @@
+//! Downstream mTLS between clouds (D7): three clouds' CAs issue SPIFFE
+//! identities (rcgen, at test time); a TLS listener verifies client
+//! certificates against one trust bundle per trust domain, answers 403 to
+//! identities a route does not allow, and forwards the verified identity in
+//! `x-forwarded-client-cert`, which clients cannot forge. Unknown CAs,
+//! certificates of one domain signed by another domain's CA, expired and
+//! missing certificates never reach the upstream.
+
+use corridor_tests::{Client, Corridor, Leaf, TestPki, UpstreamProtocol};
+use http::Version;
+
+use super::{fetch, upstream};
+
+/// The three clouds and a listener certificate from the OCI CA.
+struct Clouds {
+    aws: TestPki,
+    gcp: TestPki,
+    oci: TestPki,
+}
+
+impl Clouds {
+    fn new() -> Self {
+        Self {
+            aws: TestPki::new("aws"),
+            gcp: TestPki::new("gcp"),
+            oci: TestPki::new("oci"),
+        }
+    }
+
+    /// A client presenting `leaf`, trusting the listener's (OCI) CA.
+    async fn client(&self, proxy: &Corridor, alpn: &[u8], leaf: &Leaf) -> anyhow::Result<Client> {
+        let cfg = TestPki::client_config_presenting(&self.oci, &[alpn], leaf);
+        Client::tls(proxy.addr, "proxy.test", cfg).await
+    }
+}
+
+/// GET `path` with `headers`; the status, or `None` when the connection or
+/// request failed (a refused client certificate surfaces either way in TLS 1.3).
+async fn get(
+    c: anyhow::Result<Client>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    let c = c.ok()?;
+    let mut b = http::Request::get(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = c
+        .send(b.body(corridor_tests::client::empty()).unwrap())
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    let body = corridor_tests::client::read_all(resp.into_body())
+        .await
+        .ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn start(clouds: &Clouds, up: std::net::SocketAddr) -> Corridor {
+    let server = clouds.oci.spiffe_leaf(
+        "spiffe://oci.corridor/corridor/ingress",
+        &["proxy.test"],
+        false,
+    );
+    let files = clouds.oci.write_leaf(&server, "listener");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: mtls
+    address: "{{{{LISTEN}}}}"
+    route_table: t
+    tls:
+      cert_file: "{cert}"
+      key_file: "{key}"
+      client_auth:
+        required: true
+        trust_bundles:
+          - {{ trust_domain: aws.corridor, ca_file: "{aws}" }}
+          - {{ trust_domain: gcp.corridor, ca_file: "{gcp}" }}
+      forward_client_cert: sanitize_set
+admin: {{ address: "{{{{ADMIN}}}}" }}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        authorization: {{ allow: [{{ trust_domain: aws.corridor }}, {{ spiffe_id_prefix: "spiffe://gcp.corridor/ns/inference/" }}] }}
+        routes:
+          - match: {{ prefix: /admin-only/ }}
+            authorization: {{ allow: [{{ spiffe_id: "spiffe://gcp.corridor/ns/ops/sa/admin" }}] }}
+            route: {{ cluster: c, prefix_rewrite: / }}
+          - match: {{ prefix: / }}
+            route: {{ cluster: c }}
+clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
+"#,
+        cert = files.chain.display(),
+        key = files.key.display(),
+        aws = clouds.aws.ca_path().display(),
+        gcp = clouds.gcp.ca_path().display(),
+    );
+    Corridor::start(&yaml).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_cloud_clients_are_verified_authorized_and_forwarded_over_h1_and_h2() {
+    let clouds = Clouds::new();
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let proxy = start(&clouds, up.addr()).await;
+    let aws = clouds
+        .aws
+        .spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/client", &[], false);
+    let gcp = clouds
+        .gcp
+        .spiffe_leaf("spiffe://gcp.corridor/ns/inference/sa/worker", &[], false);
+    for (alpn, version) in [
+        (&b"h2"[..], Version::HTTP_2),
+        (&b"http/1.1"[..], Version::HTTP_11),
+    ] {
+        for leaf in [&aws, &gcp] {
+            let c = clouds.client(&proxy, alpn, leaf).await.unwrap();
+            assert_eq!(c.version(), version);
+            let r = fetch(
+                &c,
+                http::Request::get("/status/200")
+                    // A client's own copy is never forwarded.
+                    .header(
+                        "x-forwarded-client-cert",
+                        "By=spiffe://evil/x;URI=spiffe://aws.corridor/ns/ops/sa/admin",
+                    )
+                    .body(corridor_tests::client::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{alpn:?}");
+        }
+    }
+    // What the upstream received: the verified identity, set by Corridor.
+    let wire = up.wire_text().to_ascii_lowercase();
+    let xfcc: Vec<&str> = wire
+        .lines()
+        .map(|l| l.trim_end().trim_end_matches("\\r\\n"))
+        .filter(|l| l.starts_with("x-forwarded-client-cert:"))
+        .collect();
+    assert_eq!(xfcc.len(), 4, "{wire}");
+    for (line, id) in xfcc.iter().zip([
+        "spiffe://aws.corridor/ns/inference/sa/client",
+        "spiffe://gcp.corridor/ns/inference/sa/worker",
+        "spiffe://aws.corridor/ns/inference/sa/client",
+        "spiffe://gcp.corridor/ns/inference/sa/worker",
+    ]) {
+        assert!(
+            line.contains("by=spiffe://oci.corridor/corridor/ingress;hash="),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!(";uri={id}")), "{line}");
+    }
+    assert!(
+        !wire.contains("spiffe://evil"),
+        "the client's copy was removed"
+    );
+
+    // Identities the route does not allow: 403, nothing forwarded.
+    let before = up.requests();
+    let r = get(
+        clouds.client(&proxy, b"h2", &aws).await,
+        "/admin-only/status/200",
+        &[],
+    )
+    .await;
+    let (status, body) = r.expect("an answer");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("forbidden") && body.contains("spiffe://aws.corridor/ns/inference/sa/client"),
+        "{body}"
+    );
+    let outsider = clouds
+        .gcp
+        .spiffe_leaf("spiffe://gcp.corridor/ns/batch/sa/x", &[], false);
+    let (status, _) = get(
+        clouds.client(&proxy, b"http/1.1", &outsider).await,
+        "/status/200",
+        &[],
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(
+        status, 403,
+        "gcp IDs outside ns/inference are not allowed on the host"
+    );
+    let admin = clouds
+        .gcp
+        .spiffe_leaf("spiffe://gcp.corridor/ns/ops/sa/admin", &[], false);
+    let (status, _) = get(
+        clouds.client(&proxy, b"h2", &admin).await,
+        "/admin-only/status/200",
+        &[],
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.requests(),
+        before + 1,
+        "only the allowed request reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_foreign_expired_and_missing_certificates_never_reach_the_upstream() {
+    let clouds = Clouds::new();
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let proxy = start(&clouds, up.addr()).await;
+    let evil = TestPki::new("evil");
+    let cases: Vec<(&str, Option<Leaf>)> = vec![
+        // A CA nobody trusts, issuing an ID of a trusted domain.
+        (
+            "unknown CA",
+            Some(evil.spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/x", &[], false)),
+        ),
+        // The GCP CA issuing an AWS ID: each domain's bundle vouches for its own IDs only.
+        (
+            "another domain's CA",
+            Some(
+                clouds
+                    .gcp
+                    .spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/x", &[], false),
+            ),
+        ),
+        // A domain this listener does not federate with.
+        (
+            "untrusted domain",
+            Some(
+                clouds
+                    .oci
+                    .spiffe_leaf("spiffe://oci.corridor/ns/inference/sa/x", &[], false),
+            ),
+        ),
+        (
+            "expired",
+            Some(
+                clouds
+                    .aws
+                    .spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/x", &[], true),
+            ),
+        ),
+        // A certificate without a SPIFFE ID.
+        ("no SPIFFE ID", Some(clouds.aws.leaf(&["client.test"]))),
+        ("no certificate", None),
+    ];
+    for (what, leaf) in cases {
+        for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+            let client = match &leaf {
+                Some(l) => clouds.client(&proxy, alpn, l).await,
+                None => {
+                    Client::tls(proxy.addr, "proxy.test", clouds.oci.client_config(&[alpn])).await
+                }
+            };
+            let r = get(client, "/status/200", &[]).await;
+            assert!(r.is_none(), "{what}: {r:?}");
+        }
+    }
+    assert_eq!(up.requests(), 0, "nothing reached the upstream");
+    // A valid client still gets through after all that.
+    let ok = clouds
+        .aws
+        .spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/client", &[], false);
+    let (status, _) = get(clouds.client(&proxy, b"h2", &ok).await, "/status/200", &[])
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_forge_the_forwarded_identity_on_a_plaintext_listener() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let yaml = format!(
+        "{}route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]\nclusters: [{{ name: c, endpoints: [{{ address: \"{}\" }}] }}]\n",
+        super::HEAD,
+        up.addr()
+    );
+    let proxy = Corridor::start(&yaml).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    let r = fetch(
+        &c,
+        http::Request::get("/status/200")
+            .header(
+                "x-forwarded-client-cert",
+                "URI=spiffe://aws.corridor/ns/ops/sa/admin",
+            )
+            .body(corridor_tests::client::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let wire = up.wire_text().to_ascii_lowercase();
+    assert!(wire.contains("get /status/200"), "{wire}");
+    assert!(!wire.contains("x-forwarded-client-cert"), "{wire}");
+}
