@@ -77,12 +77,15 @@ impl PeerIdentity {
 }
 
 /// Verifies client certificates against one trust bundle per trust domain.
+/// A reload that changes the bundles builds a new verifier (and a new TLS
+/// acceptor, so that sessions verified under the old bundles cannot be
+/// resumed); established connections are not touched.
 #[derive(Debug)]
 pub(crate) struct SpiffeClientVerifier {
     /// Trust domain → a verifier trusting only that domain's CAs.
     domains: HashMap<Arc<str>, Arc<dyn ClientCertVerifier>>,
-    /// Every bundle's subjects, offered to clients as hints.
-    hints: Vec<DistinguishedName>,
+    /// The CA certificates read, to tell whether a reload changed them.
+    certs: Vec<CertificateDer<'static>>,
     required: bool,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
@@ -92,16 +95,16 @@ impl SpiffeClientVerifier {
     pub(crate) fn new(auth: &ClientAuth, files: &dyn Files) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut domains = HashMap::new();
-        let mut hints = Vec::new();
+        let mut all = Vec::new();
         for (domain, file) in &auth.trust_bundles {
             let mut roots = rustls::RootCertStore::empty();
             for (i, c) in read_certs(files, file)?.into_iter().enumerate() {
+                all.push(c.clone());
                 roots.add(c).map_err(|e| TlsError {
                     file: file.to_string(),
                     reason: format!("certificate #{} is not a usable CA: {e}", i + 1),
                 })?;
             }
-            hints.extend(roots.subjects());
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 Arc::clone(&provider),
@@ -115,10 +118,15 @@ impl SpiffeClientVerifier {
         }
         Ok(Self {
             domains,
-            hints,
+            certs: all,
             required: auth.required,
             provider,
         })
+    }
+
+    /// Whether `other` trusts other CA certificates than this one.
+    pub(crate) fn differs(&self, other: &SpiffeClientVerifier) -> bool {
+        self.certs != other.certs
     }
 }
 
@@ -134,7 +142,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
+        // No hints: an SVID client presents its one certificate anyway.
+        &[]
     }
 
     fn verify_client_cert(

@@ -12,11 +12,11 @@ use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use corridor_config::{ConfigError, FieldPath, Files, Snapshot};
 use parking_lot::Mutex;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
-use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::listeners::ALPN;
 use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
@@ -85,8 +85,11 @@ struct Active {
     spec: Spec,
     socket: Socket,
     app: Arc<HttpProxy<Corridor>>,
-    acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
+    /// The TLS acceptor new connections use (a bundle change replaces it).
+    acceptor: Arc<ArcSwapOption<Acceptor>>,
     cert: Option<Arc<ReloadableCert>>,
+    /// The client certificate verifier (mTLS), whose bundles a reload swaps.
+    verifier: Option<Arc<SpiffeClientVerifier>>,
     /// The certificate and key files its certificate was read from.
     tls_files: TlsFiles,
     /// Flipped to stop accepting and to end keep-alive on its connections.
@@ -109,6 +112,8 @@ pub(crate) struct Prepared {
     stop: Vec<Arc<str>>,
     /// New certificates for kept listeners.
     keys: Vec<NewKey>,
+    /// New acceptors for kept mTLS listeners whose trust bundles changed.
+    acceptors: Vec<(Arc<str>, Arc<Acceptor>, Arc<SpiffeClientVerifier>)>,
     /// Whether a served certificate differs from before.
     pub(crate) certs_changed: bool,
 }
@@ -154,6 +159,7 @@ impl Listeners {
             start: Vec::new(),
             stop: Vec::new(),
             keys: Vec::new(),
+            acceptors: Vec::new(),
             certs_changed: false,
         };
         let path = |name: &str| FieldPath::resource("Listener", name);
@@ -199,6 +205,33 @@ impl Listeners {
                 None => None,
             };
             if let Some(a) = kept {
+                if let (Some(v), Some(auth), Some(alpn), Some(cert)) =
+                    (&a.verifier, &spec.client_auth, &spec.tls_alpn, &a.cert)
+                {
+                    let fresh = SpiffeClientVerifier::new(auth, files).map_err(|e| e.to_string());
+                    let fresh = fresh.and_then(|f| {
+                        if !f.differs(v) {
+                            return Ok(None);
+                        }
+                        let f = Arc::new(f);
+                        let acceptor = tls_acceptor(&l.name, alpn, cert, Some(Arc::clone(&f)))?;
+                        Ok(Some((Arc::new(acceptor), f)))
+                    });
+                    match fresh {
+                        Ok(None) => {}
+                        Ok(Some((acceptor, f))) => {
+                            out.certs_changed = true;
+                            out.acceptors.push((l.name.clone(), acceptor, f));
+                        }
+                        Err(e) => {
+                            errors.push(ConfigError::new(
+                                path(&l.name).field("tls").field("client_auth").to_string(),
+                                e,
+                            ));
+                            continue;
+                        }
+                    }
+                }
                 if let (Some(cert), Some(key)) = (&a.cert, key) {
                     out.certs_changed |= cert.current().cert != key.cert;
                     out.keys
@@ -282,43 +315,27 @@ impl Listeners {
         let mut h2 = default_h2_options();
         h2.max_header_list_size(spec.h2_header_list);
         app.h2_options = Some(h2);
-        let acceptor = match (&spec.tls_alpn, &cert) {
+        let (acceptor, verifier) = match (&spec.tls_alpn, &cert) {
             (Some(alpn), Some(resolver)) => {
-                // Paths stay empty: the resolver serves the certificate and a reload swaps it.
-                let mut settings = match &spec.client_auth {
-                    // mTLS: the client's identity is read once, after the handshake.
-                    Some(auth) => {
-                        let verifier = SpiffeClientVerifier::new(auth, files)
-                            .map_err(|e| format!("client_auth: {e}"))?;
-                        let callback = IdentityCallback {
-                            cert: Arc::clone(resolver),
-                        };
-                        let mut s = TlsSettings::with_callbacks(Box::new(callback))
-                            .map_err(|e| format!("listener {}: TLS setup: {e}", l.name))?;
-                        s.set_client_cert_verifier(Arc::new(verifier));
-                        s
-                    }
-                    None => TlsSettings::intermediate("", "")
-                        .map_err(|e| format!("listener {}: TLS setup: {e}", l.name))?,
+                let verifier = match &spec.client_auth {
+                    Some(auth) => Some(Arc::new(
+                        SpiffeClientVerifier::new(auth, files)
+                            .map_err(|e| format!("client_auth: {e}"))?,
+                    )),
+                    None => None,
                 };
-                settings.set_cert_resolver(Arc::clone(resolver) as _);
-                let h2 = alpn.iter().any(|a| a.as_ref() == "h2");
-                let h1 = alpn.iter().any(|a| a.as_ref() == "http/1.1");
-                settings.set_alpn(match (h2, h1) {
-                    (true, true) => ALPN::H2H1,
-                    (true, false) => ALPN::H2,
-                    _ => ALPN::H1,
-                });
-                Some(Arc::new(settings.build()))
+                let a = tls_acceptor(&l.name, alpn, resolver, verifier.clone())?;
+                (Some(Arc::new(a)), verifier)
             }
-            _ => None,
+            _ => (None, None),
         };
         Ok(Active {
             spec,
             socket,
             app: Arc::new(app),
-            acceptor,
+            acceptor: Arc::new(ArcSwapOption::new(acceptor)),
             cert,
+            verifier,
             tls_files,
             stop: watch::channel(false).0,
             kill: watch::channel(false).0,
@@ -333,6 +350,12 @@ impl Listeners {
         for (name, a) in state.active.iter() {
             if let Some(rt) = routing.listeners.get(name) {
                 a.current.store(Arc::clone(rt));
+            }
+        }
+        for (name, acceptor, verifier) in p.acceptors {
+            if let Some(a) = state.active.get_mut(&name) {
+                a.acceptor.store(Some(acceptor));
+                a.verifier = Some(verifier);
             }
         }
         for (name, cert, key, files) in p.keys {
@@ -490,7 +513,7 @@ fn drain(handle: Option<&Handle>, a: Active, timeout: Duration) {
 async fn accept_loop(
     socket: Arc<tokio::net::TcpListener>,
     app: Arc<HttpProxy<Corridor>>,
-    acceptor: Option<Arc<pingora_core::listeners::tls::Acceptor>>,
+    acceptor: Arc<ArcSwapOption<Acceptor>>,
     mut stop: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
 ) {
@@ -516,7 +539,7 @@ async fn accept_loop(
             }
         };
         let app = Arc::clone(&app);
-        let acceptor = acceptor.clone();
+        let acceptor = acceptor.load_full();
         let shutdown = stop.clone();
         let mut kill = kill.clone();
         let connection = async move {
@@ -561,4 +584,38 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// A TLS acceptor for listener `name`: its certificate from `resolver` (a
+/// reload swaps it), ALPN `alpn`, and with `verifier` client certificates
+/// (mTLS) whose identity is read once per connection after the handshake.
+fn tls_acceptor(
+    name: &str,
+    alpn: &[Arc<str>],
+    resolver: &Arc<ReloadableCert>,
+    verifier: Option<Arc<SpiffeClientVerifier>>,
+) -> Result<Acceptor, String> {
+    // Paths stay empty: the resolver serves the certificate.
+    let mut settings = match verifier {
+        Some(v) => {
+            let callback = IdentityCallback {
+                cert: Arc::clone(resolver),
+            };
+            let mut s = TlsSettings::with_callbacks(Box::new(callback))
+                .map_err(|e| format!("listener {name}: TLS setup: {e}"))?;
+            s.set_client_cert_verifier(v as _);
+            s
+        }
+        None => TlsSettings::intermediate("", "")
+            .map_err(|e| format!("listener {name}: TLS setup: {e}"))?,
+    };
+    settings.set_cert_resolver(Arc::clone(resolver) as _);
+    let h2 = alpn.iter().any(|a| a.as_ref() == "h2");
+    let h1 = alpn.iter().any(|a| a.as_ref() == "http/1.1");
+    settings.set_alpn(match (h2, h1) {
+        (true, true) => ALPN::H2H1,
+        (true, false) => ALPN::H2,
+        _ => ALPN::H1,
+    });
+    Ok(settings.build())
 }

@@ -6,6 +6,8 @@
 //! certificates of one domain signed by another domain's CA, expired and
 //! missing certificates never reach the upstream.
 
+use std::sync::Arc;
+
 use corridor_tests::{Client, Corridor, Leaf, TestPki, UpstreamProtocol};
 use http::Version;
 
@@ -295,4 +297,129 @@ async fn a_client_cannot_forge_the_forwarded_identity_on_a_plaintext_listener() 
     let wire = up.wire_text().to_ascii_lowercase();
     assert!(wire.contains("get /status/200"), "{wire}");
     assert!(!wire.contains("x-forwarded-client-cert"), "{wire}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_bundle_rotates_on_reload_without_failing_a_request() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _x = super::exclusive().await;
+    let clouds = Clouds::new();
+    let aws2 = TestPki::new("aws-next");
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let server = clouds.oci.spiffe_leaf(
+        "spiffe://oci.corridor/corridor/ingress",
+        &["proxy.test"],
+        false,
+    );
+    let files = clouds.oci.write_leaf(&server, "listener");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("aws-bundle.pem");
+    let write_bundle = |cas: &[&TestPki]| {
+        let pem: String = cas.iter().map(|c| c.ca_pem()).collect();
+        let tmp = bundle.with_extension("tmp");
+        std::fs::write(&tmp, pem).unwrap();
+        std::fs::rename(&tmp, &bundle).unwrap();
+    };
+    write_bundle(&[&clouds.aws]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: mtls
+    address: "{{{{LISTEN}}}}"
+    route_table: t
+    tls:
+      cert_file: "{cert}"
+      key_file: "{key}"
+      client_auth: {{ required: true, trust_bundles: [{{ trust_domain: aws.corridor, ca_file: "{bundle}" }}] }}
+admin: {{ address: "{{{{ADMIN}}}}" }}
+route_tables: [{{ name: t, virtual_hosts: [{{ domains: ["*"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]
+clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
+"#,
+        cert = files.chain.display(),
+        key = files.key.display(),
+        bundle = bundle.display(),
+        up = up.addr(),
+    );
+    let proxy = Arc::new(Corridor::start_with_dir(&yaml, dir).await);
+    let old_leaf =
+        clouds
+            .aws
+            .spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/client", &[], false);
+    let new_leaf = aws2.spiffe_leaf("spiffe://aws.corridor/ns/inference/sa/client", &[], false);
+    let old_cfg = TestPki::client_config_presenting(&clouds.oci, &[b"h2"], &old_leaf);
+    let new_cfg = TestPki::client_config_presenting(&clouds.oci, &[b"h2"], &new_leaf);
+    let ok = |cfg: Arc<rustls::ClientConfig>| {
+        let proxy = Arc::clone(&proxy);
+        async move {
+            let c = Client::tls(proxy.addr, "proxy.test", cfg).await;
+            matches!(get(c, "/status/200", &[]).await, Some((200, _)))
+        }
+    };
+    // An established connection made with the old bundle.
+    let kept = Client::tls(proxy.addr, "proxy.test", Arc::clone(&old_cfg))
+        .await
+        .unwrap();
+    assert!(ok(Arc::clone(&old_cfg)).await);
+    assert!(
+        !ok(Arc::clone(&new_cfg)).await,
+        "the new CA is not trusted yet"
+    );
+
+    // Steady load on new connections, each with the certificate its phase
+    // uses; not one request may fail.
+    let use_new = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (use_new, stop, sent, failed) =
+            (use_new.clone(), stop.clone(), sent.clone(), failed.clone());
+        let (old_cfg, new_cfg) = (Arc::clone(&old_cfg), Arc::clone(&new_cfg));
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let cfg = if use_new.load(Ordering::Relaxed) {
+                    &new_cfg
+                } else {
+                    &old_cfg
+                };
+                let c = Client::tls(proxy.addr, "proxy.test", Arc::clone(cfg)).await;
+                if !matches!(get(c, "/status/200", &[]).await, Some((200, _))) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Rotation step 1: both CAs; the clients move to the new certificate.
+    write_bundle(&[&clouds.aws, &aws2]);
+    proxy.signal(libc::SIGHUP);
+    super::eventually("the new CA to be trusted", || ok(Arc::clone(&new_cfg))).await;
+    use_new.store(true, Ordering::Relaxed);
+    // Step 2: the old CA goes.
+    write_bundle(&[&aws2]);
+    proxy.signal(libc::SIGHUP);
+    super::eventually("the old CA to be refused", || {
+        let cfg = Arc::clone(&old_cfg);
+        async move { !ok(cfg).await }
+    })
+    .await;
+    let before = sent.load(Ordering::Relaxed);
+    super::eventually("more load after the rotation", || {
+        let sent = sent.clone();
+        async move { sent.load(Ordering::Relaxed) > before + 5 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    // The connection made before the rotation finishes undisturbed.
+    assert!(matches!(
+        get(Ok(kept), "/status/200", &[]).await,
+        Some((200, _))
+    ));
 }
