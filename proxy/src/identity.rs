@@ -48,6 +48,12 @@ pub(crate) fn spiffe_id_of(der: &[u8]) -> Result<String, String> {
     }
 }
 
+/// When a certificate expires (Unix seconds), if it can be read.
+pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The verified client of a connection, read once after its handshake.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerIdentity {
@@ -86,6 +92,8 @@ pub(crate) struct SpiffeClientVerifier {
     domains: HashMap<Arc<str>, Arc<dyn ClientCertVerifier>>,
     /// The CA certificates read, to tell whether a reload changed them.
     certs: Vec<CertificateDer<'static>>,
+    /// Per trust domain, when its earliest CA expires (Unix seconds).
+    pub(crate) expiry: Vec<(Arc<str>, i64)>,
     required: bool,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
@@ -96,9 +104,14 @@ impl SpiffeClientVerifier {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut domains = HashMap::new();
         let mut all = Vec::new();
+        let mut expiry = Vec::new();
         for (domain, file) in &auth.trust_bundles {
             let mut roots = rustls::RootCertStore::empty();
+            let mut earliest: Option<i64> = None;
             for (i, c) in read_certs(files, file)?.into_iter().enumerate() {
+                if let Some(t) = not_after(&c) {
+                    earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                }
                 all.push(c.clone());
                 roots.add(c).map_err(|e| TlsError {
                     file: file.to_string(),
@@ -115,10 +128,12 @@ impl SpiffeClientVerifier {
                 reason: format!("cannot verify clients with it: {e}"),
             })?;
             domains.insert(Arc::clone(domain), v);
+            expiry.extend(earliest.map(|t| (Arc::clone(domain), t)));
         }
         Ok(Self {
             domains,
             certs: all,
+            expiry,
             required: auth.required,
             provider,
         })

@@ -28,7 +28,7 @@ use rustls::sign::CertifiedKey;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use crate::identity::{IdentityCallback, SpiffeClientVerifier};
+use crate::identity::{not_after, IdentityCallback, SpiffeClientVerifier};
 use crate::proxy::Corridor;
 use crate::routing::{ListenerRuntime, Routing};
 use crate::shared::Shared;
@@ -341,6 +341,28 @@ impl Listeners {
             kill: watch::channel(false).0,
             current,
         })
+    }
+
+    /// When each certificate in use expires: every TLS listener's certificate
+    /// and the earliest CA of each of its trust bundles (Unix seconds).
+    pub(crate) fn cert_expiries(&self) -> Vec<(String, i64)> {
+        let state = self.state.lock();
+        let mut out = Vec::new();
+        for (name, a) in &state.active {
+            let leaf = a.cert.as_ref().map(|c| c.current());
+            if let Some(t) = leaf
+                .as_ref()
+                .and_then(|k| k.cert.first())
+                .and_then(|c| not_after(c))
+            {
+                out.push((format!("listener/{name}"), t));
+            }
+            for (domain, t) in a.verifier.iter().flat_map(|v| v.expiry.iter()) {
+                out.push((format!("bundle/{name}/{domain}"), *t));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Puts prepared changes into effect: new certificates, new accept loops,

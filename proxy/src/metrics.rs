@@ -76,6 +76,8 @@ pub struct Metrics {
     ejections: IntCounterVec,
     /// Requests answered 451 by a residency policy.
     pub(crate) residency_denied: IntCounterVec,
+    /// When each certificate in use expires (Unix seconds), by name.
+    cert_expiry: IntGaugeVec,
     ejected: IntGaugeVec,
     hc_transitions: IntCounterVec,
     overflow: IntCounterVec,
@@ -85,6 +87,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Publishes the expiry of every certificate in use (`expiries`: name,
+    /// Unix seconds), dropping those no longer in use, and warns about any
+    /// that expires within `WARN_BEFORE` or has expired.
+    pub(crate) fn cert_expiries(&self, expiries: &[(String, i64)]) {
+        const WARN_BEFORE: i64 = 14 * 24 * 3600;
+        self.cert_expiry.reset();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (name, at) in expiries {
+            self.cert_expiry
+                .with_label_values(&[name.as_str()])
+                .set(*at);
+            let left = at - now;
+            if left <= 0 {
+                tracing::error!(certificate = %name, expired_seconds_ago = -left, "certificate has expired");
+            } else if left < WARN_BEFORE {
+                tracing::warn!(certificate = %name, expires_in_hours = left / 3600, "certificate expires soon");
+            }
+        }
+    }
+
     /// Creates the metrics and registers them into `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let latency_buckets = vec![
@@ -92,6 +116,13 @@ impl Metrics {
             30.0, 60.0, 300.0,
         ];
         let m = Self {
+            cert_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "corridor_cert_expiry_seconds",
+                    "Unix time at which each certificate in use expires: `listener/<name>` for a listener's certificate, `bundle/<listener>/<trust domain>` for the earliest CA of a trust bundle",
+                ),
+                &["name"],
+            )?,
             residency_denied: IntCounterVec::new(
                 Opts::new(
                     "corridor_residency_denied_total",
@@ -228,6 +259,7 @@ impl Metrics {
         registry.register(Box::new(m.xds_updates.clone()))?;
         registry.register(Box::new(m.ejections.clone()))?;
         registry.register(Box::new(m.residency_denied.clone()))?;
+        registry.register(Box::new(m.cert_expiry.clone()))?;
         registry.register(Box::new(m.ejected.clone()))?;
         registry.register(Box::new(m.hc_transitions.clone()))?;
         registry.register(Box::new(m.overflow.clone()))?;

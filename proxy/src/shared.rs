@@ -105,6 +105,9 @@ impl Shared {
             .prepare(&snapshot, &routing, &shared, &*shared.files, true)
             .map_err(fail)?;
         shared.listeners.commit(prepared, &shared.routing());
+        shared
+            .metrics
+            .cert_expiries(&shared.listeners.cert_expiries());
         shared.metrics.reload(true);
         shared.metrics.config_loaded_at.set(unix_time(&snapshot));
         Ok(shared)
@@ -202,6 +205,7 @@ impl Shared {
         self.routing.store(Arc::clone(&routing));
         routing.activate(&self.metrics);
         self.listeners.commit(prepared, &routing);
+        self.metrics.cert_expiries(&self.listeners.cert_expiries());
         self.retired.lock().push(current);
         self.reclaim();
         if same && !rotated {

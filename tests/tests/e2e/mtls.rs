@@ -161,6 +161,22 @@ async fn cross_cloud_clients_are_verified_authorized_and_forwarded_over_h1_and_h
         "the client's copy was removed"
     );
 
+    // Each certificate in use publishes its expiry (rcgen's default: far away).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for name in [
+        "listener/mtls",
+        "bundle/mtls/aws.corridor",
+        "bundle/mtls/gcp.corridor",
+    ] {
+        let at = proxy
+            .metric("corridor_cert_expiry_seconds", &[("name", name)])
+            .await;
+        assert!(at > now + 365.0 * 86400.0, "{name}: {at}");
+    }
+
     // Identities the route does not allow: 403, nothing forwarded.
     let before = up.requests();
     let r = get(
