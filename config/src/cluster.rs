@@ -31,6 +31,10 @@ pub struct UpstreamTls {
     pub ca_file: Option<Arc<str>>,
     /// Skip verification (tests only).
     pub insecure_skip_verify: bool,
+    /// Client certificate chain and key files (mTLS), if any.
+    pub client_cert: Option<(Arc<str>, Arc<str>)>,
+    /// Identities the upstream must present (SPIFFE IDs or DNS names); empty: any.
+    pub expected_identities: Vec<Arc<str>>,
 }
 
 /// Where an endpoint runs.

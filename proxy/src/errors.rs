@@ -47,6 +47,8 @@ pub enum ErrorKind {
     ResidencyDenied,
     /// The client's verified identity is not allowed on the route (403).
     Forbidden,
+    /// The upstream's certificate does not carry an expected identity (502).
+    UpstreamIdentity,
     /// A bug or an unexpected internal state (500).
     Internal,
 }
@@ -70,6 +72,7 @@ impl ErrorKind {
             ErrorKind::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ErrorKind::ResidencyDenied => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::UpstreamIdentity => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,6 +109,7 @@ impl ErrorKind {
             ErrorKind::Overflow => "overflow",
             ErrorKind::ResidencyDenied => "residency_denied",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::UpstreamIdentity => "upstream_identity",
             ErrorKind::Internal => "internal",
         }
     }

@@ -48,6 +48,50 @@ pub(crate) fn spiffe_id_of(der: &[u8]) -> Result<String, String> {
     }
 }
 
+/// Checks an upstream's certificate against the identities it must carry
+/// (any one): a SPIFFE ID compared with its URI SANs, a DNS name with its DNS
+/// SANs (case-insensitive). The error names what it carries instead.
+pub(crate) fn check_upstream(der: &[u8], expected: &[Arc<str>]) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable upstream certificate: {e}"))?;
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::URI(u) => uris.push(*u),
+                x509_parser::extensions::GeneralName::DNSName(d) => dns.push(*d),
+                _ => {}
+            }
+        }
+    }
+    let ok = expected.iter().any(|e| {
+        if e.starts_with("spiffe://") {
+            uris.iter().any(|u| u == &e.as_ref())
+        } else {
+            dns.iter().any(|d| d.eq_ignore_ascii_case(e))
+        }
+    });
+    if ok {
+        Ok(())
+    } else {
+        let carried: Vec<&str> = uris.iter().chain(dns.iter()).copied().collect();
+        Err(format!(
+            "the upstream presented {} but one of {} was expected",
+            if carried.is_empty() {
+                "no identity".to_string()
+            } else {
+                carried.join(", ")
+            },
+            expected
+                .iter()
+                .map(|e| e.as_ref())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
 /// When a certificate expires (Unix seconds), if it can be read.
 pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -445,6 +445,53 @@ impl ProxyHttp for Corridor {
 
     /// The request failed for good: answer with Corridor's error format unless
     /// the response already started or the client is gone.
+    /// With expected upstream identities, checks the certificate the
+    /// upstream presented, after the handshake and before any request byte
+    /// is written: a mismatch fails the attempt (502 `upstream_identity`).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.cluster.as_ref() else {
+            return Ok(());
+        };
+        let Some(tls) = rt
+            .config
+            .tls
+            .as_ref()
+            .filter(|t| !t.expected_identities.is_empty())
+        else {
+            return Ok(());
+        };
+        let cert = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.peer_certificate.clone());
+        let outcome = match cert {
+            Some(der) => crate::identity::check_upstream(&der, &tls.expected_identities),
+            None => Err("the upstream presented no certificate".to_string()),
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                let endpoint = ctx
+                    .endpoint_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let err = LocalError::new(
+                    ErrorKind::UpstreamIdentity,
+                    format!("endpoint {endpoint} of cluster `{}`: {why}", rt.config.name),
+                );
+                Err(local(ctx, err))
+            }
+        }
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

@@ -108,6 +108,8 @@ pub(crate) struct ClusterRuntime {
     pub(crate) connect_failures: IntCounter,
     /// Trust roots read for it.
     ca: Option<Arc<[WrappedX509]>>,
+    /// Its client certificate and key (mTLS to the upstream).
+    client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
     /// Hash of its name and trust roots, to notice a rotated bundle.
     ca_hash: u64,
 }
@@ -361,10 +363,18 @@ impl ClusterRuntime {
             (Some(_), Some(o)) if !reread_tls && o.config.tls == c.tls => o.ca.clone(),
             (Some(file), _) => Some(tls::load_ca(files, file)?),
         };
+        let client_cert = match (c.tls.as_ref().and_then(|t| t.client_cert.as_ref()), old) {
+            (None, _) => None,
+            (Some(_), Some(o)) if !reread_tls && o.config.tls == c.tls => o.client_cert.clone(),
+            (Some((cert, key)), _) => Some(tls::load_client_cert(files, cert, key)?),
+        };
         let mut h = std::hash::DefaultHasher::new();
         c.name.hash(&mut h);
         for cert in ca.iter().flat_map(|certs| certs.iter()) {
             h.write(cert.borrow_raw_cert());
+        }
+        if let Some(k) = &client_cert {
+            h.write(k.leaf().borrow_raw_cert());
         }
         // Endpoint identity is `cluster/address` (`Endpoint::id`).
         let kept: HashMap<&str, &Arc<EndpointState>> = old
@@ -410,8 +420,12 @@ impl ClusterRuntime {
             _ => Arc::new(Balancer::new(c, local, geo)),
         };
         Ok(ClusterRuntime {
-            ca_hash: if ca.is_some() { h.finish() } else { 0 },
-            peers: peer_templates(c, ca.as_ref()),
+            ca_hash: if ca.is_some() || client_cert.is_some() {
+                h.finish()
+            } else {
+                0
+            },
+            peers: peer_templates(c, ca.as_ref(), client_cert.as_ref()),
             lb,
             local: local.clone(),
             geo: Arc::clone(geo),
@@ -420,6 +434,7 @@ impl ClusterRuntime {
             connect_failures: metrics.connect_failures(&c.name),
             config: Arc::clone(c),
             ca,
+            client_cert,
         })
     }
 }
@@ -499,7 +514,11 @@ fn retire(rt: &ClusterRuntime, gone: impl Iterator<Item = usize>, metrics: &Metr
 }
 
 /// Builds the `HttpPeer` for each endpoint of a cluster.
-fn peer_templates(c: &Cluster, ca: Option<&Arc<[WrappedX509]>>) -> Vec<HttpPeer> {
+fn peer_templates(
+    c: &Cluster,
+    ca: Option<&Arc<[WrappedX509]>>,
+    client_cert: Option<&Arc<pingora_core::utils::tls::CertKey>>,
+) -> Vec<HttpPeer> {
     // Pingora's pool key covers address, scheme, SNI, verification flags and the
     // client certificate, but not the trust roots: two clusters with the same
     // address and SNI but different CA bundles (or protocols) must not share
@@ -512,6 +531,10 @@ fn peer_templates(c: &Cluster, ca: Option<&Arc<[WrappedX509]>>) -> Vec<HttpPeer>
         .hash(&mut group);
     for cert in ca.iter().flat_map(|certs| certs.iter()) {
         group.write(cert.borrow_raw_cert());
+    }
+    // Connections verified for one set of identities never serve another.
+    if let Some(t) = &c.tls {
+        t.expected_identities.hash(&mut group);
     }
     let group_key = group.finish();
     c.endpoints
@@ -538,6 +561,7 @@ fn peer_templates(c: &Cluster, ca: Option<&Arc<[WrappedX509]>>) -> Vec<HttpPeer>
                 o.verify_hostname = !t.insecure_skip_verify;
                 o.ca = ca.cloned();
             }
+            peer.client_cert_key = client_cert.cloned();
             peer
         })
         .collect()

@@ -68,6 +68,35 @@ pub fn load_certified_key(
     Ok(Arc::new(ck))
 }
 
+/// Reads an upstream client certificate chain and key (checked with rustls
+/// first: Pingora's wrapper panics on malformed input) as Pingora's `CertKey`.
+pub fn load_client_cert(
+    files: &dyn Files,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Arc<pingora_core::utils::tls::CertKey>, TlsError> {
+    let ck = load_certified_key(files, cert_file, key_file)?;
+    let data = files
+        .read(key_file)
+        .map_err(|e| err(key_file, format!("cannot read: {e}")))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| err(key_file, format!("invalid PEM: {e}")))?
+        .ok_or_else(|| err(key_file, "no PRIVATE KEY block found"))?;
+    for (i, c) in ck.cert.iter().enumerate() {
+        x509_parser::parse_x509_certificate(c).map_err(|e| {
+            err(
+                cert_file,
+                format!("certificate #{} is unreadable: {e}", i + 1),
+            )
+        })?;
+    }
+    let certs = ck.cert.iter().map(|c| c.as_ref().to_vec()).collect();
+    Ok(Arc::new(pingora_core::utils::tls::CertKey::new(
+        certs,
+        key.secret_der().to_vec(),
+    )))
+}
+
 /// Serves the listener's current certificate; `store` swaps it on reload.
 pub struct ReloadableCert {
     current: ArcSwap<CertifiedKey>,

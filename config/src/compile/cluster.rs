@@ -31,10 +31,52 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
                 "a server name is needed to verify upstream certificates: set tls.sni (or each endpoint's hostname)",
             );
         }
+        let client_cert = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                require_file(cx, &tp.field("cert_file"), &t.cert_file);
+                require_file(cx, &tp.field("key_file"), &t.key_file);
+                Some((t.cert_file.as_str().into(), t.key_file.as_str().into()))
+            }
+            (true, false) => {
+                cx.err(&tp.field("cert_file"), "key_file needs its cert_file");
+                None
+            }
+            (false, true) => {
+                cx.err(&tp.field("key_file"), "cert_file needs its key_file");
+                None
+            }
+        };
+        let mut expected_identities = Vec::with_capacity(t.expected_identities.len());
+        for (i, id) in t.expected_identities.iter().enumerate() {
+            let ok = if id.starts_with("spiffe://") {
+                crate::identity::parse_spiffe_id(id).map(|_| ())
+            } else if !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*'))
+            {
+                Ok(())
+            } else {
+                Err(format!("`{id}` is neither a SPIFFE ID nor a DNS name"))
+            };
+            match ok {
+                Ok(()) => expected_identities.push(Arc::from(id.as_str())),
+                Err(e) => cx.err(&tp.item("expected_identities", i), e),
+            }
+        }
+        if !expected_identities.is_empty() && t.insecure_skip_verify {
+            cx.err(
+                &tp.field("expected_identities"),
+                "an identity cannot be checked with insecure_skip_verify",
+            );
+        }
         UpstreamTls {
             sni: t.sni.as_str().into(),
             ca_file: (!t.ca_file.is_empty()).then(|| t.ca_file.as_str().into()),
             insecure_skip_verify: t.insecure_skip_verify,
+            client_cert,
+            expected_identities,
         }
     });
     match (protocol, &tls) {

@@ -533,7 +533,13 @@ route_tables:
         routes:
           - authorization: { allow: [{ spiffe_id: "https://x" }, { spiffe_id_prefix: "spiffe://aws.corr" }, { trust_domain: "a b" }, {}] }
             route: { cluster: c }
-clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:3" }] }]
+clusters:
+  - name: c
+    endpoints: [{ address: "127.0.0.1:3" }]
+    tls: { sni: up.test, cert_file: /nonexistent/c.pem, expected_identities: ["spiffe://aws.corridor/", "bad name"] }
+  - name: d
+    endpoints: [{ address: "127.0.0.1:4" }]
+    tls: { insecure_skip_verify: true, expected_identities: [up.test] }
 "#;
     let err = load_str(text, "m.yaml").unwrap_err().to_string();
     for want in [
@@ -546,6 +552,10 @@ clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:3" }] }]
         "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[1].spiffe_id_prefix: `spiffe://aws.corr` must start with spiffe://<trust-domain>/",
         "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[2].trust_domain: trust domain `a b` may hold only",
         "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[3]: give one of spiffe_id, trust_domain or spiffe_id_prefix",
+        "clusters[0].tls.key_file: cert_file needs its key_file",
+        "clusters[0].tls.expected_identities[0]: `spiffe://aws.corridor/`: the path must not end with `/`",
+        "clusters[0].tls.expected_identities[1]: `bad name` is neither a SPIFFE ID nor a DNS name",
+        "clusters[1].tls.expected_identities: an identity cannot be checked with insecure_skip_verify",
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }

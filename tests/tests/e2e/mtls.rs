@@ -439,3 +439,76 @@ clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
         Some((200, _))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_with_the_wrong_identity_receives_no_request_byte() {
+    let aws = TestPki::new("aws");
+    let model_id = "spiffe://aws.corridor/ns/inference/sa/model";
+    // The right upstream requires Corridor's client certificate (mTLS).
+    let right_leaf = aws.spiffe_leaf(model_id, &["model.aws.test"], false);
+    let mut opts = corridor_tests::UpstreamOptions::new("right", UpstreamProtocol::TlsHttp1);
+    opts.tls_config = Some(aws.server_config_mtls(&right_leaf, &[b"http/1.1"]));
+    let right = corridor_tests::Upstream::start(opts).await;
+    // The impostor: a valid chain and the right DNS name, the wrong SPIFFE ID.
+    let mut opts = corridor_tests::UpstreamOptions::new("impostor", UpstreamProtocol::TlsHttp1);
+    opts.tls = Some(aws.spiffe_leaf(
+        "spiffe://aws.corridor/ns/other/sa/impostor",
+        &["model.aws.test"],
+        false,
+    ));
+    let impostor = corridor_tests::Upstream::start(opts).await;
+    let client = aws.spiffe_leaf("spiffe://aws.corridor/corridor/egress", &[], false);
+    let files = aws.write_leaf(&client, "egress");
+    let tls = format!(
+        "tls: {{ sni: model.aws.test, ca_file: \"{ca}\", cert_file: \"{cert}\", key_file: \"{key}\", expected_identities: [\"{model_id}\"] }}",
+        ca = aws.ca_path().display(),
+        cert = files.chain.display(),
+        key = files.key.display(),
+    );
+    let yaml = format!(
+        r#"{head}route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ match: {{ prefix: /right/ }}, route: {{ cluster: right, prefix_rewrite: / }} }}
+          - {{ match: {{ prefix: /impostor/ }}, route: {{ cluster: impostor, prefix_rewrite: / }} }}
+clusters:
+  - {{ name: right, endpoints: [{{ address: "{r}" }}], {tls} }}
+  - {{ name: impostor, endpoints: [{{ address: "{i}" }}], {tls} }}
+"#,
+        head = super::HEAD,
+        r = right.addr(),
+        i = impostor.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    for _ in 0..3 {
+        let r = super::fetch_get(&c, "/right/status/200").await;
+        assert_eq!((r.status, r.header("x-upstream")), (200, "right"));
+    }
+    for _ in 0..3 {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let r = super::fetch_get(&c, "/impostor/status/200").await;
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 502, "{body}");
+        assert!(
+            body.contains("upstream_identity")
+                && body.contains("spiffe://aws.corridor/ns/other/sa/impostor")
+                && body.contains(model_id),
+            "{body}"
+        );
+    }
+    assert_eq!(impostor.requests(), 0);
+    // Each attempt connected (the handshake ran) and wrote nothing.
+    let wire = impostor.wire_text();
+    let conns: Vec<&str> = wire
+        .lines()
+        .filter(|l| l.starts_with("--- connection"))
+        .collect();
+    assert!(!conns.is_empty(), "{wire}");
+    assert!(
+        conns.iter().all(|l| l.ends_with("(0 bytes) ---")) && !wire.contains("GET"),
+        "not one request byte may reach the impostor: {wire}"
+    );
+}

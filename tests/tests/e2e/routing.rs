@@ -509,10 +509,11 @@ clusters:
         failed > 0 && failed < 40,
         "both targets were picked ({failed} failures)"
     );
-    let m = proxy.metrics().await;
-    let count = |cluster: &str, class: &str| {
+    // A request is counted when its log phase runs, just after its response
+    // is sent: wait until all 40 are in.
+    let count_in = |m: &str, cluster: &str, class: &str| {
         corridor_tests::proxy::metric_sum(
-            &m,
+            m,
             "corridor_requests_total",
             &[
                 ("route", "w"),
@@ -521,6 +522,16 @@ clusters:
             ],
         )
     };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let m = loop {
+        let m = proxy.metrics().await;
+        let total = count_in(&m, "x", "2xx") + count_in(&m, "y", "5xx") + count_in(&m, "x", "5xx");
+        if total >= 40.0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let count = |cluster: &str, class: &str| count_in(&m, cluster, class);
     assert_eq!(count("y", "5xx"), f64::from(failed), "{m}");
     assert_eq!(count("x", "5xx"), 0.0, "{m}");
     assert_eq!(count("x", "2xx"), f64::from(40 - failed), "{m}");

@@ -31,6 +31,10 @@ pub struct SslDigest {
     pub serial_number: Option<String>,
     /// The digest of the peer's certificate
     pub cert_digest: Vec<u8>,
+    /// The peer's leaf certificate (DER), where the TLS backend provides it
+    /// (rustls), for checks beyond the chain and name verification, such as
+    /// the peer's SPIFFE ID, before any request byte is sent
+    pub peer_certificate: Option<Arc<[u8]>>,
     /// The user-defined TLS data
     pub extension: SslDigestExtension,
 }
@@ -53,6 +57,7 @@ impl SslDigest {
             organization,
             serial_number,
             cert_digest,
+            peer_certificate: None,
             extension: SslDigestExtension::default(),
         }
     }

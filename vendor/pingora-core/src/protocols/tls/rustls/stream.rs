@@ -424,7 +424,11 @@ impl SslDigest {
             .map(|(organization, serial)| (organization, Some(serial)))
             .unwrap_or_default();
 
-        SslDigest::new(cipher, version, organization, serial_number, cert_digest)
+        let mut digest = SslDigest::new(cipher, version, organization, serial_number, cert_digest);
+        digest.peer_certificate = peer_certificates
+            .and_then(|certs| certs.first())
+            .map(|cert| Arc::from(cert.as_ref()));
+        digest
     }
 }
 
