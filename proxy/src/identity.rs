@@ -107,6 +107,9 @@ pub(crate) struct PeerIdentity {
     pub(crate) cert_hash: Arc<str>,
     /// This listener's own SPIFFE ID, if its certificate has one.
     pub(crate) by: Option<Arc<str>>,
+    /// When the client's certificate expires (Unix seconds): a resumed TLS
+    /// session is not verified again, so requests check this themselves.
+    pub(crate) not_after: i64,
 }
 
 impl PeerIdentity {
@@ -285,6 +288,64 @@ impl TlsAccept for IdentityCallback {
             spiffe_id: spiffe_id.into(),
             cert_hash: cert_hash.into(),
             by,
+            not_after: not_after(der)?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with these URI and DNS SANs.
+    fn cert(uris: &[&str], dns: &[&str]) -> Vec<u8> {
+        let mut p =
+            rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        for u in uris {
+            p.subject_alt_names
+                .push(rcgen::SanType::URI((*u).try_into().unwrap()));
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_has_exactly_one_spiffe_id() {
+        let one = cert(&["spiffe://aws.corridor/ns/a"], &["a.test"]);
+        assert_eq!(spiffe_id_of(&one).unwrap(), "spiffe://aws.corridor/ns/a");
+        let two = cert(
+            &["spiffe://aws.corridor/ns/a", "spiffe://gcp.corridor/ns/b"],
+            &[],
+        );
+        assert!(spiffe_id_of(&two).unwrap_err().contains("2 URI SANs"));
+        let none = cert(&[], &["a.test"]);
+        assert!(spiffe_id_of(&none).unwrap_err().contains("no URI SAN"));
+        let bad = cert(&["https://aws.corridor/ns/a"], &[]);
+        assert!(spiffe_id_of(&bad).unwrap_err().contains("not a SPIFFE ID"));
+        assert!(spiffe_id_of(b"garbage").is_err());
+        assert!(not_after(&one).is_some_and(|t| t > 1_700_000_000));
+    }
+
+    #[test]
+    fn upstream_identities_match_spiffe_ids_or_dns_names() {
+        let c = cert(&["spiffe://aws.corridor/ns/model"], &["Model.AWS.test"]);
+        let ok = |e: &[&str]| {
+            let e: Vec<Arc<str>> = e.iter().map(|s| Arc::from(*s)).collect();
+            check_upstream(&c, &e)
+        };
+        assert!(ok(&["spiffe://aws.corridor/ns/model"]).is_ok());
+        assert!(ok(&["model.aws.test"]).is_ok(), "DNS names ignore case");
+        assert!(ok(&["spiffe://aws.corridor/ns/other", "model.aws.test"]).is_ok());
+        let err = ok(&["spiffe://aws.corridor/ns/other"]).unwrap_err();
+        assert!(
+            err.contains("spiffe://aws.corridor/ns/model") && err.contains("ns/other"),
+            "{err}"
+        );
+        assert!(
+            ok(&["spiffe://aws.corridor/ns/mode"]).is_err(),
+            "no prefix match"
+        );
+        assert!(check_upstream(b"garbage", &[Arc::from("x")]).is_err());
     }
 }

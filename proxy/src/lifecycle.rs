@@ -105,20 +105,36 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-/// Stamps of the configuration file (if any), every listener certificate and
-/// key, and every upstream CA bundle: watched with or without a file, so
-/// certificates rotate under a control stream too.
+/// Stamps of the configuration file (if any), every listener certificate,
+/// key and client trust bundle, and every upstream CA bundle and client
+/// certificate: watched with or without a file, so certificates rotate
+/// under a control stream too.
 fn stamps(shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
     let snap = shared.snapshot();
     let tls_files = snap
         .listeners
         .iter()
         .filter_map(|l| l.tls.as_ref())
-        .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()])
+        .flat_map(|t| {
+            let bundles = t
+                .client_auth
+                .iter()
+                .flat_map(|a| a.trust_bundles.iter().map(|(_, f)| f.clone()));
+            [t.cert_file.clone(), t.key_file.clone()]
+                .into_iter()
+                .chain(bundles)
+        })
         .chain(
             snap.clusters
                 .values()
-                .filter_map(|c| c.tls.as_ref().and_then(|t| t.ca_file.clone())),
+                .filter_map(|c| c.tls.as_ref())
+                .flat_map(|t| {
+                    let client = t
+                        .client_cert
+                        .iter()
+                        .flat_map(|(c, k)| [c.clone(), k.clone()]);
+                    t.ca_file.clone().into_iter().chain(client)
+                }),
         );
     shared
         .config_file

@@ -443,8 +443,6 @@ impl ProxyHttp for Corridor {
         e
     }
 
-    /// The request failed for good: answer with Corridor's error format unless
-    /// the response already started or the client is gone.
     /// With expected upstream identities, checks the certificate the
     /// upstream presented, after the handshake and before any request byte
     /// is written: a mismatch fails the attempt (502 `upstream_identity`).
@@ -492,6 +490,8 @@ impl ProxyHttp for Corridor {
         }
     }
 
+    /// The request failed for good: answer with Corridor's error format unless
+    /// the response already started or the client is gone.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

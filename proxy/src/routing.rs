@@ -444,7 +444,11 @@ impl ClusterRuntime {
     /// hash that changes with the trust roots); `None` for plaintext clusters.
     pub(crate) fn probe_tls(&self) -> Option<(Arc<rustls::ClientConfig>, u64)> {
         let t = self.config.tls.as_ref()?;
-        let config = tls::probe_client_config(self.ca.as_deref(), t.insecure_skip_verify);
+        let config = tls::probe_client_config(
+            self.ca.as_deref(),
+            t.insecure_skip_verify,
+            self.client_cert.as_deref(),
+        );
         Some((config, self.ca_hash ^ u64::from(t.insecure_skip_verify)))
     }
 
@@ -532,9 +536,14 @@ fn peer_templates(
     for cert in ca.iter().flat_map(|certs| certs.iter()) {
         group.write(cert.borrow_raw_cert());
     }
-    // Connections verified for one set of identities never serve another.
+    // Connections verified for one set of identities, or made with one
+    // client certificate, never serve another (Pingora's own key compares
+    // client certificates by serial number only).
     if let Some(t) = &c.tls {
         t.expected_identities.hash(&mut group);
+    }
+    if let Some(k) = client_cert {
+        group.write(k.leaf().borrow_raw_cert());
     }
     let group_key = group.finish();
     c.endpoints
@@ -557,8 +566,14 @@ fn peer_templates(
             o.idle_timeout = Some(c.pool_idle_timeout);
             o.max_h2_streams = c.max_h2_streams;
             if let Some(t) = &c.tls {
+                // A SPIFFE SVID carries no DNS name: when only SPIFFE IDs are
+                // expected, the chain is verified and the ID checked instead.
+                let spiffe_only = !t.expected_identities.is_empty()
+                    && t.expected_identities
+                        .iter()
+                        .all(|i| i.starts_with("spiffe://"));
                 o.verify_cert = !t.insecure_skip_verify;
-                o.verify_hostname = !t.insecure_skip_verify;
+                o.verify_hostname = !t.insecure_skip_verify && !spiffe_only;
                 o.ca = ca.cloned();
             }
             peer.client_cert_key = client_cert.cloned();

@@ -154,11 +154,12 @@ pub fn load_ca(files: &dyn Files, file: &str) -> Result<Arc<[WrappedX509]>, TlsE
 }
 
 /// A TLS client configuration for health probes of a cluster: its trust roots
-/// (`ca`, else the system's, read once per process), or no verification when
-/// the cluster skips it.
+/// (`ca`, else the system's, read once per process) and its client
+/// certificate, or no verification when the cluster skips it.
 pub(crate) fn probe_client_config(
     ca: Option<&[WrappedX509]>,
     insecure: bool,
+    client_cert: Option<&pingora_core::utils::tls::CertKey>,
 ) -> Arc<rustls::ClientConfig> {
     static SYSTEM_ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> =
         std::sync::OnceLock::new();
@@ -190,7 +191,20 @@ pub(crate) fn probe_client_config(
                 Arc::new(roots)
             })),
         };
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let builder = builder.with_root_certificates(roots);
+        // An upstream that requires client certificates gets the cluster's.
+        let with_cert = client_cert.and_then(|k| {
+            let chain = std::iter::once(k.leaf())
+                .chain(k.intermediates())
+                .map(|c| CertificateDer::from(c.borrow_raw_cert().to_vec()))
+                .collect();
+            let key = PrivateKeyDer::try_from(k.key().clone()).ok()?;
+            builder.clone().with_client_auth_cert(chain, key).ok()
+        });
+        match with_cert {
+            Some(c) => c,
+            None => builder.with_no_client_auth(),
+        }
     };
     Arc::new(config)
 }

@@ -558,17 +558,24 @@ fn compile_authorization(
             Some(P::SpiffeIdPrefix(x)) => {
                 // The domain part must be complete: `spiffe://aws.corr` would
                 // also match `spiffe://aws.corridor.evil/...`.
+                // The prefix must end at a segment boundary too:
+                // `.../ns/inference` would also match `.../ns/inference-evil`.
                 let domain_done = x
                     .strip_prefix("spiffe://")
                     .and_then(|r| r.find('/'))
                     .is_some_and(|i| check_trust_domain(&x["spiffe://".len()..][..i]).is_ok());
-                if domain_done {
-                    allow.push(Principal::Prefix(x.as_str().into()));
-                } else {
+                if !domain_done {
                     cx.err(
                         &ip.field("spiffe_id_prefix"),
                         format!("`{x}` must start with spiffe://<trust-domain>/"),
                     );
+                } else if !x.ends_with('/') {
+                    cx.err(
+                        &ip.field("spiffe_id_prefix"),
+                        format!("`{x}` must end with `/` (a prefix of whole path segments)"),
+                    );
+                } else {
+                    allow.push(Principal::Prefix(x.as_str().into()));
                 }
             }
             None => cx.err(

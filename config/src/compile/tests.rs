@@ -531,7 +531,7 @@ route_tables:
       - domains: ["*"]
         authorization: { allow: [] }
         routes:
-          - authorization: { allow: [{ spiffe_id: "https://x" }, { spiffe_id_prefix: "spiffe://aws.corr" }, { trust_domain: "a b" }, {}] }
+          - authorization: { allow: [{ spiffe_id: "https://x" }, { spiffe_id_prefix: "spiffe://aws.corr" }, { trust_domain: "a b" }, {}, { spiffe_id_prefix: "spiffe://aws.corridor/ns/inference" }] }
             route: { cluster: c }
 clusters:
   - name: c
@@ -552,6 +552,7 @@ clusters:
         "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[1].spiffe_id_prefix: `spiffe://aws.corr` must start with spiffe://<trust-domain>/",
         "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[2].trust_domain: trust domain `a b` may hold only",
         "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[3]: give one of spiffe_id, trust_domain or spiffe_id_prefix",
+        "route_tables[0].virtual_hosts[0].routes[0].authorization.allow[4].spiffe_id_prefix: `spiffe://aws.corridor/ns/inference` must end with `/`",
         "clusters[0].tls.key_file: cert_file needs its key_file",
         "clusters[0].tls.expected_identities[0]: `spiffe://aws.corridor/`: the path must not end with `/`",
         "clusters[0].tls.expected_identities[1]: `bad name` is neither a SPIFFE ID nor a DNS name",

@@ -53,6 +53,18 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|s| s.extension.get::<PeerIdentity>())
             .cloned();
+        // A session resumed after the certificate expired was not verified again.
+        if let Some(id) = &ctx.identity {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if now > id.not_after {
+                return Err(LocalError::new(
+                    crate::errors::ErrorKind::Forbidden,
+                    format!("the client certificate of {} has expired", id.spiffe_id),
+                ));
+            }
+        }
     }
     check_head(session, http)?;
     let h2 = session.as_downstream().is_http2();
@@ -85,6 +97,8 @@ fn client_cert_header(req: &mut RequestHeader, ctx: &RequestCtx, tls: Option<&Li
             req.remove_header(&X_FORWARDED_CLIENT_CERT);
         }
     }
+    // CGI-style servers read `x_forwarded_client_cert` as the same header.
+    req.remove_header("x_forwarded_client_cert");
 }
 
 /// Sets the peer, the trusted client address and the request id.

@@ -474,7 +474,7 @@ async fn an_upstream_with_the_wrong_identity_receives_no_request_byte() {
           - {{ match: {{ prefix: /right/ }}, route: {{ cluster: right, prefix_rewrite: / }} }}
           - {{ match: {{ prefix: /impostor/ }}, route: {{ cluster: impostor, prefix_rewrite: / }} }}
 clusters:
-  - {{ name: right, endpoints: [{{ address: "{r}" }}], {tls} }}
+  - {{ name: right, endpoints: [{{ address: "{r}" }}], {tls}, health_checks: [{{ interval: 50ms, healthy_threshold: 1, http_health_check: {{ path: /healthz }} }}] }}
   - {{ name: impostor, endpoints: [{{ address: "{i}" }}], {tls} }}
 "#,
         head = super::HEAD,
@@ -482,6 +482,12 @@ clusters:
         i = impostor.addr(),
     );
     let proxy = Corridor::start(&yaml).await;
+    // Health probes present the client certificate too: the endpoint
+    // passes its checks (a new endpoint counts as failing until it does).
+    super::eventually("a passing mTLS health check", || async {
+        super::cluster_state(&proxy, "right").await["endpoints"][0]["health"] == "healthy"
+    })
+    .await;
     let c = Client::h1(proxy.addr).await.unwrap();
     for _ in 0..3 {
         let r = super::fetch_get(&c, "/right/status/200").await;
