@@ -412,6 +412,26 @@ impl ProxyHttp for Corridor {
             e.set_retry(true);
             return e;
         }
+        // The upstream presented the wrong identity (no request byte was
+        // sent): a failure to connect to the right endpoint, retried and
+        // counted as one.
+        if ctx
+            .local_error
+            .as_ref()
+            .is_some_and(|l| l.kind == ErrorKind::UpstreamIdentity)
+        {
+            if let Some(c) = &ctx.cluster {
+                c.connect_failures.inc();
+            }
+            ctx.record_try(Outcome::ConnectFailure);
+            let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
+            if retry {
+                ctx.stats().retry(RetryReason::ConnectFailure);
+                ctx.local_error = None;
+            }
+            e.set_retry(retry);
+            return e;
+        }
         let reason = retry::failure_reason(&e);
         // Only the upstream's failures are the endpoint's: a client that hangs
         // up or stalls must not count against it.

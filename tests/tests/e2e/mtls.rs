@@ -473,9 +473,12 @@ async fn an_upstream_with_the_wrong_identity_receives_no_request_byte() {
         routes:
           - {{ match: {{ prefix: /right/ }}, route: {{ cluster: right, prefix_rewrite: / }} }}
           - {{ match: {{ prefix: /impostor/ }}, route: {{ cluster: impostor, prefix_rewrite: / }} }}
+          - match: {{ prefix: /mixed/ }}
+            route: {{ cluster: mixed, prefix_rewrite: /, retry_policy: {{ num_retries: 1, retry_on: [connect-failure] }} }}
 clusters:
   - {{ name: right, endpoints: [{{ address: "{r}" }}], {tls}, health_checks: [{{ interval: 50ms, healthy_threshold: 1, http_health_check: {{ path: /healthz }} }}] }}
   - {{ name: impostor, endpoints: [{{ address: "{i}" }}], {tls} }}
+  - {{ name: mixed, endpoints: [{{ address: "{i}" }}, {{ address: "{r}" }}], {tls} }}
 "#,
         head = super::HEAD,
         r = right.addr(),
@@ -504,6 +507,13 @@ clusters:
                 && body.contains(model_id),
             "{body}"
         );
+    }
+    // With the impostor among the endpoints, a mismatch is a connect failure:
+    // the retry goes to the right endpoint.
+    for _ in 0..6 {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let r = super::fetch_get(&c, "/mixed/status/200").await;
+        assert_eq!((r.status, r.header("x-upstream")), (200, "right"));
     }
     assert_eq!(impostor.requests(), 0);
     // Each attempt connected (the handshake ran) and wrote nothing.
