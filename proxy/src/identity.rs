@@ -17,24 +17,31 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::tls::{read_certs, ReloadableCert, TlsError};
 
+/// The URI and DNS names of a certificate's subjectAltName (none without one).
+fn san_names<'a>(
+    cert: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> Result<(Vec<&'a str>, Vec<&'a str>), String> {
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subjectAltName: {e}"))?;
+    for n in san.iter().flat_map(|s| s.value.general_names.iter()) {
+        match n {
+            x509_parser::extensions::GeneralName::URI(u) => uris.push(*u),
+            x509_parser::extensions::GeneralName::DNSName(d) => dns.push(*d),
+            _ => {}
+        }
+    }
+    Ok((uris, dns))
+}
+
 /// The SPIFFE ID of a certificate: its one URI SAN, which must be a valid
 /// SPIFFE ID (an X.509-SVID has exactly one).
 pub(crate) fn spiffe_id_of(der: &[u8]) -> Result<String, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("unreadable certificate: {e}"))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("bad subjectAltName: {e}"))?
-        .ok_or("the certificate has no subjectAltName (no SPIFFE ID)")?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect();
+    let (uris, _) = san_names(&cert)?;
     match uris.as_slice() {
         [one] => {
             parse_spiffe_id(one)?;
@@ -54,17 +61,7 @@ pub(crate) fn spiffe_id_of(der: &[u8]) -> Result<String, String> {
 pub(crate) fn check_upstream(der: &[u8], expected: &[Arc<str>]) -> Result<(), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("unreadable upstream certificate: {e}"))?;
-    let mut uris = Vec::new();
-    let mut dns = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            match n {
-                x509_parser::extensions::GeneralName::URI(u) => uris.push(*u),
-                x509_parser::extensions::GeneralName::DNSName(d) => dns.push(*d),
-                _ => {}
-            }
-        }
-    }
+    let (uris, dns) = san_names(&cert)?;
     let ok = expected.iter().any(|e| {
         if e.starts_with("spiffe://") {
             uris.iter().any(|u| u == &e.as_ref())
@@ -98,35 +95,19 @@ pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     Some(cert.validity().not_after.timestamp())
 }
 
-/// The verified client of a connection, read once after its handshake.
-#[derive(Debug, Clone)]
+/// The verified client of a connection, read once after its handshake
+/// (requests share it through an `Arc`).
+#[derive(Debug)]
 pub(crate) struct PeerIdentity {
     /// The client's SPIFFE ID.
     pub(crate) spiffe_id: Arc<str>,
-    /// SHA-256 of the client's certificate, lower-case hex.
-    pub(crate) cert_hash: Arc<str>,
-    /// This listener's own SPIFFE ID, if its certificate has one.
-    pub(crate) by: Option<Arc<str>>,
+    /// The `x-forwarded-client-cert` value (Envoy's format:
+    /// `By=<listener ID>;Hash=<SHA-256 of the certificate>;URI=<client ID>`),
+    /// built once per connection.
+    pub(crate) xfcc: Option<http::HeaderValue>,
     /// When the client's certificate expires (Unix seconds): a resumed TLS
     /// session is not verified again, so requests check this themselves.
     pub(crate) not_after: i64,
-}
-
-impl PeerIdentity {
-    /// The `x-forwarded-client-cert` value (Envoy's format).
-    pub(crate) fn xfcc(&self) -> String {
-        let mut v = String::with_capacity(160);
-        if let Some(by) = &self.by {
-            v.push_str("By=");
-            v.push_str(by);
-            v.push(';');
-        }
-        v.push_str("Hash=");
-        v.push_str(&self.cert_hash);
-        v.push_str(";URI=");
-        v.push_str(&self.spiffe_id);
-        v
-    }
 }
 
 /// Verifies client certificates against one trust bundle per trust domain.
@@ -272,24 +253,31 @@ impl TlsAccept for IdentityCallback {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        use std::fmt::Write as _;
         let der = tls.peer_certificate_der()?;
         // The verifier accepted it, so it has a SPIFFE ID.
         let spiffe_id = spiffe_id_of(der).ok()?;
-        let hash = ring::digest::digest(&ring::digest::SHA256, der);
-        let cert_hash: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        let by = self
+        let mut xfcc = String::with_capacity(200);
+        if let Some(by) = self
             .cert
             .current()
             .cert
             .first()
             .and_then(|c| spiffe_id_of(c).ok())
-            .map(Arc::from);
-        Some(Arc::new(PeerIdentity {
+        {
+            let _ = write!(xfcc, "By={by};");
+        }
+        xfcc.push_str("Hash=");
+        for b in ring::digest::digest(&ring::digest::SHA256, der).as_ref() {
+            let _ = write!(xfcc, "{b:02x}");
+        }
+        let _ = write!(xfcc, ";URI={spiffe_id}");
+        // Stored as an `Arc` inside the extension, so requests clone one `Arc`.
+        Some(Arc::new(Arc::new(PeerIdentity {
             spiffe_id: spiffe_id.into(),
-            cert_hash: cert_hash.into(),
-            by,
+            xfcc: http::HeaderValue::from_str(&xfcc).ok(),
             not_after: not_after(der)?,
-        }))
+        })))
     }
 }
 

@@ -43,20 +43,38 @@ pub fn read_certs(files: &dyn Files, file: &str) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// Reads the private key of a PEM file.
+fn read_key(files: &dyn Files, key_file: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let data = files
+        .read(key_file)
+        .map_err(|e| err(key_file, format!("cannot read: {e}")))?;
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| err(key_file, format!("invalid PEM: {e}")))?
+        .ok_or_else(|| err(key_file, "no PRIVATE KEY block found"))
+}
+
 /// Reads a certificate chain and key into a signing key for rustls.
 pub fn load_certified_key(
     files: &dyn Files,
     cert_file: &str,
     key_file: &str,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let certs = read_certs(files, cert_file)?;
-    let data = files
-        .read(key_file)
-        .map_err(|e| err(key_file, format!("cannot read: {e}")))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| err(key_file, format!("invalid PEM: {e}")))?
-        .ok_or_else(|| err(key_file, "no PRIVATE KEY block found"))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+    certified_key(
+        read_certs(files, cert_file)?,
+        &read_key(files, key_file)?,
+        cert_file,
+        key_file,
+    )
+}
+
+/// A rustls signing key of `certs` and `key`, checked to match.
+fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'static>,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let signing = rustls::crypto::ring::sign::any_supported_type(key)
         .map_err(|e| err(key_file, format!("unsupported private key: {e}")))?;
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match().map_err(|e| {
@@ -75,13 +93,8 @@ pub fn load_client_cert(
     cert_file: &str,
     key_file: &str,
 ) -> Result<Arc<pingora_core::utils::tls::CertKey>, TlsError> {
-    let ck = load_certified_key(files, cert_file, key_file)?;
-    let data = files
-        .read(key_file)
-        .map_err(|e| err(key_file, format!("cannot read: {e}")))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| err(key_file, format!("invalid PEM: {e}")))?
-        .ok_or_else(|| err(key_file, "no PRIVATE KEY block found"))?;
+    let key = read_key(files, key_file)?;
+    let ck = certified_key(read_certs(files, cert_file)?, &key, cert_file, key_file)?;
     for (i, c) in ck.cert.iter().enumerate() {
         x509_parser::parse_x509_certificate(c).map_err(|e| {
             err(

@@ -229,14 +229,7 @@ impl TestPki {
 
     /// Like [`TestPki::client_config`], presenting `leaf` as a client certificate (mTLS).
     pub fn client_config_with_cert(&self, alpn: &[&[u8]], leaf: &Leaf) -> Arc<ClientConfig> {
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(self.roots())
-            .with_client_auth_cert(vec![leaf.cert_der.clone()], leaf.key_der())
-            .expect("rcgen leaf and key match");
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+        TestPki::client_config_presenting(self, alpn, leaf)
     }
 
     /// A client config trusting only `server_ca` for the server and presenting

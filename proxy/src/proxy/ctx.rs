@@ -30,7 +30,7 @@ pub struct RequestCtx {
     /// The connection's peer address.
     pub(crate) peer: Option<IpAddr>,
     /// The client's verified identity (mTLS listeners).
-    pub(crate) identity: Option<crate::identity::PeerIdentity>,
+    pub(crate) identity: Option<std::sync::Arc<crate::identity::PeerIdentity>>,
     /// The peer is one of the listener's trusted proxies.
     pub(crate) trusted_peer: bool,
     /// The trusted client address (the peer, or from trusted forwarding headers).

@@ -6,6 +6,7 @@
 //! them to Pingora's session.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use corridor_config::{
     check_chunked_prefix, check_h1_head, check_h2_request, check_query, client_from_forwarded_for,
@@ -30,6 +31,8 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+static X_FORWARDED_CLIENT_CERT_UNDERSCORE: HeaderName =
+    HeaderName::from_static("x_forwarded_client_cert");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Longest client-supplied request id that is kept.
@@ -51,7 +54,7 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
         ctx.identity = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<PeerIdentity>())
+            .and_then(|s| s.extension.get::<Arc<PeerIdentity>>())
             .cloned();
         // A session resumed after the certificate expired was not verified again.
         if let Some(id) = &ctx.identity {
@@ -89,8 +92,8 @@ fn client_cert_header(req: &mut RequestHeader, ctx: &RequestCtx, tls: Option<&Li
         (ForwardClientCert::ForwardOnly, Some(_)) => {}
         (ForwardClientCert::SanitizeSet, Some(id)) => {
             req.remove_header(&X_FORWARDED_CLIENT_CERT);
-            if let Ok(v) = HeaderValue::from_str(&id.xfcc()) {
-                let _ = req.insert_header("x-forwarded-client-cert", v);
+            if let Some(v) = &id.xfcc {
+                let _ = req.insert_header("x-forwarded-client-cert", v.clone());
             }
         }
         _ => {
@@ -98,7 +101,7 @@ fn client_cert_header(req: &mut RequestHeader, ctx: &RequestCtx, tls: Option<&Li
         }
     }
     // CGI-style servers read `x_forwarded_client_cert` as the same header.
-    req.remove_header("x_forwarded_client_cert");
+    req.remove_header(&X_FORWARDED_CLIENT_CERT_UNDERSCORE);
 }
 
 /// Sets the peer, the trusted client address and the request id.
