@@ -729,3 +729,22 @@ residency_policies:
     assert_eq!(next.residency().geo.jurisdiction("US"), Some(2));
     assert_eq!(us(&next), 1 << 2);
 }
+
+/// Found by the `xds_resources` fuzz target: a pushed policy whose
+/// `audit_sample_rate` is NaN round-trips its encoding and is rejected
+/// with its field.
+#[test]
+fn fuzz_regression_nan_audit_sample_rate() {
+    let Resource::ResidencyPolicy(mut p) = policy("p", &["EU"]) else {
+        unreachable!()
+    };
+    p.audit_sample_rate = Some(f64::NAN);
+    let r = Resource::ResidencyPolicy(p);
+    let again = Resource::decode(Kind::ResidencyPolicy, &r.encode()).unwrap();
+    assert_eq!(again.encode(), r.encode());
+    let errs = push(&Store::for_control_plane(), vec![r]).unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "ResidencyPolicy(p).audit_sample_rate: NaN is not a share between 0 and 1"
+    );
+}
