@@ -36,6 +36,11 @@ pub(crate) struct Ctx<'f> {
     pub(crate) files: &'f dyn Files,
     /// Clusters named by the routes compiled so far, with the naming field.
     pub(crate) cluster_refs: Vec<(Arc<str>, FieldPath<'static>)>,
+    /// A Secret that has not arrived is waited for, not an error (a pushed
+    /// or control-stream-backed listener warms until it arrives).
+    pub(crate) warm_secrets: bool,
+    /// The Secrets `secret` fields may name (the store's, as applied so far).
+    pub(crate) secrets: imbl::OrdMap<Arc<str>, crate::store::Entry<crate::files::Secret>>,
 }
 
 impl<'f> Ctx<'f> {
@@ -44,6 +49,8 @@ impl<'f> Ctx<'f> {
             errors: Vec::new(),
             files,
             cluster_refs: Vec::new(),
+            warm_secrets: false,
+            secrets: imbl::OrdMap::new(),
         }
     }
 
@@ -128,8 +135,8 @@ pub(crate) fn compile_listener(
                 "protocols applies to plaintext listeners; on a TLS listener ALPN chooses (see tls.alpn)",
             );
         }
-        require_file(cx, &tp.field("cert_file"), &t.cert_file);
-        require_file(cx, &tp.field("key_file"), &t.key_file);
+        let (cert_file, key_file) =
+            cert_and_key(cx, &tp, "secret", &t.secret, (&t.cert_file, &t.key_file));
         for (j, a) in t.alpn.iter().enumerate() {
             if a != "h2" && a != "http/1.1" {
                 cx.err(&tp.item("alpn", j), format!("unsupported ALPN `{a}`; use \"h2\" or \"http/1.1\""));
@@ -162,8 +169,8 @@ pub(crate) fn compile_listener(
                         format!("trust domain `{}` is listed twice", b.trust_domain),
                     );
                 }
-                require_file(cx, &bp.field("ca_file"), &b.ca_file);
-                trust_bundles.push((b.trust_domain.as_str().into(), b.ca_file.as_str().into()));
+                let ca = ca_bundle(cx, &bp, "secret", &b.secret, &b.ca_file);
+                trust_bundles.push((b.trust_domain.as_str().into(), ca));
             }
             crate::identity::ClientAuth {
                 trust_bundles,
@@ -184,8 +191,8 @@ pub(crate) fn compile_listener(
             );
         }
         ListenerTls {
-            cert_file: t.cert_file.as_str().into(),
-            key_file: t.key_file.as_str().into(),
+            cert_file,
+            key_file,
             alpn,
             client_auth,
             forward_client_cert,
@@ -486,9 +493,153 @@ pub(crate) fn enum_value<E: TryFrom<i32>>(
     }
 }
 
+/// Compiles a `Secret`: exactly one of its two kinds, with PEM that parses.
+/// Errors never quote the material.
+pub(crate) fn compile_secret(
+    cx: &mut Ctx,
+    s: &proto::Secret,
+    p: &FieldPath<'_>,
+) -> Option<crate::files::Secret> {
+    use crate::files::Secret;
+    fn certs(cx: &mut Ctx, path: &FieldPath<'_>, pem: &str) -> bool {
+        let mut n = 0;
+        for c in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            if let Err(e) = c {
+                cx.err(path, format!("not a valid PEM certificate: {e}"));
+                return false;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            cx.err(
+                path,
+                "no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+            );
+        }
+        n > 0
+    }
+    match (&s.tls_certificate, &s.validation_context) {
+        (Some(t), None) => {
+            let tp = p.field("tls_certificate");
+            let chain = certs(cx, &tp.field("certificate_chain"), &t.certificate_chain);
+            let kp = tp.field("private_key");
+            let key = match rustls_pemfile::private_key(&mut t.private_key.as_bytes()) {
+                Ok(Some(_)) => true,
+                Ok(None) => {
+                    cx.err(&kp, "no PEM private key (PKCS#8, PKCS#1 or SEC1) found");
+                    false
+                }
+                Err(e) => {
+                    cx.err(&kp, format!("not a valid PEM private key: {e}"));
+                    false
+                }
+            };
+            (chain && key).then(|| Secret::TlsCertificate {
+                chain: Arc::from(t.certificate_chain.as_bytes()),
+                key: Arc::from(t.private_key.as_bytes()),
+            })
+        }
+        (None, Some(v)) => certs(
+            cx,
+            &p.field("validation_context").field("trusted_ca"),
+            &v.trusted_ca,
+        )
+        .then(|| Secret::ValidationContext {
+            trusted_ca: Arc::from(v.trusted_ca.as_bytes()),
+        }),
+        (Some(_), Some(_)) => {
+            cx.err(
+                p,
+                "give one of tls_certificate and validation_context, not both",
+            );
+            None
+        }
+        (None, None) => {
+            cx.err(p, "a Secret needs tls_certificate or validation_context");
+            None
+        }
+    }
+}
+
+/// Checks that Secret `name` has arrived and carries `part`; returns the path
+/// the proxy reads that part through.
+pub(crate) fn secret_ref(
+    cx: &mut Ctx,
+    path: &FieldPath<'_>,
+    name: &str,
+    part: crate::files::SecretPart,
+) -> Arc<str> {
+    let file = crate::files::secret_path(name, part);
+    match cx.secrets.get(name) {
+        // A control plane validating one resource file (`UncheckedPaths`)
+        // leaves Secrets of other files to the proxies.
+        None if cx.warm_secrets || cx.files.check(&file).is_ok() => {}
+        None => cx.err(
+            path,
+            format!("no Secret `{name}` has arrived (a control stream sends Secrets before what names them)"),
+        ),
+        Some(e) => {
+            if let Err(err) = e.compiled.part(name, part) {
+                cx.err(path, err.to_string());
+            }
+        }
+    }
+    file.into()
+}
+
+/// A certificate and key given as two files or as one `tls_certificate`
+/// Secret (`secret_field`): the paths the proxy reads them through.
+pub(crate) fn cert_and_key(
+    cx: &mut Ctx,
+    p: &FieldPath<'_>,
+    secret_field: &str,
+    secret: &str,
+    files: (&str, &str),
+) -> (Arc<str>, Arc<str>) {
+    use crate::files::{secret_path, SecretPart};
+    if secret.is_empty() {
+        require_file(cx, &p.field("cert_file"), files.0);
+        require_file(cx, &p.field("key_file"), files.1);
+        return (files.0.into(), files.1.into());
+    }
+    let sp = p.field(secret_field);
+    if !files.0.is_empty() || !files.1.is_empty() {
+        cx.err(
+            &sp,
+            "give either a Secret or cert_file and key_file, not both",
+        );
+    }
+    let chain = secret_ref(cx, &sp, secret, SecretPart::CertificateChain);
+    (chain, secret_path(secret, SecretPart::PrivateKey).into())
+}
+
+/// A CA bundle given as a file or as a `validation_context` Secret.
+pub(crate) fn ca_bundle(
+    cx: &mut Ctx,
+    p: &FieldPath<'_>,
+    secret_field: &str,
+    secret: &str,
+    file: &str,
+) -> Arc<str> {
+    if secret.is_empty() {
+        require_file(cx, &p.field("ca_file"), file);
+        return file.into();
+    }
+    let sp = p.field(secret_field);
+    if !file.is_empty() {
+        cx.err(&sp, "give either a Secret or ca_file, not both");
+    }
+    secret_ref(cx, &sp, secret, crate::files::SecretPart::TrustedCa)
+}
+
 /// Checks that a required file exists and can be read (through the files seam).
 pub(crate) fn require_file(cx: &mut Ctx, path: &FieldPath<'_>, file: &str) {
-    if file.is_empty() {
+    if file.starts_with(crate::files::SECRET_PREFIX) {
+        cx.err(
+            path,
+            format!("`{file}` is not a file path; name a Secret in the `secret` field"),
+        );
+    } else if file.is_empty() {
         cx.err(path, "a file path is required");
     } else if let Err(e) = cx.files.check(file) {
         cx.err(path, format!("cannot read `{file}`: {e}"));

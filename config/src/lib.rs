@@ -39,7 +39,10 @@ pub use compile::{compile, DEFAULT_ADMIN_ADDRESS};
 pub use decode::{parse_duration, SourceMap};
 pub use endpoint_set::EndpointSet;
 pub use error::{ConfigError, ConfigErrors, FieldPath};
-pub use files::{DiskFiles, Files, UncheckedPaths};
+pub use files::{
+    secret_of, secret_path, DiskFiles, Files, Secret, SecretPart, UncheckedPaths, WithSecrets,
+    SECRET_PREFIX,
+};
 pub use identity::{
     check_trust_domain, parse_spiffe_id, Authorization, ClientAuth, ForwardClientCert, Principal,
 };

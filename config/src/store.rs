@@ -20,10 +20,10 @@ use prost::Message as _;
 use crate::cluster::{Cluster, EndpointTable};
 use crate::compile::{
     compile_cluster, compile_endpoints, compile_listener, compile_policy, compile_route_table,
-    compile_settings, residency_view, Ctx,
+    compile_secret, compile_settings, residency_view, Ctx,
 };
 use crate::error::{ConfigError, FieldPath};
-use crate::files::Files;
+use crate::files::{Files, Secret};
 use crate::proto;
 use crate::residency::{Geo, Residency, ResidencyPolicy};
 use crate::route::RouteTable;
@@ -45,11 +45,15 @@ pub enum Kind {
     Listener,
     /// A data-residency policy.
     ResidencyPolicy,
+    /// TLS material (certificate and key, or CA certificates).
+    Secret,
 }
 
 impl Kind {
-    /// Every kind, in the order a control stream subscribes to them.
-    pub const ALL: [Kind; 5] = [
+    /// Every kind, in the order a control stream subscribes to them (Secrets
+    /// first: listeners and clusters name them).
+    pub const ALL: [Kind; 6] = [
+        Kind::Secret,
         Kind::Cluster,
         Kind::Endpoints,
         Kind::ResidencyPolicy,
@@ -65,6 +69,7 @@ impl Kind {
             Kind::RouteTable => "RouteTable",
             Kind::Listener => "Listener",
             Kind::ResidencyPolicy => "ResidencyPolicy",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -76,6 +81,7 @@ impl Kind {
             Kind::RouteTable => "route table",
             Kind::Listener => "listener",
             Kind::ResidencyPolicy => "residency policy",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -87,6 +93,7 @@ impl Kind {
             Kind::RouteTable => "type.googleapis.com/corridor.v1.RouteTable",
             Kind::Listener => "type.googleapis.com/corridor.v1.Listener",
             Kind::ResidencyPolicy => "type.googleapis.com/corridor.v1.ResidencyPolicy",
+            Kind::Secret => "type.googleapis.com/corridor.v1.Secret",
         }
     }
 
@@ -117,6 +124,8 @@ pub enum Resource {
     Endpoints(proto::Endpoints),
     /// A data-residency policy.
     ResidencyPolicy(proto::ResidencyPolicy),
+    /// TLS material.
+    Secret(proto::Secret),
 }
 
 impl Resource {
@@ -128,6 +137,7 @@ impl Resource {
             Resource::Cluster(_) => Kind::Cluster,
             Resource::Endpoints(_) => Kind::Endpoints,
             Resource::ResidencyPolicy(_) => Kind::ResidencyPolicy,
+            Resource::Secret(_) => Kind::Secret,
         }
     }
 
@@ -139,6 +149,7 @@ impl Resource {
             Resource::Cluster(r) => &r.name,
             Resource::Endpoints(r) => &r.cluster,
             Resource::ResidencyPolicy(r) => &r.name,
+            Resource::Secret(r) => &r.name,
         }
     }
 
@@ -157,6 +168,7 @@ impl Resource {
             Kind::ResidencyPolicy => {
                 Resource::ResidencyPolicy(proto::ResidencyPolicy::decode(bytes).map_err(err)?)
             }
+            Kind::Secret => Resource::Secret(proto::Secret::decode(bytes).map_err(err)?),
         })
     }
 
@@ -168,14 +180,28 @@ impl Resource {
             Resource::Cluster(r) => r.encode_to_vec(),
             Resource::Endpoints(r) => r.encode_to_vec(),
             Resource::ResidencyPolicy(r) => r.encode_to_vec(),
+            Resource::Secret(r) => r.encode_to_vec(),
         }
     }
 
-    /// Its proto3 JSON form (proto field names), for dumps.
+    /// Its proto3 JSON form (proto field names), for dumps. A Secret's
+    /// private key is never shown (`[redacted]`).
     pub fn to_json(&self) -> serde_json::Value {
+        let redacted;
+        let shown = match self {
+            Resource::Secret(s) if s.tls_certificate.is_some() => {
+                let mut s = s.clone();
+                if let Some(t) = s.tls_certificate.as_mut() {
+                    t.private_key = "[redacted]".into();
+                }
+                redacted = Resource::Secret(s);
+                &redacted
+            }
+            _ => self,
+        };
         crate::load::message_json(
             &format!("corridor.v1.{}", self.kind().name()),
-            &self.encode(),
+            &shown.encode(),
         )
     }
 
@@ -352,6 +378,12 @@ impl Change {
                 root.item("residency_policies", i).to_static(),
             ));
         }
+        for (i, s) in b.secrets.iter().enumerate() {
+            upserts.push(file_upsert(
+                Resource::Secret(s.clone()),
+                root.item("secrets", i).to_static(),
+            ));
+        }
         Change {
             upserts,
             removals: Vec::new(),
@@ -392,6 +424,7 @@ pub struct Store {
     clusters: OrdMap<Arc<str>, Entry<Cluster>>,
     endpoints: OrdMap<Arc<str>, Entry<EndpointTable>>,
     policies: OrdMap<Arc<str>, Entry<ResidencyPolicy>>,
+    secrets: OrdMap<Arc<str>, Entry<Secret>>,
     /// The geo tables the policies were compiled against, the policies by
     /// name and the headers they trust: what requests are decided with.
     residency: Arc<Residency>,
@@ -427,6 +460,7 @@ impl Store {
             clusters: OrdMap::new(),
             endpoints: OrdMap::new(),
             policies: OrdMap::new(),
+            secrets: OrdMap::new(),
             residency: Arc::new(residency_view(geo, HashMap::new())),
             effective: OrdMap::new(),
             served_tables: OrdMap::new(),
@@ -525,8 +559,9 @@ impl Store {
         }
     }
 
-    /// Everything received, as one bootstrap (resources in name order): what
-    /// `/config_dump` shows and fail-static persistence writes.
+    /// Everything received, as one bootstrap (resources in name order), with
+    /// Secrets' private keys: it compiles again to the same store.
+    /// (`/config_dump` shows each resource's `to_json`, which hides keys.)
     pub fn to_bootstrap(&self) -> proto::Bootstrap {
         let mut b = (*self.settings_source).clone();
         for (_, _, r) in self.resources(Kind::Listener) {
@@ -552,6 +587,11 @@ impl Store {
         for (_, _, r) in self.resources(Kind::ResidencyPolicy) {
             if let Resource::ResidencyPolicy(p) = &*r {
                 b.residency_policies.push(p.clone());
+            }
+        }
+        for (_, _, r) in self.resources(Kind::Secret) {
+            if let Resource::Secret(s) = &*r {
+                b.secrets.push(s.clone());
             }
         }
         b
@@ -583,8 +623,15 @@ impl Store {
         let geo = Arc::clone(&next.settings.geo);
         let geo_changed = !Arc::ptr_eq(&geo, &self.residency.geo);
         let mut policies_changed = geo_changed;
-        for u in change.upserts {
+        // Secrets first, so that listeners and clusters of the same change
+        // can name them.
+        let mut upserts = change.upserts;
+        upserts.sort_by_key(|u| u.resource.kind() != Kind::Secret);
+        let mut secrets_changed = false;
+        cx.secrets = next.secrets.clone();
+        for u in upserts {
             let kind = u.resource.kind();
+            cx.warm_secrets = !strict && kind == Kind::Listener;
             let names = seen.entry(kind).or_default();
             let name = u.resource.name();
             let field = u.path.field(name_field(kind));
@@ -723,6 +770,11 @@ impl Store {
                 Resource::ResidencyPolicy(p) => {
                     upsert!(next.policies, compile_policy(&mut cx, p, &geo, &path))
                 }
+                Resource::Secret(s) => {
+                    upsert!(next.secrets, compile_secret(&mut cx, s, &path));
+                    secrets_changed |= self.secrets.get(&name).is_none_or(|e| e.digest != digest);
+                    cx.secrets = next.secrets.clone();
+                }
             }
         }
         for (kind, name) in &change.unchanged {
@@ -754,6 +806,7 @@ impl Store {
             }));
         }
         for (kind, name) in removed {
+            secrets_changed |= kind == Kind::Secret;
             if matches!(kind, Kind::Cluster | Kind::Endpoints) {
                 touched.insert(name);
             } else {
@@ -771,6 +824,9 @@ impl Store {
         }
         next.changed_clusters = touched.iter().cloned().collect();
         next.check(&mut cx, &seen, &touched, strict);
+        if secrets_changed {
+            next.check_secret_refs(&mut cx);
+        }
         if strict {
             for (kind, name, path) in refs {
                 let present = seen.get(&kind).is_some_and(|s| s.contains(&name))
@@ -816,6 +872,7 @@ impl Store {
             Kind::Cluster => get(&self.clusters, name),
             Kind::Endpoints => get(&self.endpoints, name),
             Kind::ResidencyPolicy => get(&self.policies, name),
+            Kind::Secret => get(&self.secrets, name),
         }
     }
 
@@ -842,6 +899,7 @@ impl Store {
             Kind::Cluster => get(&self.clusters, name),
             Kind::Endpoints => get(&self.endpoints, name),
             Kind::ResidencyPolicy => get(&self.policies, name),
+            Kind::Secret => get(&self.secrets, name),
         }
     }
 
@@ -853,6 +911,7 @@ impl Store {
             Kind::Cluster => self.clusters.len(),
             Kind::Endpoints => self.endpoints.len(),
             Kind::ResidencyPolicy => self.policies.len(),
+            Kind::Secret => self.secrets.len(),
         }
     }
 
@@ -888,6 +947,7 @@ impl Store {
             Kind::Cluster => go(&mut self.clusters, kind, keep),
             Kind::Endpoints => go(&mut self.endpoints, kind, keep),
             Kind::ResidencyPolicy => go(&mut self.policies, kind, keep),
+            Kind::Secret => go(&mut self.secrets, kind, keep),
         }
     }
 
@@ -929,12 +989,13 @@ impl Store {
         }
         let mut listeners = OrdMap::new();
         for (name, l) in &self.listeners {
-            if served.contains_key(&l.compiled.route_table) {
+            if served.contains_key(&l.compiled.route_table) && self.secrets_ready(&l.compiled) {
                 listeners.insert(name.clone(), l.clone());
                 continue;
             }
-            // The new version waits for its table: the previous one keeps
-            // serving, with the table it routes with (even one since removed).
+            // The new version waits for its table or its Secrets: the
+            // previous one keeps serving, with the table it routes with (even
+            // one since removed).
             let Some(old) = prev.served_listeners.get(name) else {
                 continue;
             };
@@ -1148,6 +1209,57 @@ impl Store {
         }
     }
 
+    /// Whether every Secret listener `l` names has arrived.
+    fn secrets_ready(&self, l: &Listener) -> bool {
+        listener_secrets(l).all(|s| self.secrets.contains_key(s))
+    }
+
+    /// Every Secret a served listener or a cluster names must be here: a
+    /// removed Secret that is still named is an error naming who uses it.
+    fn check_secret_refs(&self, cx: &mut Ctx) {
+        let listeners = self.served_listeners.values().flat_map(|l| {
+            listener_secrets(&l.compiled).map(move |s| (Kind::Listener, &l.compiled.name, s))
+        });
+        let clusters = self.effective.iter().flat_map(|(name, c)| {
+            let files = c.tls.iter().flat_map(|t| {
+                let client = t.client_cert.iter().map(|(cert, _)| cert);
+                t.ca_file.iter().chain(client)
+            });
+            let secrets = files.filter_map(|f| Some(crate::files::secret_of(f)?.0));
+            secrets.map(move |s| (Kind::Cluster, name, s))
+        });
+        for (kind, user, secret) in listeners.chain(clusters) {
+            if !self.secrets.contains_key(secret) {
+                cx.err(
+                    &FieldPath::resource("Secret", secret),
+                    format!(
+                        "Secret `{secret}` is still named by {} `{user}`; remove it there first",
+                        kind.noun()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Files seen through this store's Secrets: what the proxy reads TLS
+    /// material through.
+    pub fn files<'a>(&'a self, inner: &'a dyn Files) -> crate::files::WithSecrets<'a> {
+        crate::files::WithSecrets {
+            secrets: &self.secrets,
+            inner,
+        }
+    }
+
+    /// Whether the Secrets differ from `other`'s (then TLS material is read again).
+    pub fn secrets_differ(&self, other: &Store) -> bool {
+        self.secrets.len() != other.secrets.len()
+            || self
+                .secrets
+                .iter()
+                .zip(other.secrets.iter())
+                .any(|((a, x), (b, y))| a != b || x.digest != y.digest)
+    }
+
     /// The snapshot of what is ready to serve.
     pub fn snapshot(self) -> Snapshot {
         let store = Arc::new(self);
@@ -1186,7 +1298,8 @@ impl Store {
         let c = self.clusters.values().map(|e| e.key);
         let ep = self.endpoints.values().map(|e| e.key);
         let p = self.policies.values().map(|e| e.key);
-        l.chain(t).chain(c).chain(ep).chain(p)
+        let s = self.secrets.values().map(|e| e.key);
+        l.chain(t).chain(c).chain(ep).chain(p).chain(s)
     }
 
     /// Every resource of `kind` received: name, version and source.
@@ -1217,6 +1330,7 @@ impl Store {
             Kind::Cluster => list(&self.clusters),
             Kind::Endpoints => list(&self.endpoints),
             Kind::ResidencyPolicy => list(&self.policies),
+            Kind::Secret => list(&self.secrets),
         }
     }
 
@@ -1294,14 +1408,36 @@ impl Store {
             } else {
                 ""
             };
+            let mut what = Vec::new();
+            if !self.served_tables.contains_key(&l.compiled.route_table) {
+                what.push(format!("route table {}", l.compiled.route_table));
+            }
+            let mut secrets: Vec<&str> = listener_secrets(&l.compiled)
+                .filter(|s| !self.secrets.contains_key(*s))
+                .collect();
+            secrets.dedup();
+            if !secrets.is_empty() {
+                what.push(format!("Secrets {}", secrets.join(", ")));
+            }
             out.push(Warming {
                 kind: Kind::Listener,
                 name: name.to_string(),
-                waiting_for: format!("route table {}{serving}", l.compiled.route_table),
+                waiting_for: format!("{}{serving}", what.join(" and ")),
             });
         }
         out
     }
+}
+
+/// The Secrets a listener names (its certificate and its trust bundles).
+fn listener_secrets(l: &Listener) -> impl Iterator<Item = &str> {
+    l.tls.iter().flat_map(|t| {
+        let bundles = t.client_auth.iter().flat_map(|a| a.trust_bundles.iter());
+        [&t.cert_file]
+            .into_iter()
+            .chain(bundles.map(|(_, f)| f))
+            .filter_map(|f| Some(crate::files::secret_of(f)?.0))
+    })
 }
 
 /// A bootstrap's process settings without its resources.

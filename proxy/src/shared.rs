@@ -80,8 +80,14 @@ impl Shared {
         })?;
         let files: Arc<dyn Files> = Arc::new(DiskFiles);
         let snapshot = Arc::new(store.snapshot());
-        let routing =
-            Routing::build(Arc::clone(&snapshot), None, &metrics, &*files, true).map_err(fail)?;
+        let routing = Routing::build(
+            Arc::clone(&snapshot),
+            None,
+            &metrics,
+            &snapshot.store.files(&*files),
+            true,
+        )
+        .map_err(fail)?;
         let configured = snapshot.xds.is_none();
         let conf = Arc::new(crate::server::server_conf(&snapshot));
         let shared = Arc::new_cyclic(|me| Shared {
@@ -102,7 +108,13 @@ impl Shared {
         let routing = shared.routing();
         let prepared = shared
             .listeners
-            .prepare(&snapshot, &routing, &shared, &*shared.files, true)
+            .prepare(
+                &snapshot,
+                &routing,
+                &shared,
+                &snapshot.store.files(&*shared.files),
+                true,
+            )
             .map_err(fail)?;
         shared.listeners.commit(prepared, &shared.routing());
         shared
@@ -182,11 +194,15 @@ impl Shared {
         }
         let snapshot = Arc::new(next.snapshot());
         let same = snapshot.version == current.config.version;
+        // Pushed Secrets are read through the files seam: a changed Secret
+        // is read again like a rotated file.
+        let reread_tls = reread_tls || snapshot.store.secrets_differ(&current.config.store);
+        let tls_files = snapshot.store.files(&*self.files);
         let routing = Routing::build(
             Arc::clone(&snapshot),
             Some(&current),
             &self.metrics,
-            &*self.files,
+            &tls_files,
             reread_tls,
         )
         .map_err(|e| self.failed(source, e))?;
@@ -198,7 +214,7 @@ impl Shared {
         };
         let prepared = self
             .listeners
-            .prepare(&snapshot, &routing, &me, &*self.files, reread_tls)
+            .prepare(&snapshot, &routing, &me, &tls_files, reread_tls)
             .map_err(|e| self.failed(source, e))?;
         let rotated = prepared.certs_changed || routing.ca_fingerprint != current.ca_fingerprint;
         let routing = Arc::new(routing);

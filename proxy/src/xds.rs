@@ -408,8 +408,18 @@ pub fn restore(file: &Path) -> Result<Change, String> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
-    std::fs::write(&tmp, bytes)?;
+    // Owner-only: pushed Secrets carry private keys.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }

@@ -90,6 +90,30 @@ impl Client {
         Client::handshake(tls, killer, version, Scheme::HTTPS, authority).await
     }
 
+    /// The leaf certificate a TLS server at `addr` presents to a client
+    /// configured with `config` (the handshake alone; the connection closes).
+    pub async fn tls_peer_certificate(
+        addr: SocketAddr,
+        server_name: &str,
+        config: Arc<ClientConfig>,
+    ) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
+        let (tcp, _killer) = connect(addr).await?;
+        let name = ServerName::try_from(server_name.to_owned())
+            .with_context(|| format!("bad server name {server_name:?}"))?;
+        let tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+        )
+        .await
+        .context("TLS handshake timed out")?
+        .context("TLS handshake")?;
+        let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        certs
+            .first()
+            .map(|c| c.clone().into_owned())
+            .context("no server certificate")
+    }
+
     async fn handshake<IO>(
         io: IO,
         killer: std::net::TcpStream,

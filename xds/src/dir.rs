@@ -279,6 +279,7 @@ fn validate(text: &str, name: &str) -> Result<Good, ConfigErrors> {
         clusters: file.clusters,
         endpoints: file.endpoints,
         residency_policies: file.residency_policies,
+        secrets: file.secrets,
         ..proto::Bootstrap::default()
     };
     let change = Change::from_bootstrap(&bootstrap);

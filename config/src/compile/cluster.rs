@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::balancing::compile_balancing;
-use super::{duration, enum_value, parse_addr, require_file, Ctx};
+use super::{ca_bundle, cert_and_key, duration, enum_value, parse_addr, Ctx};
 use crate::balancing::EndpointHealthCheck;
 use crate::cluster::{Cluster, Endpoint, EndpointTable, Locality, UpstreamProtocol, UpstreamTls};
 use crate::error::FieldPath;
@@ -22,9 +22,8 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
     };
     let tls = c.tls.as_ref().map(|t| {
         let tp = p.field("tls");
-        if !t.ca_file.is_empty() {
-            require_file(cx, &tp.field("ca_file"), &t.ca_file);
-        }
+        let ca_file = (!t.ca_file.is_empty() || !t.ca_secret.is_empty())
+            .then(|| ca_bundle(cx, &tp, "ca_secret", &t.ca_secret, &t.ca_file));
         if t.sni.is_empty() && !t.insecure_skip_verify && c.endpoints.iter().any(|e| e.hostname.is_empty()) {
             cx.err(
                 &tp.field("sni"),
@@ -32,12 +31,15 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
             );
         }
         let client_cert = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
+            _ if !t.client_secret.is_empty() => Some(cert_and_key(
+                cx,
+                &tp,
+                "client_secret",
+                &t.client_secret,
+                (&t.cert_file, &t.key_file),
+            )),
             (true, true) => None,
-            (false, false) => {
-                require_file(cx, &tp.field("cert_file"), &t.cert_file);
-                require_file(cx, &tp.field("key_file"), &t.key_file);
-                Some((t.cert_file.as_str().into(), t.key_file.as_str().into()))
-            }
+            (false, false) => Some(cert_and_key(cx, &tp, "", "", (&t.cert_file, &t.key_file))),
             (true, false) => {
                 cx.err(&tp.field("cert_file"), "key_file needs its cert_file");
                 None
@@ -73,7 +75,7 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
         }
         UpstreamTls {
             sni: t.sni.as_str().into(),
-            ca_file: (!t.ca_file.is_empty()).then(|| t.ca_file.as_str().into()),
+            ca_file,
             insecure_skip_verify: t.insecure_skip_verify,
             client_cert,
             expected_identities,

@@ -748,3 +748,192 @@ fn fuzz_regression_nan_audit_sample_rate() {
         "ResidencyPolicy(p).audit_sample_rate: NaN is not a share between 0 and 1"
     );
 }
+
+const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n";
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleQ==\n-----END PRIVATE KEY-----\n";
+
+fn cert_secret(name: &str, chain: &str) -> Resource {
+    Resource::Secret(proto::Secret {
+        name: name.into(),
+        tls_certificate: Some(proto::TlsCertificate {
+            certificate_chain: chain.into(),
+            private_key: KEY_PEM.into(),
+        }),
+        validation_context: None,
+    })
+}
+
+fn ca_secret(name: &str) -> Resource {
+    Resource::Secret(proto::Secret {
+        name: name.into(),
+        validation_context: Some(proto::ValidationContext {
+            trusted_ca: CERT_PEM.into(),
+        }),
+        ..Default::default()
+    })
+}
+
+fn mtls_listener(cert: &str, bundle: &str) -> Resource {
+    Resource::Listener(proto::Listener {
+        name: "mtls".into(),
+        address: "127.0.0.1:3".into(),
+        route_table: "t".into(),
+        tls: Some(proto::ListenerTls {
+            secret: cert.into(),
+            client_auth: Some(proto::ClientAuth {
+                trust_bundles: vec![proto::TrustBundle {
+                    trust_domain: "aws.corridor".into(),
+                    secret: bundle.into(),
+                    ..Default::default()
+                }],
+                required: true,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn secrets_are_resources_a_listener_waits_for_and_a_cluster_needs() {
+    let store = base();
+    // A listener naming Secrets that have not arrived warms.
+    let s1 = push(&store, vec![mtls_listener("ingress", "aws")]).unwrap();
+    assert!(s1.clone().snapshot().listener("mtls").is_none());
+    let w = s1.warming();
+    assert!(
+        w.iter()
+            .any(|w| w.name == "mtls" && w.waiting_for.contains("Secrets ingress, aws")),
+        "{w:?}"
+    );
+    // Both Secrets arrive: it serves, reading them through `secret:` paths.
+    let s2 = push(
+        &s1,
+        vec![ca_secret("aws"), cert_secret("ingress", CERT_PEM)],
+    )
+    .unwrap();
+    let snap = s2.clone().snapshot();
+    let tls = snap.listener("mtls").unwrap().tls.clone().unwrap();
+    let files = s2.files(&DiskFiles);
+    assert_eq!(files.read(&tls.key_file).unwrap(), KEY_PEM.as_bytes());
+    let bundle = &tls.client_auth.unwrap().trust_bundles[0].1;
+    assert_eq!(files.read(bundle).unwrap(), CERT_PEM.as_bytes());
+    // A new version of a Secret is a new configuration version.
+    let chain2 = format!("{CERT_PEM}{CERT_PEM}");
+    let s3 = push(&s2, vec![cert_secret("ingress", &chain2)]).unwrap();
+    assert!(s3.secrets_differ(&s2) && !s2.secrets_differ(&s2.clone()));
+    assert_ne!(s3.clone().snapshot().version, snap.version);
+
+    // A Secret still named cannot be removed; one no longer named can.
+    let remove = |s: &Store, name: &str| {
+        s.apply(
+            Change {
+                removals: vec![(Kind::Secret, name.to_string())],
+                origin: Origin::Xds,
+                ..Change::default()
+            },
+            &DiskFiles,
+            false,
+        )
+    };
+    let e = remove(&s3, "aws").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "Secret(aws): Secret `aws` is still named by listener `mtls`; remove it there first"
+    );
+    let s4 = push(
+        &s3,
+        vec![mtls_listener("ingress", "aws2"), ca_secret("aws2")],
+    )
+    .unwrap();
+    remove(&s4, "aws").unwrap();
+
+    // A cluster naming a Secret that has not arrived is rejected (Secrets
+    // come first on a control stream), as is one of the wrong kind.
+    let cluster = |client: &str, ca: &str| {
+        Resource::Cluster(Box::new(proto::Cluster {
+            name: "up".into(),
+            endpoints: vec![proto::Endpoint {
+                address: "127.0.0.1:9".into(),
+                ..Default::default()
+            }],
+            tls: Some(proto::UpstreamTls {
+                sni: "up.test".into(),
+                client_secret: client.into(),
+                ca_secret: ca.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    let e = push(&s4, vec![cluster("nope", "aws2")]).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .starts_with("Cluster(up).tls.client_secret: no Secret `nope` has arrived"),
+        "{e:?}"
+    );
+    let e = push(&s4, vec![cluster("aws2", "ingress")]).unwrap_err();
+    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        [
+            "Cluster(up).tls.ca_secret: Secret `ingress` is a tls_certificate, not a validation_context",
+            "Cluster(up).tls.client_secret: Secret `aws2` is a validation_context, not a tls_certificate",
+        ]
+    );
+    let s5 = push(&s4, vec![cluster("ingress", "aws2")]).unwrap();
+    let c = s5.clone().snapshot();
+    let t = c.clusters["up"].tls.clone().unwrap();
+    assert_eq!(
+        &*t.client_cert.unwrap().0,
+        "secret:ingress#certificate_chain"
+    );
+    assert_eq!(t.ca_file.as_deref(), Some("secret:aws2#trusted_ca"));
+}
+
+#[test]
+fn bad_secrets_are_rejected_with_their_field_and_keys_never_show() {
+    let store = base();
+    let bad_key = Resource::Secret(proto::Secret {
+        name: "k".into(),
+        tls_certificate: Some(proto::TlsCertificate {
+            certificate_chain: "not pem".into(),
+            private_key: "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n"
+                .into(),
+        }),
+        validation_context: None,
+    });
+    let both = Resource::Secret(proto::Secret {
+        name: "b".into(),
+        tls_certificate: Some(proto::TlsCertificate::default()),
+        validation_context: Some(proto::ValidationContext::default()),
+    });
+    let e = push(&store, vec![bad_key, both, ca_secret("")]).unwrap_err();
+    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        [
+            "Secret(k).tls_certificate.certificate_chain: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+            "Secret(k).tls_certificate.private_key: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
+            "Secret(b): give one of tls_certificate and validation_context, not both",
+            "Secret().name: a Secret needs a name",
+        ]
+    );
+    // Dumps never show a private key; the fail-static form keeps it.
+    let s = push(&store, vec![cert_secret("ingress", CERT_PEM)]).unwrap();
+    let (_, _, r) = &s.resources(Kind::Secret)[0];
+    let json = r.to_json().to_string();
+    assert!(
+        json.contains("[redacted]") && !json.contains("c2VjcmV0"),
+        "{json}"
+    );
+    assert!(json.contains("MIIBAA=="), "{json}");
+    assert_eq!(
+        s.to_bootstrap().secrets[0]
+            .tls_certificate
+            .as_ref()
+            .unwrap()
+            .private_key,
+        KEY_PEM
+    );
+}

@@ -528,3 +528,213 @@ clusters:
         "not one request byte may reach the impostor: {wire}"
     );
 }
+
+/// YAML for Secrets: `(name, Some(leaf))` is a `tls_certificate` with the
+/// leaf's chain and key; `(name, None)` a `validation_context` of `ca`.
+fn secrets_yaml(certs: &[(&str, &Leaf)], cas: &[(&str, &TestPki)]) -> String {
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let mut out = String::from("secrets:\n");
+    for (name, leaf) in certs {
+        out += &format!(
+            "  - {{ name: {name}, tls_certificate: {{ certificate_chain: {}, private_key: {} }} }}\n",
+            q(&leaf.chain_pem()),
+            q(&leaf.key_pem)
+        );
+    }
+    for (name, ca) in cas {
+        out += &format!(
+            "  - {{ name: {name}, validation_context: {{ trusted_ca: {} }} }}\n",
+            q(ca.ca_pem())
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_pushed_on_the_control_stream_serve_mtls_both_ways_and_rotate_without_restart() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _x = super::exclusive().await;
+    let clouds = Clouds::new();
+    // The model upstream (AWS) requires a client certificate from the AWS CA.
+    let model_id = "spiffe://aws.corridor/ns/inference/sa/model";
+    let model_leaf = clouds.aws.spiffe_leaf(model_id, &["model.aws.test"], false);
+    let mut opts = corridor_tests::UpstreamOptions::new("model", UpstreamProtocol::TlsHttp1);
+    opts.tls_config = Some(clouds.aws.server_config_mtls(&model_leaf, &[b"http/1.1"]));
+    let model = corridor_tests::Upstream::start(opts).await;
+    let ingress_id = "spiffe://oci.corridor/corridor/ingress";
+    let ingress = [
+        clouds.oci.spiffe_leaf(ingress_id, &["proxy.test"], false),
+        clouds.oci.spiffe_leaf(ingress_id, &["proxy.test"], false),
+    ];
+    let egress_id = "spiffe://aws.corridor/corridor/egress";
+    let egress = [
+        clouds.aws.spiffe_leaf(egress_id, &[], false),
+        clouds.aws.spiffe_leaf(egress_id, &[], false),
+    ];
+    let secrets = |i: usize, e: usize| {
+        secrets_yaml(
+            &[("ingress", &ingress[i]), ("egress", &egress[e])],
+            &[("aws-bundle", &clouds.aws)],
+        )
+    };
+    let clusters = format!(
+        "clusters:\n  - name: model\n    endpoints: [{{ address: \"{}\" }}]\n    tls: {{ sni: model.aws.test, ca_secret: aws-bundle, client_secret: egress, expected_identities: [\"{model_id}\"] }}\n",
+        model.addr()
+    );
+    let routes = "route_tables: [{ name: t, virtual_hosts: [{ domains: [\"*\"], routes: [{ route: { cluster: model } }] }] }]\n";
+    let cp = corridor_tests::ControlPlane::start(&[
+        ("secrets.yaml", &secrets(0, 0)),
+        ("clusters.yaml", &clusters),
+        ("routes.yaml", routes),
+    ])
+    .await;
+    // The listener comes from the file; its certificate and trust bundle
+    // are Secrets it waits for.
+    let bootstrap = format!(
+        r#"
+listeners:
+  - name: mtls
+    address: "{{{{LISTEN}}}}"
+    route_table: t
+    tls:
+      secret: ingress
+      client_auth: {{ required: true, trust_bundles: [{{ trust_domain: aws.corridor, secret: aws-bundle }}] }}
+      forward_client_cert: sanitize_set
+admin: {{ address: "{{{{ADMIN}}}}" }}
+xds: {{ server: "{}", node_id: n1, initial_fetch_timeout: 3s }}
+"#,
+        cp.url()
+    );
+    let proxy = Arc::new(Corridor::start(&bootstrap).await);
+    let client_leaf = clouds
+        .aws
+        .spiffe_leaf("spiffe://aws.corridor/ns/app/sa/client", &[], false);
+    let cfg = TestPki::client_config_presenting(&clouds.oci, &[b"h2"], &client_leaf);
+    // A resumed session shows the certificate of the session it resumes.
+    let mut fresh = (*cfg).clone();
+    fresh.resumption = rustls::client::Resumption::disabled();
+    let fresh = Arc::new(fresh);
+    let served_cert = || {
+        let cfg = Arc::clone(&fresh);
+        let addr = proxy.addr;
+        async move {
+            Client::tls_peer_certificate(addr, "proxy.test", cfg)
+                .await
+                .ok()
+        }
+    };
+    super::eventually("the listener to serve the pushed certificate", || async {
+        served_cert().await.as_ref() == Some(&ingress[0].cert_der)
+    })
+    .await;
+    let c = Client::tls(proxy.addr, "proxy.test", Arc::clone(&cfg)).await;
+    assert_eq!(get(c, "/status/200", &[]).await.map(|r| r.0), Some(200));
+    // Upstream mTLS with the pushed client certificate and roots; the
+    // verified client identity is forwarded.
+    assert_eq!(model.requests(), 1);
+    let wire = model.wire_text();
+    assert!(
+        wire.contains("URI=spiffe://aws.corridor/ns/app/sa/client"),
+        "{wire}"
+    );
+
+    // Rotation of both certificates under steady load on new connections.
+    let kept = Client::tls(proxy.addr, "proxy.test", Arc::clone(&cfg))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        let (cfg, addr) = (Arc::clone(&cfg), proxy.addr);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let c = Client::tls(addr, "proxy.test", Arc::clone(&cfg)).await;
+                if !matches!(get(c, "/status/200", &[]).await, Some((200, _))) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    super::eventually("load to flow", || async {
+        sent.load(Ordering::Relaxed) > 3
+    })
+    .await;
+    cp.write("secrets.yaml", &secrets(1, 1));
+    super::eventually("new connections to see the new certificate", || async {
+        served_cert().await.as_ref() == Some(&ingress[1].cert_der)
+    })
+    .await;
+    let before = sent.load(Ordering::Relaxed);
+    super::eventually("more load after the rotation", || async {
+        sent.load(Ordering::Relaxed) > before + 5
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    // The connection made before the rotation finishes undisturbed.
+    assert_eq!(
+        get(Ok(kept), "/status/200", &[]).await.map(|r| r.0),
+        Some(200)
+    );
+
+    // A key that does not match its certificate passes the control plane's
+    // checks (PEM that parses) and is NACKed by the proxy, naming the Secret;
+    // the last good one keeps serving.
+    let mut mismatched = ingress[1].clone();
+    mismatched.key_pem.clone_from(&ingress[0].key_pem);
+    let bad = secrets_yaml(
+        &[("ingress", &mismatched), ("egress", &egress[1])],
+        &[("aws-bundle", &clouds.aws)],
+    );
+    cp.write("secrets.yaml", &bad);
+    let want = "secret:ingress#private_key: does not match the certificate in secret:ingress#certificate_chain";
+    super::eventually("the NACK to reach the control plane", || async {
+        let nodes = cp.nodes().await;
+        nodes["nodes"][0]["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["last_nack"].as_str().is_some_and(|m| m.contains(want)))
+    })
+    .await;
+    assert!(
+        proxy
+            .metric(
+                "corridor_xds_updates_total",
+                &[("type", "Secret"), ("result", "nack")],
+            )
+            .await
+            >= 1.0
+    );
+    // A Secret that is not PEM at all is refused by the control plane
+    // itself (with its file and field) and never pushed.
+    cp.write(
+        "secrets.yaml",
+        "secrets: [{ name: ingress, validation_context: { trusted_ca: nonsense } }]\n",
+    );
+    super::eventually("the control plane to report secrets.yaml", || async {
+        let (_, body) = corridor_tests::proxy::admin_get(cp.admin, "/files")
+            .await
+            .unwrap();
+        body.contains("secrets[0].validation_context.trusted_ca: no PEM certificate")
+    })
+    .await;
+    let c = Client::tls(proxy.addr, "proxy.test", Arc::clone(&cfg)).await;
+    assert_eq!(get(c, "/status/200", &[]).await.map(|r| r.0), Some(200));
+    assert_eq!(served_cert().await.as_ref(), Some(&ingress[1].cert_der));
+    // The admin dump never shows a private key.
+    let (_, dump) = proxy.admin_get("/config_dump").await;
+    assert!(dump.contains("[redacted]"), "{dump}");
+    assert!(
+        !dump.contains("PRIVATE KEY"),
+        "a key leaked into /config_dump"
+    );
+}
