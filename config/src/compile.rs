@@ -12,7 +12,7 @@ use crate::proto;
 use crate::request::{Cidr, EscapedSlashes, HttpLimits, PathOptions};
 use crate::snapshot::{
     AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
-    LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings,
+    LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings, XdsTls,
 };
 use crate::store::Store;
 
@@ -407,6 +407,39 @@ fn compile_xds(cx: &mut Ctx, x: &proto::Xds, path: &FieldPath<'_>) -> Option<Xds
     )
     .unwrap_or(DEFAULT_INITIAL_FETCH_TIMEOUT);
     let l = x.locality.clone().unwrap_or_default();
+    let https = x.server.starts_with("https://");
+    let tls = match &x.tls {
+        Some(t) => {
+            let tp = path.field("tls");
+            if !https {
+                cx.err(&path.field("server"), "tls needs an https:// server URL");
+            }
+            let ca_file = (!t.ca_file.is_empty()).then(|| {
+                require_file(cx, &tp.field("ca_file"), &t.ca_file);
+                Arc::from(t.ca_file.as_str())
+            });
+            let client_cert = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
+                (true, true) => None,
+                (false, true) => {
+                    cx.err(&tp.field("key_file"), "cert_file needs its key_file");
+                    None
+                }
+                _ => Some(cert_and_key(cx, &tp, "", "", (&t.cert_file, &t.key_file))),
+            };
+            Some(XdsTls {
+                ca_file,
+                client_cert,
+                sni: t.sni.as_str().into(),
+                expected_identities: expected_identities(cx, &tp, &t.expected_identities),
+            })
+        }
+        None => https.then(|| XdsTls {
+            ca_file: None,
+            client_cert: None,
+            sni: "".into(),
+            expected_identities: Vec::new(),
+        }),
+    };
     Some(XdsSettings {
         server: x.server.as_str().into(),
         node_id: x.node_id.as_str().into(),
@@ -418,7 +451,35 @@ fn compile_xds(cx: &mut Ctx, x: &proto::Xds, path: &FieldPath<'_>) -> Option<Xds
         delta: x.delta,
         initial_fetch_timeout,
         persist_file: (!x.persist_file.is_empty()).then(|| x.persist_file.as_str().into()),
+        tls,
     })
+}
+
+/// Checks a list of expected peer identities: SPIFFE IDs or DNS names.
+pub(crate) fn expected_identities(
+    cx: &mut Ctx,
+    p: &FieldPath<'_>,
+    list: &[String],
+) -> Vec<Arc<str>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, id) in list.iter().enumerate() {
+        let ok = if id.starts_with("spiffe://") {
+            crate::identity::parse_spiffe_id(id).map(|_| ())
+        } else if !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*'))
+        {
+            Ok(())
+        } else {
+            Err(format!("`{id}` is neither a SPIFFE ID nor a DNS name"))
+        };
+        match ok {
+            Ok(()) => out.push(Arc::from(id.as_str())),
+            Err(e) => cx.err(&p.item("expected_identities", i), e),
+        }
+    }
+    out
 }
 
 fn compile_runtime(

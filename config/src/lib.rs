@@ -64,7 +64,7 @@ pub use route::{
 };
 pub use snapshot::{
     AdminSettings, ErrorDetail, Forwarding, ForwardingMode, Listener, ListenerHttp, ListenerTls,
-    LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings,
+    LogFormat, Protocols, RuntimeSettings, Settings, Snapshot, XdsRole, XdsSettings, XdsTls,
 };
 pub use store::{
     fnv, Change, Entry, EntryInfo, Kind, Origin, Resource, Store, Upsert, Warming, TYPE_URL_PREFIX,

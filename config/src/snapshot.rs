@@ -161,6 +161,21 @@ pub struct XdsSettings {
     pub initial_fetch_timeout: Duration,
     /// Fail-static file, if any.
     pub persist_file: Option<Arc<str>>,
+    /// TLS to the control plane, if any (`https://`).
+    pub tls: Option<XdsTls>,
+}
+
+/// TLS towards the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsTls {
+    /// PEM file of trusted roots; `None` means the system roots.
+    pub ca_file: Option<Arc<str>>,
+    /// Client certificate chain and key files (mTLS), if any.
+    pub client_cert: Option<(Arc<str>, Arc<str>)>,
+    /// Server name sent and verified.
+    pub sni: Arc<str>,
+    /// Identities the control plane must present; empty: any.
+    pub expected_identities: Vec<Arc<str>>,
 }
 
 /// Plaintext protocols of a listener.

@@ -20,11 +20,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// How often the directory is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Serves `dir` on `listen` (ADS) and `admin` (HTTP) until SIGINT or SIGTERM.
+/// Serves `dir` on `listen` (ADS, over TLS when `tls` is given) and `admin`
+/// (HTTP) until SIGINT or SIGTERM.
 pub fn run_control_plane(
     dir: PathBuf,
     listen: SocketAddr,
     admin: SocketAddr,
+    tls: Option<crate::ServerTls>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,7 +76,14 @@ pub fn run_control_plane(
             }
             tracing::info!("control plane stopping");
         };
-        corridor_xds::serve(ads, server, shutdown).await?;
+        match tls {
+            Some(tls) => {
+                // Fail at start on files that cannot serve.
+                tls.server_config().map_err(|e| anyhow::anyhow!("--tls: {e}"))?;
+                corridor_xds::serve_incoming(tls.incoming(ads), server, shutdown).await?;
+            }
+            None => corridor_xds::serve(ads, server, shutdown).await?,
+        }
         Ok(())
     })
 }

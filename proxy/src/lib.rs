@@ -9,6 +9,7 @@ mod admin;
 #[cfg(feature = "alloc-count")]
 mod alloc;
 mod control_plane;
+mod control_tls;
 mod demo;
 mod errors;
 mod geo;
@@ -28,6 +29,7 @@ mod tls;
 mod xds;
 
 pub use control_plane::run_control_plane;
+pub use control_tls::ServerTls;
 pub use demo::{demo_config, print_banner, start_upstreams, DemoOptions, DEMO_YAML};
 pub use errors::{ErrorKind, LocalError};
 pub use lb::{ClusterBalancer, PickRequest};

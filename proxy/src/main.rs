@@ -55,6 +55,16 @@ enum Command {
         /// Admin listener: /nodes, /files, /ready.
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin: SocketAddr,
+        /// Serve ADS over TLS with this certificate chain (PEM; read per connection).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates whose SPIFFE ID names this trust domain
+        /// and chains to this bundle: DOMAIN=CA_FILE; repeatable (mTLS).
+        #[arg(long, value_name = "DOMAIN=FILE", requires = "tls_cert")]
+        client_trust_bundle: Vec<String>,
     },
     /// Run the embedded demo: the proxy plus built-in upstreams standing in for three clouds.
     Demo {
@@ -110,6 +120,18 @@ struct XdsArgs {
     /// Admin listener (without a configuration file; default 127.0.0.1:9901).
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// CA certificates (PEM) the control plane must chain to (needs an https:// URL).
+    #[arg(long, value_name = "FILE")]
+    xds_ca_file: Option<PathBuf>,
+    /// This Corridor's certificate chain (PEM) for mTLS to the control plane.
+    #[arg(long, value_name = "FILE", requires = "xds_key_file")]
+    xds_cert_file: Option<PathBuf>,
+    /// The key of --xds-cert-file (PEM).
+    #[arg(long, value_name = "FILE", requires = "xds_cert_file")]
+    xds_key_file: Option<PathBuf>,
+    /// An identity the control plane must present (SPIFFE ID or DNS name); repeatable.
+    #[arg(long, value_name = "ID")]
+    xds_identity: Vec<String>,
 }
 
 impl XdsArgs {
@@ -127,7 +149,8 @@ impl XdsArgs {
             || self.region.is_some()
             || self.zone.is_some()
             || self.persist.is_some()
-            || self.role.is_some();
+            || self.role.is_some()
+            || self.tls_given();
         if !any && b.xds.is_none() {
             return;
         }
@@ -162,7 +185,55 @@ impl XdsArgs {
         if let Some(p) = &self.persist {
             x.persist_file = p.display().to_string();
         }
+        if self.tls_given() {
+            let t = x.tls.get_or_insert_with(Default::default);
+            let path = |p: &PathBuf| p.display().to_string();
+            for (flag, field) in [
+                (&self.xds_ca_file, &mut t.ca_file),
+                (&self.xds_cert_file, &mut t.cert_file),
+                (&self.xds_key_file, &mut t.key_file),
+            ] {
+                if let Some(p) = flag {
+                    *field = path(p);
+                }
+            }
+            if !self.xds_identity.is_empty() {
+                t.expected_identities.clone_from(&self.xds_identity);
+            }
+        }
     }
+
+    fn tls_given(&self) -> bool {
+        self.xds_ca_file.is_some() || self.xds_cert_file.is_some() || !self.xds_identity.is_empty()
+    }
+}
+
+/// The control plane's TLS from its flags (`None`: plaintext).
+fn control_plane_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    bundles: &[String],
+) -> Result<Option<corridor_proxy::ServerTls>, String> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let mut trust_bundles = Vec::new();
+    for b in bundles {
+        let (domain, file) = b
+            .split_once('=')
+            .ok_or_else(|| format!("--client-trust-bundle {b}: write it as DOMAIN=CA_FILE"))?;
+        corridor_config::check_trust_domain(domain)
+            .map_err(|e| format!("--client-trust-bundle {b}: {e}"))?;
+        trust_bundles.push((domain.into(), file.into()));
+    }
+    Ok(Some(corridor_proxy::ServerTls {
+        cert_file: cert.display().to_string(),
+        key_file: key.display().to_string(),
+        client_auth: (!trust_bundles.is_empty()).then_some(corridor_config::ClientAuth {
+            trust_bundles,
+            required: true,
+        }),
+    }))
 }
 
 /// The store `corridor run` starts from: the file (if any) with the flags applied.
@@ -205,9 +276,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::ControlPlane { dir, listen, admin } => {
+        Command::ControlPlane {
+            dir,
+            listen,
+            admin,
+            tls_cert,
+            tls_key,
+            client_trust_bundle,
+        } => {
             init_logging(corridor_config::LogFormat::Text, 128_000);
-            match corridor_proxy::run_control_plane(dir, listen, admin) {
+            let tls = match control_plane_tls(tls_cert, tls_key, &client_trust_bundle) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("corridor control-plane: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match corridor_proxy::run_control_plane(dir, listen, admin, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("corridor control-plane: {e:#}");

@@ -44,7 +44,10 @@ pub fn read_certs(files: &dyn Files, file: &str) -> Result<Vec<CertificateDer<'s
 }
 
 /// Reads the private key of a PEM file.
-fn read_key(files: &dyn Files, key_file: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(
+    files: &dyn Files,
+    key_file: &str,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     let data = files
         .read(key_file)
         .map_err(|e| err(key_file, format!("cannot read: {e}")))?;

@@ -243,6 +243,7 @@ impl XdsService {
         let types = Kind::ALL.iter().map(|k| k.type_url().to_string()).collect();
         let mut cfg = ClientConfig::new(settings.server.to_string(), node(&settings), types);
         cfg.delta = settings.delta;
+        cfg.connector = settings.tls.clone().map(crate::control_tls::connector);
         let dirty = Arc::new(AtomicBool::new(false));
         let sink = Arc::new(StoreSink {
             shared: Arc::clone(&shared),

@@ -22,11 +22,18 @@ pub struct ControlPlane {
     pub admin: SocketAddr,
     logs: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
+    /// Extra command-line arguments (for example TLS flags).
+    args: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts a control plane over a directory holding `files` (name, YAML).
     pub async fn start(files: &[(&str, &str)]) -> ControlPlane {
+        Self::start_with_args(files, &[]).await
+    }
+
+    /// Starts a control plane with extra command-line arguments.
+    pub async fn start_with_args(files: &[(&str, &str)], args: &[&str]) -> ControlPlane {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, yaml) in files {
             std::fs::write(dir.path().join(name), yaml).expect("write resource file");
@@ -37,6 +44,7 @@ impl ControlPlane {
             admin: free_addr(),
             logs: Arc::new(Mutex::new(String::new())),
             dir,
+            args: args.iter().map(|a| (*a).to_string()).collect(),
         };
         cp.launch().await;
         cp
@@ -53,15 +61,18 @@ impl ControlPlane {
     }
 
     async fn launch(&mut self) {
-        let (child, logs) = spawn(&[
+        let (addr, admin) = (self.addr.to_string(), self.admin.to_string());
+        let mut args = vec![
             "control-plane",
             "--dir",
             self.dir.path().to_str().expect("utf-8 path"),
             "--listen",
-            &self.addr.to_string(),
+            &addr,
             "--admin",
-            &self.admin.to_string(),
-        ]);
+            &admin,
+        ];
+        args.extend(self.args.iter().map(String::as_str));
+        let (child, logs) = spawn(&args);
         self.child = Some(child);
         self.logs = logs;
         let deadline = Instant::now() + Duration::from_secs(20);

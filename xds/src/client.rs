@@ -148,6 +148,8 @@ pub struct ClientConfig {
     pub send_timeout: Duration,
     /// Largest message accepted or sent, in bytes.
     pub max_message_size: usize,
+    /// Opens the connection (for example TLS); `None` is plain TCP.
+    pub connector: Option<crate::transport::Connector>,
 }
 
 impl ClientConfig {
@@ -167,6 +169,7 @@ impl ClientConfig {
             response_timeout: None,
             send_timeout: Duration::from_secs(30),
             max_message_size: 64 << 20,
+            connector: None,
         }
     }
 
@@ -187,10 +190,16 @@ impl ClientConfig {
     }
 
     fn uri(&self) -> String {
-        if self.server.contains("://") {
+        let uri = if self.server.contains("://") {
             self.server.clone()
         } else {
             format!("http://{}", self.server)
+        };
+        // The connector secures the connection; tonic itself speaks
+        // HTTP/2 over whatever it returns.
+        match (&self.connector, uri.strip_prefix("https://")) {
+            (Some(_), Some(rest)) => format!("http://{rest}"),
+            _ => uri,
         }
     }
 }
@@ -291,7 +300,13 @@ impl Client {
             .http2_keep_alive_interval(self.cfg.keepalive_interval)
             .keep_alive_timeout(self.cfg.keepalive_timeout)
             .keep_alive_while_idle(true);
-        match tokio::time::timeout(self.cfg.connect_timeout, endpoint.connect()).await {
+        let connecting = async {
+            match &self.cfg.connector {
+                Some(c) => endpoint.connect_with_connector(c.clone()).await,
+                None => endpoint.connect().await,
+            }
+        };
+        match tokio::time::timeout(self.cfg.connect_timeout, connecting).await {
             Ok(Ok(channel)) => Ok(channel),
             Ok(Err(e)) => Err(format!("connecting to {uri}: {}", chain(&e)).into()),
             Err(_) => Err(format!("connecting to {uri}: timed out").into()),

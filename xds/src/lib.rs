@@ -27,6 +27,7 @@ pub mod registry;
 pub mod server;
 pub mod source;
 pub mod status;
+pub mod transport;
 
 mod backoff;
 mod version;
@@ -36,9 +37,10 @@ pub use dir::{check_file, DirSource, FileReport};
 pub use envoy_types::pb::envoy::config::core::v3::Node;
 pub use envoy_types::pb::google::protobuf::Any;
 pub use registry::{NodeRegistry, NodeStatus, NodeTypeStatus};
-pub use server::{serve, AdsServer, AdsService, ServerOptions};
+pub use server::{serve, serve_incoming, AdsServer, AdsService, ServerOptions};
 pub use source::{MemorySource, ResourceMap, Source};
 pub use status::{ClientStatus, StatusSnapshot, TypeStatus};
+pub use transport::{Accepted, Connector};
 pub use version::set_version;
 
 /// Prefix of every Corridor resource type URL: `type.googleapis.com/corridor.v1.<Kind>`.

@@ -196,8 +196,33 @@ impl AdsServer {
     }
 }
 
-/// Serves `server` on `listener` until `shutdown` completes, then closes the
-/// streams and the listener and waits for connections to drain.
+/// Serves `server` on the connections `incoming` yields (for example TLS
+/// connections already handshaken) until `shutdown` completes, then closes
+/// the streams.
+pub async fn serve_incoming<S, F>(
+    incoming: S,
+    server: AdsServer,
+    shutdown: F,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<crate::transport::Accepted>> + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let closer = server.clone();
+    let signal = async move {
+        shutdown.await;
+        closer.close_streams();
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(server.service())
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+}
+
+/// Serves `server` on `listener` (plain TCP) until `shutdown` completes, then
+/// closes the streams and the listener and waits for connections to drain.
 pub async fn serve<F>(
     listener: TcpListener,
     server: AdsServer,

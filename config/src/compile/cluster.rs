@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::balancing::compile_balancing;
-use super::{ca_bundle, cert_and_key, duration, enum_value, parse_addr, Ctx};
+use super::{ca_bundle, cert_and_key, duration, enum_value, expected_identities, parse_addr, Ctx};
 use crate::balancing::EndpointHealthCheck;
 use crate::cluster::{Cluster, Endpoint, EndpointTable, Locality, UpstreamProtocol, UpstreamTls};
 use crate::error::FieldPath;
@@ -49,24 +49,7 @@ pub(crate) fn compile_cluster(cx: &mut Ctx, c: &proto::Cluster, p: &FieldPath<'_
                 None
             }
         };
-        let mut expected_identities = Vec::with_capacity(t.expected_identities.len());
-        for (i, id) in t.expected_identities.iter().enumerate() {
-            let ok = if id.starts_with("spiffe://") {
-                crate::identity::parse_spiffe_id(id).map(|_| ())
-            } else if !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*'))
-            {
-                Ok(())
-            } else {
-                Err(format!("`{id}` is neither a SPIFFE ID nor a DNS name"))
-            };
-            match ok {
-                Ok(()) => expected_identities.push(Arc::from(id.as_str())),
-                Err(e) => cx.err(&tp.item("expected_identities", i), e),
-            }
-        }
+        let expected_identities = expected_identities(cx, &tp, &t.expected_identities);
         if !expected_identities.is_empty() && t.insecure_skip_verify {
             cx.err(
                 &tp.field("expected_identities"),

@@ -561,3 +561,34 @@ clusters:
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
 }
+
+#[test]
+fn control_stream_tls_and_secret_references_are_checked_with_their_paths() {
+    let text = r#"
+listeners:
+  - name: a
+    address: "127.0.0.1:1"
+    route_table: t
+    tls: { secret: s, cert_file: /x.pem, client_auth: { trust_bundles: [{ trust_domain: aws.corridor, secret: b, ca_file: /y.pem }] } }
+  - name: b
+    address: "127.0.0.1:2"
+    route_table: t
+    tls: { cert_file: "secret:s#certificate_chain", key_file: /k.pem }
+route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_response: { status: 200 } }] }] }]
+xds:
+  server: "http://127.0.0.1:18000"
+  node_id: n
+  tls: { cert_file: /c.pem, expected_identities: ["spiffe://oci.corridor/"] }
+"#;
+    let err = load_str(text, "x.yaml").unwrap_err().to_string();
+    for want in [
+        "xds.server: tls needs an https:// server URL",
+        "xds.tls.key_file: cert_file needs its key_file",
+        "xds.tls.expected_identities[0]: `spiffe://oci.corridor/`: the path must not end with `/`",
+        "listeners[0].tls.secret: give either a Secret or cert_file and key_file, not both",
+        "listeners[0].tls.client_auth.trust_bundles[0].secret: give either a Secret or ca_file, not both",
+        "listeners[1].tls.cert_file: `secret:s#certificate_chain` is not a file path; name a Secret in the `secret` field",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

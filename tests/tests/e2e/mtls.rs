@@ -738,3 +738,94 @@ xds: {{ server: "{}", node_id: n1, initial_fetch_timeout: 3s }}
         "a key leaked into /config_dump"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_stream_runs_over_mtls_and_both_ends_refuse_the_wrong_peer() {
+    let _x = super::exclusive().await;
+    let clouds = Clouds::new();
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let cp_id = "spiffe://oci.corridor/corridor/control-plane";
+    let cp_leaf = clouds.oci.spiffe_leaf(cp_id, &[], false);
+    let cp_files = clouds.oci.write_leaf(&cp_leaf, "control-plane");
+    let resources = format!(
+        "route_tables: [{{ name: t, virtual_hosts: [{{ domains: [\"*\"], routes: [{{ route: {{ cluster: c }} }}] }}] }}]\nclusters: [{{ name: c, endpoints: [{{ address: \"{}\" }}] }}]\n",
+        up.addr()
+    );
+    let bundle = format!("aws.corridor={}", clouds.aws.ca_path().display());
+    let cp = corridor_tests::ControlPlane::start_with_args(
+        &[("all.yaml", &resources)],
+        &[
+            "--tls-cert",
+            cp_files.chain.to_str().unwrap(),
+            "--tls-key",
+            cp_files.key.to_str().unwrap(),
+            "--client-trust-bundle",
+            &bundle,
+        ],
+    )
+    .await;
+    let url = format!("https://{}", cp.addr);
+    // Sidecars with an AWS identity (trusted by the control plane), the GCP
+    // one (not trusted), and one expecting another control-plane identity.
+    let aws_leaf = clouds
+        .aws
+        .spiffe_leaf("spiffe://aws.corridor/corridor/sidecar", &[], false);
+    let aws = clouds.aws.write_leaf(&aws_leaf, "sidecar");
+    let gcp_leaf = clouds
+        .gcp
+        .spiffe_leaf("spiffe://gcp.corridor/corridor/sidecar", &[], false);
+    let gcp = clouds.gcp.write_leaf(&gcp_leaf, "sidecar");
+    let bootstrap = |node: &str, files: &corridor_tests::LeafFiles, expect: &str| {
+        format!(
+            "{head}xds:\n  server: \"{url}\"\n  node_id: {node}\n  initial_fetch_timeout: 1s\n  tls: {{ ca_file: \"{ca}\", cert_file: \"{cert}\", key_file: \"{key}\", expected_identities: [\"{expect}\"] }}\n",
+            head = super::HEAD,
+            ca = clouds.oci.ca_path().display(),
+            cert = files.chain.display(),
+            key = files.key.display(),
+        )
+    };
+    let good = Corridor::start(&bootstrap("good", &aws, cp_id)).await;
+    let untrusted = Corridor::start(&bootstrap("untrusted", &gcp, cp_id)).await;
+    let impostor_check = Corridor::start(&bootstrap(
+        "picky",
+        &aws,
+        "spiffe://oci.corridor/corridor/other",
+    ))
+    .await;
+    super::eventually("the trusted sidecar to be configured", || async {
+        let c = Client::h1(good.addr).await.unwrap();
+        super::fetch_get(&c, "/status/200").await.status == 200
+    })
+    .await;
+    assert_eq!(
+        good.metric("corridor_xds_connected", &[]).await,
+        1.0,
+        "{}",
+        good.logs()
+    );
+    // The control plane knows the trusted node only.
+    let nodes = cp.nodes().await;
+    let ids: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["good"], "{nodes}");
+    // The others retry and never get a configuration.
+    super::eventually("both refusals to be logged", || async {
+        cp.logs().contains("control plane TLS handshake failed")
+            && impostor_check
+                .logs()
+                .contains("control plane identity: the upstream presented spiffe://oci.corridor/corridor/control-plane")
+    })
+    .await;
+    for p in [&untrusted, &impostor_check] {
+        assert_eq!(p.metric("corridor_xds_connected", &[]).await, 0.0);
+        // Its listener still waits for its route table.
+        assert!(Client::h1(p.addr).await.is_err());
+        let (_, warming) = p.admin_get("/config_dump").await;
+        assert!(warming.contains("route table t"), "{warming}");
+    }
+    assert_eq!(up.requests(), 1);
+}
