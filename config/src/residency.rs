@@ -47,6 +47,10 @@ pub struct Geo {
     /// Client jurisdiction index → regions (`cloud/region` or `region`),
     /// nearest first, for routes that prefer the nearest endpoints.
     pub preferred_regions: HashMap<u8, Vec<Arc<str>>>,
+    /// Residency attestation: SPIFFE ID prefixes (longest first, each
+    /// ending with `/`) and trust domains (as `spiffe://<domain>/`, after the
+    /// prefixes) → jurisdiction index.
+    pub identities: Vec<(Arc<str>, u8)>,
     /// Jurisdiction names are not checked against these tables: set only
     /// where a control plane validates policies for proxies whose geo tables
     /// it does not know (each proxy checks them again).
@@ -60,6 +64,15 @@ impl Geo {
             .iter()
             .position(|j| j.as_ref() == name)
             .map(|i| i as u8)
+    }
+
+    /// The jurisdiction an upstream's SPIFFE ID belongs to, by the
+    /// attestation table (`None` when no row matches).
+    pub fn of_identity(&self, spiffe_id: &str) -> Option<u8> {
+        self.identities
+            .iter()
+            .find(|(prefix, _)| spiffe_id.starts_with(prefix.as_ref()))
+            .map(|(_, j)| *j)
     }
 
     /// The jurisdiction of a country code (any case).

@@ -49,6 +49,9 @@ pub enum ErrorKind {
     Forbidden,
     /// The upstream's certificate does not carry an expected identity (502).
     UpstreamIdentity,
+    /// The upstream's certificate identity belongs to a jurisdiction the
+    /// request's residency policy does not allow (451).
+    ResidencyAttestation,
     /// A bug or an unexpected internal state (500).
     Internal,
 }
@@ -73,6 +76,7 @@ impl ErrorKind {
             ErrorKind::ResidencyDenied => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::UpstreamIdentity => StatusCode::BAD_GATEWAY,
+            ErrorKind::ResidencyAttestation => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +114,7 @@ impl ErrorKind {
             ErrorKind::ResidencyDenied => "residency_denied",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::UpstreamIdentity => "upstream_identity",
+            ErrorKind::ResidencyAttestation => "residency_attestation",
             ErrorKind::Internal => "internal",
         }
     }
@@ -122,9 +127,9 @@ impl ErrorKind {
             ErrorKind::BadRequest | ErrorKind::UriTooLong | ErrorKind::VersionNotSupported => 3, // INVALID_ARGUMENT
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
             ErrorKind::Internal => 13,                                    // INTERNAL
-            ErrorKind::ResidencyDenied => 9,                              // FAILED_PRECONDITION
-            ErrorKind::Forbidden => 7,                                    // PERMISSION_DENIED
-            _ => 14,                                                      // UNAVAILABLE
+            ErrorKind::ResidencyDenied | ErrorKind::ResidencyAttestation => 9, // FAILED_PRECONDITION
+            ErrorKind::Forbidden => 7,                                         // PERMISSION_DENIED
+            _ => 14,                                                           // UNAVAILABLE
         }
     }
 }

@@ -412,14 +412,15 @@ impl ProxyHttp for Corridor {
             e.set_retry(true);
             return e;
         }
-        // The upstream presented the wrong identity (no request byte was
-        // sent): a failure to connect to the right endpoint, retried and
-        // counted as one.
-        if ctx
-            .local_error
-            .as_ref()
-            .is_some_and(|l| l.kind == ErrorKind::UpstreamIdentity)
-        {
+        // The upstream presented the wrong identity, or one of a jurisdiction
+        // the request may not reach (no request byte was sent): a failure to
+        // connect to the right endpoint, retried and counted as one.
+        if ctx.local_error.as_ref().is_some_and(|l| {
+            matches!(
+                l.kind,
+                ErrorKind::UpstreamIdentity | ErrorKind::ResidencyAttestation
+            )
+        }) {
             if let Some(c) = &ctx.cluster {
                 c.connect_failures.inc();
             }
@@ -479,35 +480,78 @@ impl ProxyHttp for Corridor {
         let Some(rt) = ctx.cluster.as_ref() else {
             return Ok(());
         };
-        let Some(tls) = rt
-            .config
-            .tls
-            .as_ref()
-            .filter(|t| !t.expected_identities.is_empty())
-        else {
+        let Some(tls) = rt.config.tls.as_ref() else {
             return Ok(());
         };
+        // Residency attestation: over upstream mTLS, a request a policy
+        // restricts reaches only identities of an allowed jurisdiction.
+        let attest = ctx.residency.as_ref().filter(|d| {
+            d.allowed.is_some() && tls.client_cert.is_some() && !d.geo().identities.is_empty()
+        });
+        if tls.expected_identities.is_empty() && attest.is_none() {
+            return Ok(());
+        }
         let cert = digest
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.peer_certificate.clone());
-        let outcome = match cert {
-            Some(der) => crate::identity::check_upstream(&der, &tls.expected_identities),
-            None => Err("the upstream presented no certificate".to_string()),
+            .and_then(|s| s.peer_certificate.as_deref());
+        let endpoint = || {
+            ctx.endpoint_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
         };
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(why) => {
-                let endpoint = ctx
-                    .endpoint_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
+        if !tls.expected_identities.is_empty() {
+            let outcome = match cert {
+                Some(der) => crate::identity::check_upstream(der, &tls.expected_identities),
+                None => Err("the upstream presented no certificate".to_string()),
+            };
+            if let Err(why) = outcome {
                 let err = LocalError::new(
                     ErrorKind::UpstreamIdentity,
-                    format!("endpoint {endpoint} of cluster `{}`: {why}", rt.config.name),
+                    format!(
+                        "endpoint {} of cluster `{}`: {why}",
+                        endpoint(),
+                        rt.config.name
+                    ),
                 );
-                Err(local(ctx, err))
+                return Err(local(ctx, err));
             }
         }
+        let Some(d) = attest else {
+            return Ok(());
+        };
+        let allowed = d.allowed.unwrap_or(u64::MAX);
+        let geo = d.geo();
+        let (id, jurisdiction) = match cert.map(crate::identity::spiffe_id_of) {
+            Some(Ok(id)) => {
+                let j = geo.of_identity(&id);
+                (id, j)
+            }
+            Some(Err(e)) => (e, None),
+            None => ("no certificate".to_string(), None),
+        };
+        if jurisdiction.is_some_and(|j| allowed & (1 << j) != 0) {
+            return Ok(());
+        }
+        let name = jurisdiction.map_or("no jurisdiction", |j| {
+            geo.jurisdictions[usize::from(j)].as_ref()
+        });
+        if d.policy.dry_run {
+            crate::residency::audit(ctx, d, "would_deny", Some(name));
+            return Ok(());
+        }
+        ctx.routing
+            .residency_denied
+            .with_label_values(&[d.policy.name.as_ref(), d.class_label().as_str()])
+            .inc();
+        crate::residency::audit(ctx, d, "deny", Some(name));
+        let why = format!(
+            "endpoint {} of cluster `{}` presented {id}, which belongs to {name}",
+            endpoint(),
+            rt.config.name
+        );
+        let mut err = crate::residency::denied(ctx, why);
+        err.kind = ErrorKind::ResidencyAttestation;
+        Err(local(ctx, err))
     }
 
     /// The request failed for good: answer with Corridor's error format unless

@@ -90,6 +90,11 @@ impl Decision {
         join(&names)
     }
 
+    /// The geo tables the decision used.
+    pub(crate) fn geo(&self) -> &Geo {
+        &self.geo
+    }
+
     /// The allowed jurisdictions (`any` without restriction, `-` for none).
     pub(crate) fn allowed_names(&self) -> String {
         self.allowed

@@ -183,6 +183,68 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
         }
         preferred_regions.insert(i, regions);
     }
+    // Prefixes, longest first, then trust domains (as the prefix of every
+    // ID in the domain): the first match is the most specific.
+    let mut prefixes: Vec<(Arc<str>, u8)> = Vec::new();
+    let mut domains: Vec<(Arc<str>, u8)> = Vec::new();
+    for (k, row) in g.identity_jurisdictions.iter().enumerate() {
+        let rp = p.item("identity_jurisdictions", k);
+        let Some(j) = index(&row.jurisdiction) else {
+            cx.err(
+                &rp.field("jurisdiction"),
+                format!(
+                    "unknown jurisdiction `{}`; known: {}",
+                    row.jurisdiction,
+                    jurisdictions.join(", ")
+                ),
+            );
+            continue;
+        };
+        let entry = match (row.trust_domain.is_empty(), row.spiffe_id_prefix.is_empty()) {
+            (false, true) => match crate::identity::check_trust_domain(&row.trust_domain) {
+                Ok(()) => Some((
+                    &mut domains,
+                    format!("spiffe://{}/", row.trust_domain),
+                    "trust_domain",
+                )),
+                Err(e) => {
+                    cx.err(&rp.field("trust_domain"), e);
+                    None
+                }
+            },
+            (true, false) => {
+                let prefix = &row.spiffe_id_prefix;
+                let domain_ok = prefix
+                    .strip_prefix("spiffe://")
+                    .and_then(|rest| rest.split_once('/'))
+                    .is_some_and(|(d, _)| crate::identity::check_trust_domain(d).is_ok());
+                if !domain_ok || !prefix.ends_with('/') {
+                    cx.err(
+                        &rp.field("spiffe_id_prefix"),
+                        format!(
+                            "`{prefix}` must start with spiffe://<trust-domain>/ and end with `/`"
+                        ),
+                    );
+                    None
+                } else {
+                    Some((&mut prefixes, prefix.clone(), "spiffe_id_prefix"))
+                }
+            }
+            _ => {
+                cx.err(&rp, "give one of trust_domain and spiffe_id_prefix");
+                None
+            }
+        };
+        if let Some((list, key, field)) = entry {
+            if list.iter().any(|(k, _)| k.as_ref() == key) {
+                cx.err(&rp.field(field), format!("`{key}` is listed twice"));
+            } else {
+                list.push((key.into(), j));
+            }
+        }
+    }
+    prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    prefixes.extend(domains);
     Geo {
         jurisdictions,
         countries,
@@ -190,6 +252,7 @@ fn compile_geo(cx: &mut Ctx, g: Option<&proto::Geo>, p: &FieldPath<'_>) -> Geo {
         country_header,
         mmdb_file,
         preferred_regions,
+        identities: prefixes,
         unchecked: false,
     }
 }

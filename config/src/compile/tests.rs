@@ -592,3 +592,39 @@ xds:
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn identity_jurisdictions_are_checked_and_the_longest_prefix_wins() {
+    let text = r#"
+listeners: [{ name: a, address: "127.0.0.1:1", route_table: t }]
+route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ direct_response: { status: 200 } }] }] }]
+geo:
+  jurisdictions: [EU, US]
+  identity_jurisdictions:
+    - { trust_domain: aws.corridor, jurisdiction: US }
+    - { spiffe_id_prefix: "spiffe://aws.corridor/eu/", jurisdiction: EU }
+    - { spiffe_id_prefix: "spiffe://aws.corridor/eu/de/", jurisdiction: US }
+"#;
+    let snap = load_str(text, "g.yaml").unwrap();
+    let geo = &snap.store.residency().geo;
+    let of = |id: &str| {
+        geo.of_identity(id)
+            .map(|j| geo.jurisdictions[usize::from(j)].to_string())
+    };
+    assert_eq!(of("spiffe://aws.corridor/eu/x").as_deref(), Some("EU"));
+    assert_eq!(of("spiffe://aws.corridor/eu/de/x").as_deref(), Some("US"));
+    assert_eq!(of("spiffe://aws.corridor/us/x").as_deref(), Some("US"));
+    assert_eq!(of("spiffe://gcp.corridor/eu/x"), None);
+    let bad = text.replace(
+        "    - { trust_domain: aws.corridor, jurisdiction: US }\n",
+        "    - { trust_domain: aws.corridor, jurisdiction: MARS }\n    - { trust_domain: x, spiffe_id_prefix: \"spiffe://x/\", jurisdiction: EU }\n    - { spiffe_id_prefix: \"spiffe://aws.corridor/eu\", jurisdiction: EU }\n",
+    );
+    let err = load_str(&bad, "g.yaml").unwrap_err().to_string();
+    for want in [
+        "geo.identity_jurisdictions[0].jurisdiction: unknown jurisdiction `MARS`",
+        "geo.identity_jurisdictions[1]: give one of trust_domain and spiffe_id_prefix",
+        "geo.identity_jurisdictions[2].spiffe_id_prefix: `spiffe://aws.corridor/eu` must start with spiffe://<trust-domain>/ and end with `/`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -829,3 +829,102 @@ async fn the_control_stream_runs_over_mtls_and_both_ends_refuse_the_wrong_peer()
     }
     assert_eq!(up.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn residency_is_attested_by_the_upstream_certificate_identity() {
+    let _x = super::exclusive().await;
+    let aws = TestPki::new("aws");
+    let mtls_upstream = |name: &'static str, id: &str| {
+        let leaf = aws.spiffe_leaf(id, &["model.aws.test"], false);
+        let mut opts = corridor_tests::UpstreamOptions::new(name, UpstreamProtocol::TlsHttp1);
+        opts.tls_config = Some(aws.server_config_mtls(&leaf, &[b"http/1.1"]));
+        corridor_tests::Upstream::start(opts)
+    };
+    let eu = mtls_upstream("eu", "spiffe://aws.corridor/eu/model").await;
+    // Labelled EU, but its certificate says it runs in the US.
+    let liar = mtls_upstream("liar", "spiffe://aws.corridor/us-east/model").await;
+    let client = aws.spiffe_leaf("spiffe://aws.corridor/corridor/egress", &[], false);
+    let files = aws.write_leaf(&client, "egress");
+    let tls = format!(
+        "tls: {{ sni: model.aws.test, ca_file: \"{ca}\", cert_file: \"{cert}\", key_file: \"{key}\" }}",
+        ca = aws.ca_path().display(),
+        cert = files.chain.display(),
+        key = files.key.display(),
+    );
+    let yaml = format!(
+        r#"{head}geo:
+  jurisdictions: [EU, US]
+  identity_jurisdictions:
+    - {{ spiffe_id_prefix: "spiffe://aws.corridor/eu/", jurisdiction: EU }}
+    - {{ trust_domain: aws.corridor, jurisdiction: US }}
+residency_policies:
+  - name: gdpr
+    data_class_header: {{ header: x-data-class, trusted_from: [127.0.0.1] }}
+    rules: [{{ data_classes: [pii], allowed_jurisdictions: [EU] }}, {{ data_classes: [public], allowed_jurisdictions: [EU, US] }}]
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        residency_policy: gdpr
+        routes:
+          - {{ match: {{ prefix: /liar/ }}, route: {{ cluster: liar, prefix_rewrite: / }} }}
+          - match: {{ prefix: / }}
+            route: {{ cluster: both, retry_policy: {{ num_retries: 2, retry_on: [connect-failure] }} }}
+clusters:
+  - {{ name: both, endpoints: [{{ address: "{l}", labels: {{ jurisdiction: EU }} }}, {{ address: "{e}", labels: {{ jurisdiction: EU }} }}], {tls} }}
+  - {{ name: liar, endpoints: [{{ address: "{l}", labels: {{ jurisdiction: EU }} }}], {tls} }}
+"#,
+        head = super::HEAD,
+        l = liar.addr(),
+        e = eu.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    let get_as = |path: &'static str, class: &'static str| {
+        let addr = proxy.addr;
+        async move {
+            let c = Client::h1(addr).await.unwrap();
+            let req = http::Request::get(path)
+                .header("x-data-class", class)
+                .body(corridor_tests::client::empty())
+                .unwrap();
+            fetch(&c, req).await
+        }
+    };
+    // Personal data reaches only the endpoint whose identity is in the EU;
+    // the one whose label lies fails the attempt and the retry goes on.
+    for _ in 0..6 {
+        let r = get_as("/status/200", "pii").await;
+        assert_eq!((r.status, r.header("x-upstream")), (200, "eu"));
+    }
+    let denied = proxy
+        .metric(
+            "corridor_residency_denied_total",
+            &[("policy", "gdpr"), ("data_class", "pii")],
+        )
+        .await;
+    assert!(denied >= 1.0, "round robin tried the liar at least once");
+    let deny_lines = proxy
+        .logs()
+        .lines()
+        .filter(|l| {
+            l.contains("corridor::residency")
+                && l.contains("decision=\"deny\"")
+                && l.contains("endpoint_jurisdiction=\"US\"")
+        })
+        .count();
+    assert_eq!(deny_lines as f64, denied, "{}", proxy.logs());
+    // With nowhere else to go: 451, naming the identity and its jurisdiction.
+    let r = get_as("/liar/status/200", "pii").await;
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 451, "{body}");
+    assert!(
+        body.contains("residency_attestation")
+            && body.contains("spiffe://aws.corridor/us-east/model, which belongs to US"),
+        "{body}"
+    );
+    assert_eq!(liar.requests(), 0, "no personal data reached the liar");
+    // Public data may go to the US: the same endpoint serves it.
+    let r = get_as("/liar/status/200", "public").await;
+    assert_eq!((r.status, r.header("x-upstream")), (200, "liar"));
+    assert_eq!(liar.requests(), 1);
+}
