@@ -157,6 +157,10 @@ impl BackgroundService for Lifecycle {
         };
         let mut last = stamps(&self.shared);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
+        // Certificates expire without any change: warn hourly.
+        let mut expiry_check = tokio::time::interval(Duration::from_secs(3600));
+        expiry_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        expiry_check.tick().await;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -170,6 +174,7 @@ impl BackgroundService for Lifecycle {
                     last = stamps(&self.shared);
                     self.reload("SIGHUP");
                 }
+                _ = expiry_check.tick() => self.shared.refresh_cert_expiries(),
                 _ = tick.tick() => {
                     self.shared.reclaim();
                     let now = stamps(&self.shared);

@@ -112,9 +112,25 @@ pub(crate) struct ClusterRuntime {
     client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
     /// Hash of its name and trust roots, to notice a rotated bundle.
     ca_hash: u64,
+    /// When its client certificate and its earliest CA expire (Unix
+    /// seconds), read once when they are loaded.
+    expiry: (Option<i64>, Option<i64>),
 }
 
 impl Routing {
+    /// When each upstream certificate in use expires: `cluster/<name>/client`
+    /// for a client certificate, `cluster/<name>/ca` for the earliest CA of
+    /// its trust roots.
+    pub(crate) fn cert_expiries(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for (name, c) in &self.clusters {
+            let (client, ca) = c.expiry;
+            out.extend(client.map(|t| (format!("cluster/{name}/client"), t)));
+            out.extend(ca.map(|t| (format!("cluster/{name}/ca"), t)));
+        }
+        out
+    }
+
     /// Derives the data-plane state for `config`, reusing what `prev` derived
     /// from unchanged resources. `reread_tls` reads CA bundles again even for
     /// unchanged clusters (a file reload, to pick up rotated bundles).
@@ -368,6 +384,24 @@ impl ClusterRuntime {
             (Some(_), Some(o)) if !reread_tls && o.config.tls == c.tls => o.client_cert.clone(),
             (Some((cert, key)), _) => Some(tls::load_client_cert(files, cert, key)?),
         };
+        let expiry = match old {
+            Some(o)
+                if o.ca.as_ref().map(Arc::as_ptr) == ca.as_ref().map(Arc::as_ptr)
+                    && o.client_cert.as_ref().map(Arc::as_ptr)
+                        == client_cert.as_ref().map(Arc::as_ptr) =>
+            {
+                o.expiry
+            }
+            _ => (
+                client_cert
+                    .as_ref()
+                    .and_then(|k| crate::identity::not_after(k.leaf().borrow_raw_cert())),
+                ca.iter()
+                    .flat_map(|certs| certs.iter())
+                    .filter_map(|c| crate::identity::not_after(c.borrow_raw_cert()))
+                    .min(),
+            ),
+        };
         let mut h = std::hash::DefaultHasher::new();
         c.name.hash(&mut h);
         for cert in ca.iter().flat_map(|certs| certs.iter()) {
@@ -435,6 +469,7 @@ impl ClusterRuntime {
             config: Arc::clone(c),
             ca,
             client_cert,
+            expiry,
         })
     }
 }

@@ -117,12 +117,19 @@ impl Shared {
             )
             .map_err(fail)?;
         shared.listeners.commit(prepared, &shared.routing());
-        shared
-            .metrics
-            .cert_expiries(&shared.listeners.cert_expiries());
+        shared.refresh_cert_expiries();
         shared.metrics.reload(true);
         shared.metrics.config_loaded_at.set(unix_time(&snapshot));
         Ok(shared)
+    }
+
+    /// Sets `corridor_cert_expiry_seconds` for every certificate in use and
+    /// warns of those expiring within 14 days (errors for expired ones): at
+    /// every change, and hourly from the lifecycle service.
+    pub(crate) fn refresh_cert_expiries(&self) {
+        let mut all = self.listeners.cert_expiries();
+        all.extend(self.routing().cert_expiries());
+        self.metrics.cert_expiries(&all);
     }
 
     /// The current routing state (one atomic load).
@@ -221,7 +228,7 @@ impl Shared {
         self.routing.store(Arc::clone(&routing));
         routing.activate(&self.metrics);
         self.listeners.commit(prepared, &routing);
-        self.metrics.cert_expiries(&self.listeners.cert_expiries());
+        self.refresh_cert_expiries();
         self.retired.lock().push(current);
         self.reclaim();
         if same && !rotated {

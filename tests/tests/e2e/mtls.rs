@@ -491,6 +491,17 @@ clusters:
         super::cluster_state(&proxy, "right").await["endpoints"][0]["health"] == "healthy"
     })
     .await;
+    // The upstream client certificate's and CA's expiry are exported.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for name in ["cluster/right/client", "cluster/right/ca"] {
+        let at = proxy
+            .metric("corridor_cert_expiry_seconds", &[("name", name)])
+            .await;
+        assert!(at > now + 86400.0, "{name}: {at}");
+    }
     let c = Client::h1(proxy.addr).await.unwrap();
     for _ in 0..3 {
         let r = super::fetch_get(&c, "/right/status/200").await;
