@@ -939,3 +939,144 @@ clusters:
     assert_eq!((r.status, r.header("x-upstream")), (200, "liar"));
     assert_eq!(liar.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates_and_a_forwarded_identity_from_a_trusted_hop() {
+    let clouds = Clouds::new();
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let server = clouds.oci.spiffe_leaf(
+        "spiffe://oci.corridor/corridor/ingress",
+        &["proxy.test"],
+        false,
+    );
+    let files = clouds.oci.write_leaf(&server, "listener");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    address: "{{{{LISTEN}}}}"
+    route_table: t
+    tls:
+      cert_file: "{cert}"
+      key_file: "{key}"
+      client_auth: {{ required: false, trust_bundles: [{{ trust_domain: aws.corridor, ca_file: "{aws}" }}] }}
+      forward_client_cert: forward_only
+admin: {{ address: "{{{{ADMIN}}}}" }}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - match: {{ prefix: /secure/ }}
+            authorization: {{ allow: [{{ trust_domain: aws.corridor }}] }}
+            route: {{ cluster: c, prefix_rewrite: / }}
+          - {{ match: {{ prefix: / }}, route: {{ cluster: c }} }}
+clusters: [{{ name: c, endpoints: [{{ address: "{up}" }}] }}]
+"#,
+        cert = files.chain.display(),
+        key = files.key.display(),
+        aws = clouds.aws.ca_path().display(),
+        up = up.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    const HOP: &str = "By=spiffe://aws.corridor/front;URI=spiffe://aws.corridor/ns/app/sa/user";
+    let xfcc = &[("x-forwarded-client-cert", HOP)];
+    // Without a certificate: served, but no identity (403 where one is
+    // required) and a client-supplied header is not believed.
+    let anonymous = || async {
+        Client::tls(proxy.addr, "proxy.test", clouds.oci.client_config(&[b"h2"])).await
+    };
+    assert_eq!(
+        get(anonymous().await, "/status/200", xfcc)
+            .await
+            .map(|r| r.0),
+        Some(200)
+    );
+    let (status, body) = get(anonymous().await, "/secure/status/200", &[])
+        .await
+        .expect("an answer");
+    assert_eq!(status, 403, "{body}");
+    // A presented certificate must still verify.
+    let stranger = TestPki::new("stranger").spiffe_leaf("spiffe://aws.corridor/x", &[], false);
+    assert_eq!(
+        get(
+            clouds.client(&proxy, b"h2", &stranger).await,
+            "/status/200",
+            &[]
+        )
+        .await,
+        None
+    );
+    // A verified hop (the trusted front proxy) passes its header on as is.
+    let front = clouds
+        .aws
+        .spiffe_leaf("spiffe://aws.corridor/front", &[], false);
+    assert_eq!(
+        get(
+            clouds.client(&proxy, b"h2", &front).await,
+            "/secure/status/200",
+            xfcc
+        )
+        .await
+        .map(|r| r.0),
+        Some(200)
+    );
+    let wire = up.wire_text().to_ascii_lowercase();
+    let forwarded: Vec<&str> = wire
+        .lines()
+        .filter(|l| l.starts_with("x-forwarded-client-cert:"))
+        .collect();
+    assert_eq!(forwarded.len(), 1, "only the verified hop's copy: {wire}");
+    assert!(forwarded[0].contains(&HOP.to_ascii_lowercase()), "{wire}");
+    assert_eq!(up.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_with_the_wrong_identity_receives_no_request_byte() {
+    let aws = TestPki::new("aws");
+    let model_id = "spiffe://aws.corridor/ns/inference/sa/model";
+    let mut opts = corridor_tests::UpstreamOptions::new("right", UpstreamProtocol::TlsH2);
+    opts.tls = Some(aws.spiffe_leaf(model_id, &["model.aws.test"], false));
+    let right = corridor_tests::Upstream::start(opts).await;
+    let mut opts = corridor_tests::UpstreamOptions::new("impostor", UpstreamProtocol::TlsH2);
+    opts.tls = Some(aws.spiffe_leaf(
+        "spiffe://aws.corridor/ns/other/sa/impostor",
+        &["model.aws.test"],
+        false,
+    ));
+    let impostor = corridor_tests::Upstream::start(opts).await;
+    let tls = format!(
+        "protocol: h2, tls: {{ sni: model.aws.test, ca_file: \"{}\", expected_identities: [\"{model_id}\"] }}",
+        aws.ca_path().display()
+    );
+    let yaml = format!(
+        r#"{head}route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ match: {{ prefix: /right/ }}, route: {{ cluster: right, prefix_rewrite: / }} }}
+          - {{ match: {{ prefix: /impostor/ }}, route: {{ cluster: impostor, prefix_rewrite: / }} }}
+clusters:
+  - {{ name: right, endpoints: [{{ address: "{r}" }}], {tls} }}
+  - {{ name: impostor, endpoints: [{{ address: "{i}" }}], {tls} }}
+"#,
+        head = super::HEAD,
+        r = right.addr(),
+        i = impostor.addr(),
+    );
+    let proxy = Corridor::start(&yaml).await;
+    for _ in 0..2 {
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let r = super::fetch_get(&c, "/right/status/200").await;
+        assert_eq!((r.status, r.header("x-upstream")), (200, "right"));
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let r = super::fetch_get(&c, "/impostor/status/200").await;
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 502, "{body}");
+        assert!(body.contains("upstream_identity"), "{body}");
+    }
+    // The connection (TLS and the HTTP/2 preface) was made; no stream was
+    // opened on it.
+    assert_eq!(impostor.requests(), 0);
+}
