@@ -17,6 +17,7 @@ Examples:
   corridor control-plane --dir examples/control-plane --listen 127.0.0.1:18000
   corridor run --xds http://127.0.0.1:18000 --node-id sidecar-1 --cloud aws --region eu-west-1
   corridor validate examples/*.yaml            # check files, print every error with file:line:column
+  corridor validate --resources examples/control-plane/*.yaml   # check control-plane resource files
   kill -TERM <pid>                             # drain in-flight requests (runtime.drain_timeout), then exit";
 
 /// Corridor: an L7 data-plane proxy for AI inference across clouds.
@@ -83,6 +84,10 @@ enum Command {
         /// Files to check.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The files are the control plane's resource files (as
+        /// `corridor control-plane --dir` reads them), not configurations.
+        #[arg(long)]
+        resources: bool,
     },
 }
 
@@ -260,7 +265,7 @@ fn initial_store(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, resources } => validate(&files, resources),
         Command::Run { config, xds } => match initial_store(config.as_ref(), &xds) {
             Ok(store) => {
                 let flags = std::sync::Arc::new(xds);
@@ -321,9 +326,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
+fn validate(files: &[PathBuf], resources: bool) -> ExitCode {
     let mut failed = false;
     for f in files {
+        if resources {
+            let checked = std::fs::read_to_string(f)
+                .map_err(|e| format!("{}: cannot read: {e}", f.display()))
+                .and_then(|text| {
+                    corridor_xds::check_file(&text, &f.display().to_string())
+                        .map_err(|e| e.to_string())
+                });
+            match checked {
+                Ok(n) => println!("{}: ok ({n} resources)", f.display()),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("{e}");
+                }
+            }
+            continue;
+        }
         match corridor_config::load_file(f) {
             Ok(s) => {
                 let routes: usize = s

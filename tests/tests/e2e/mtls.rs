@@ -1080,3 +1080,177 @@ clusters:
     // opened on it.
     assert_eq!(impostor.requests(), 0);
 }
+
+/// A TLS client for the three-cloud example: trusts `ca`, presents
+/// `<dir>/svid.pem` (none when `dir` is `None`).
+fn example_client(pki: &std::path::Path, ca: &str, dir: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let read = |p: std::path::PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut &read(pki.join("bundles").join(ca))[..]) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(corridor_tests::pki::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match dir {
+        Some(d) => {
+            let chain = rustls_pemfile::certs(&mut &read(pki.join(d).join("svid.pem"))[..])
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls_pemfile::private_key(&mut &read(pki.join(d).join("svid.key"))[..])
+                .unwrap()
+                .unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_three_cloud_example_routes_across_clouds_over_mtls() {
+    let _x = super::exclusive().await;
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    corridor_tests::pki::write_three_clouds(pki).unwrap();
+    let aws_model = upstream("aws-model", UpstreamProtocol::Http1).await;
+    let azure_model = upstream("azure-model", UpstreamProtocol::Http1).await;
+    let free = corridor_tests::proxy::free_addr;
+    let (ingress, aws_sidecar, azure_sidecar) = (free(), free(), free());
+    // The example as checked in, with this test's PKI directory and ports.
+    let swaps = [
+        ("/tmp/corridor-pki".to_string(), pki.display().to_string()),
+        ("127.0.0.1:8443".into(), ingress.to_string()),
+        ("127.0.0.1:9443".into(), aws_sidecar.to_string()),
+        ("127.0.0.1:9444".into(), azure_sidecar.to_string()),
+        ("127.0.0.1:8000".into(), aws_model.addr().to_string()),
+        ("127.0.0.1:8001".into(), azure_model.addr().to_string()),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-cloud");
+    let files: Vec<(&str, String)> = ["oci-ingress.yaml", "aws-sidecar.yaml", "azure-sidecar.yaml"]
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            (
+                f,
+                swaps.iter().fold(text, |t, (from, to)| t.replace(from, to)),
+            )
+        })
+        .collect();
+    let file_refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let path = |p: &str| pki.join(p).display().to_string();
+    let bundles: Vec<String> = ["oci", "aws", "azure"]
+        .iter()
+        .map(|c| format!("{c}.corridor={}", path(&format!("bundles/{c}.pem"))))
+        .collect();
+    let mut cp_args = vec![
+        "--tls-cert".to_string(),
+        path("control-plane/svid.pem"),
+        "--tls-key".into(),
+        path("control-plane/svid.key"),
+    ];
+    for b in &bundles {
+        cp_args.extend(["--client-trust-bundle".to_string(), b.clone()]);
+    }
+    let cp_args: Vec<&str> = cp_args.iter().map(String::as_str).collect();
+    let cp = corridor_tests::ControlPlane::start_with_args(&file_refs, &cp_args).await;
+    let url = format!("https://{}", cp.addr);
+    let node = |id: &'static str, svid: &'static str| {
+        let args = [
+            "--xds".to_string(),
+            url.clone(),
+            "--node-id".into(),
+            id.into(),
+            "--xds-ca-file".into(),
+            path("bundles/oci.pem"),
+            "--xds-cert-file".into(),
+            path(&format!("{svid}/svid.pem")),
+            "--xds-key-file".into(),
+            path(&format!("{svid}/svid.key")),
+            "--xds-identity".into(),
+            "spiffe://oci.corridor/corridor/control-plane".into(),
+        ];
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Corridor::start_with_args(
+                "admin: { address: \"{{ADMIN}}\" }\n",
+                tempfile::tempdir().unwrap(),
+                &args,
+            )
+            .await
+        }
+    };
+    let _oci = node("oci-ingress", "oci").await;
+    let _aws = node("aws-sidecar", "aws").await;
+    let _azure = node("azure-sidecar", "azure").await;
+
+    let app = example_client(pki, "oci.pem", Some("client"));
+    let call = |cfg: Arc<rustls::ClientConfig>,
+                addr,
+                name: &'static str,
+                model: Option<&'static str>| async move {
+        let c = Client::tls(addr, name, cfg).await.ok()?;
+        let mut b = http::Request::get("/status/200");
+        if let Some(m) = model {
+            b = b.header("x-model", m);
+        }
+        let resp = c
+            .send(b.body(corridor_tests::client::empty()).unwrap())
+            .await
+            .ok()?;
+        let from = resp
+            .headers()
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok());
+        Some((resp.status().as_u16(), from.unwrap_or_default().to_string()))
+    };
+    super::eventually("the ingress to route to AWS", || async {
+        call(
+            Arc::clone(&app),
+            ingress,
+            "ingress.oci.corridor",
+            Some("llama"),
+        )
+        .await
+            == Some((200, "aws-model".into()))
+    })
+    .await;
+    super::eventually("the ingress to route to Azure", || async {
+        call(Arc::clone(&app), ingress, "ingress.oci.corridor", None).await
+            == Some((200, "azure-model".into()))
+    })
+    .await;
+    // The model sees the application's identity, passed on by its sidecar.
+    let wire = aws_model.wire_text().to_ascii_lowercase();
+    let xfcc = wire
+        .lines()
+        .find(|l| l.starts_with("x-forwarded-client-cert:"))
+        .unwrap_or_else(|| panic!("no x-forwarded-client-cert: {wire}"));
+    assert!(
+        xfcc.contains("by=spiffe://oci.corridor/corridor/ingress;")
+            && xfcc.contains("uri=spiffe://aws.corridor/ns/app/sa/chat"),
+        "{xfcc}"
+    );
+    // No client certificate: refused by the ingress.
+    let anonymous = example_client(pki, "oci.pem", None);
+    assert_eq!(
+        call(anonymous, ingress, "ingress.oci.corridor", None).await,
+        None
+    );
+    // Past the ingress: an application cannot reach a sidecar (its domain
+    // is not trusted there), and an OCI identity other than the ingress's is
+    // refused (403).
+    let direct = example_client(pki, "aws.pem", Some("client"));
+    assert_eq!(
+        call(direct, aws_sidecar, "sidecar.aws.corridor", None).await,
+        None
+    );
+    let other_oci = example_client(pki, "aws.pem", Some("control-plane"));
+    assert_eq!(
+        call(other_oci, aws_sidecar, "sidecar.aws.corridor", None).await,
+        Some((403, String::new()))
+    );
+    assert_eq!(aws_model.requests() + azure_model.requests(), 2);
+}
