@@ -72,6 +72,7 @@ struct Identity {
     addr: SocketAddr,
     h2: bool,
     tls: Option<(u64, String)>,
+    expected: Arc<[Arc<str>]>,
     uneject_on_pass: bool,
 }
 
@@ -142,6 +143,11 @@ fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
             continue;
         }
         let tls = rt.probe_tls();
+        let expected: Arc<[Arc<str>]> = rt
+            .config
+            .tls
+            .as_ref()
+            .map_or_else(|| Arc::from([]), |t| t.expected_identities.clone().into());
         let uneject_on_pass = b
             .outlier
             .as_ref()
@@ -179,6 +185,7 @@ fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
                     addr,
                     h2,
                     tls: tls.as_ref().map(|(_, n, h)| (*h, n.to_str().into_owned())),
+                    expected: Arc::clone(&expected),
                     uneject_on_pass,
                 };
                 wanted.insert(
@@ -194,6 +201,7 @@ fn reconcile(routing: &Routing, checks: &mut HashMap<CheckKey, Running>) {
                             addr,
                             h2,
                             tls: tls.clone().map(|(c, n, _)| (c, n)),
+                            expected_identities: Arc::clone(&expected),
                         },
                         same,
                     },

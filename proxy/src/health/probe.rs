@@ -72,6 +72,9 @@ pub(crate) struct ProbeTarget {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// Identities the endpoint's certificate must carry (as for requests);
+    /// empty: any.
+    pub(crate) expected_identities: Arc<[Arc<str>]>,
 }
 
 /// Runs one probe with a deadline of `timeout` for the whole exchange (connect, TLS, request, response head — for HTTP the body need not be read, for gRPC the response message and grpc-status trailer are).
@@ -125,6 +128,14 @@ async fn run(kind: &ProbeKind, target: &ProbeTarget) -> Result<(), String> {
         .connect(server_name.clone(), tcp)
         .await
         .map_err(|e| format!("tls: {}", io_reason(&e)))?;
+    if !target.expected_identities.is_empty() {
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let checked = match leaf {
+            Some(der) => crate::identity::check_upstream(der, &target.expected_identities),
+            None => Err("the upstream presented no certificate".to_string()),
+        };
+        checked.map_err(|e| format!("identity: {e}"))?;
+    }
     if wants_h2 {
         // No ALPN at all is taken as prior knowledge; another protocol cannot carry h2.
         if let Some(other) = tls.get_ref().1.alpn_protocol().filter(|p| *p != b"h2") {

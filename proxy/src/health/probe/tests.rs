@@ -195,6 +195,7 @@ fn plain(addr: SocketAddr, h2: bool) -> ProbeTarget {
         addr,
         h2,
         tls: None,
+        expected_identities: Arc::from([]),
     }
 }
 
@@ -291,6 +292,7 @@ async fn silent_server_times_out_without_leaking_tasks() {
         addr,
         h2: false,
         tls: Some((client_config, name)),
+        expected_identities: Arc::from([]),
     };
     let cases = [
         (http("/h1", vec![]), plain(addr, false)),
@@ -429,6 +431,7 @@ async fn tls_probes() {
             Arc::clone(&client),
             ServerName::try_from(name.to_owned()).expect("server name"),
         )),
+        expected_identities: Arc::from([]),
     };
     // ALPN picks the server's protocol; /h1 and /h2s check the version and scheme.
     assert_eq!(
@@ -460,6 +463,22 @@ async fn tls_probes() {
             "{reason}"
         );
     }
+    // Expected identities are checked as for requests.
+    let pinned = |id: &str| ProbeTarget {
+        expected_identities: Arc::from([Arc::from(id)]),
+        ..target(false, "localhost")
+    };
+    assert_eq!(
+        probe(&ProbeKind::Tcp, &pinned("localhost"), SECOND).await,
+        Ok(())
+    );
+    let reason = probe(&http("/h1", vec![]), &pinned("model.test"), SECOND)
+        .await
+        .expect_err("identity mismatch");
+    assert!(
+        reason.starts_with("identity: the upstream presented") && reason.contains("model.test"),
+        "{reason}"
+    );
 }
 
 #[test]
