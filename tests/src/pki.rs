@@ -292,6 +292,65 @@ pub fn server_config(leaf: &Leaf, alpn: &[&[u8]]) -> anyhow::Result<Arc<ServerCo
     Ok(Arc::new(config))
 }
 
+/// The identities [`write_three_clouds`] issues: directory, SPIFFE ID and
+/// DNS name (if any).
+pub const THREE_CLOUD_IDENTITIES: [(&str, &str, &str); 5] = [
+    (
+        "oci",
+        "spiffe://oci.corridor/corridor/ingress",
+        "ingress.oci.corridor",
+    ),
+    (
+        "aws",
+        "spiffe://aws.corridor/corridor/sidecar",
+        "sidecar.aws.corridor",
+    ),
+    (
+        "azure",
+        "spiffe://azure.corridor/corridor/sidecar",
+        "sidecar.azure.corridor",
+    ),
+    (
+        "control-plane",
+        "spiffe://oci.corridor/corridor/control-plane",
+        "control-plane.oci.corridor",
+    ),
+    ("client", "spiffe://aws.corridor/ns/app/sa/chat", ""),
+];
+
+/// Writes a three-cloud PKI for the README's mTLS example into `dir`: one
+/// CA per cloud (`bundles/{oci,aws,azure}.pem`) and an X.509-SVID with its
+/// key for each of [`THREE_CLOUD_IDENTITIES`] (`<name>/svid.pem`, leaf then
+/// CA, and `<name>/svid.key`), issued by the CA of its trust domain.
+pub fn write_three_clouds(dir: &Path) -> anyhow::Result<()> {
+    let clouds = [
+        ("oci", TestPki::try_new("oci")?),
+        ("aws", TestPki::try_new("aws")?),
+        ("azure", TestPki::try_new("azure")?),
+    ];
+    std::fs::create_dir_all(dir.join("bundles"))?;
+    for (name, ca) in &clouds {
+        std::fs::write(dir.join("bundles").join(format!("{name}.pem")), ca.ca_pem())?;
+    }
+    for (name, id, dns) in THREE_CLOUD_IDENTITIES {
+        let domain = id
+            .strip_prefix("spiffe://")
+            .and_then(|r| r.split('.').next())
+            .context("SPIFFE ID")?;
+        let (_, ca) = clouds
+            .iter()
+            .find(|(c, _)| *c == domain)
+            .context("a cloud's CA")?;
+        let names: &[&str] = if dns.is_empty() { &[] } else { &[dns] };
+        let leaf = ca.issue(names, Some(id), false)?;
+        let out = dir.join(name);
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join("svid.pem"), leaf.chain_pem())?;
+        std::fs::write(out.join("svid.key"), &leaf.key_pem)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,63 +413,4 @@ mod tests {
         );
         assert!(res.is_err(), "a leaf from another CA must not verify");
     }
-}
-
-/// The identities [`write_three_clouds`] issues: directory, SPIFFE ID and
-/// DNS name (if any).
-pub const THREE_CLOUD_IDENTITIES: [(&str, &str, &str); 5] = [
-    (
-        "oci",
-        "spiffe://oci.corridor/corridor/ingress",
-        "ingress.oci.corridor",
-    ),
-    (
-        "aws",
-        "spiffe://aws.corridor/corridor/sidecar",
-        "sidecar.aws.corridor",
-    ),
-    (
-        "azure",
-        "spiffe://azure.corridor/corridor/sidecar",
-        "sidecar.azure.corridor",
-    ),
-    (
-        "control-plane",
-        "spiffe://oci.corridor/corridor/control-plane",
-        "control-plane.oci.corridor",
-    ),
-    ("client", "spiffe://aws.corridor/ns/app/sa/chat", ""),
-];
-
-/// Writes a three-cloud PKI for the README's mTLS example into `dir`: one
-/// CA per cloud (`bundles/{oci,aws,azure}.pem`) and an X.509-SVID with its
-/// key for each of [`THREE_CLOUD_IDENTITIES`] (`<name>/svid.pem`, leaf then
-/// CA, and `<name>/svid.key`), issued by the CA of its trust domain.
-pub fn write_three_clouds(dir: &Path) -> anyhow::Result<()> {
-    let clouds = [
-        ("oci", TestPki::try_new("oci")?),
-        ("aws", TestPki::try_new("aws")?),
-        ("azure", TestPki::try_new("azure")?),
-    ];
-    std::fs::create_dir_all(dir.join("bundles"))?;
-    for (name, ca) in &clouds {
-        std::fs::write(dir.join("bundles").join(format!("{name}.pem")), ca.ca_pem())?;
-    }
-    for (name, id, dns) in THREE_CLOUD_IDENTITIES {
-        let domain = id
-            .strip_prefix("spiffe://")
-            .and_then(|r| r.split('.').next())
-            .context("SPIFFE ID")?;
-        let (_, ca) = clouds
-            .iter()
-            .find(|(c, _)| *c == domain)
-            .context("a cloud's CA")?;
-        let names: &[&str] = if dns.is_empty() { &[] } else { &[dns] };
-        let leaf = ca.issue(names, Some(id), false)?;
-        let out = dir.join(name);
-        std::fs::create_dir_all(&out)?;
-        std::fs::write(out.join("svid.pem"), leaf.chain_pem())?;
-        std::fs::write(out.join("svid.key"), &leaf.key_pem)?;
-    }
-    Ok(())
 }
