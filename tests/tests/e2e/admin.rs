@@ -32,10 +32,21 @@ async fn health_metrics_and_config_dump() {
         1000
     );
 
+    let route = [("route", "r"), ("cluster", "c")];
+    // A request is counted when it is logged, just after its response is
+    // sent: wait for the last one rather than race it.
+    super::eventually("the five requests to be logged", || async {
+        let m = proxy.metrics().await;
+        let sum = |name: &str, labels: &[(&str, &str)]| {
+            corridor_tests::proxy::metric_sum(&m, name, labels)
+        };
+        sum("corridor_request_duration_seconds_count", &route) == 5.0
+            && sum("corridor_active_requests", &[]) == 0.0
+    })
+    .await;
     let m = proxy.metrics().await;
     let get =
         |name: &str, labels: &[(&str, &str)]| corridor_tests::proxy::metric_sum(&m, name, labels);
-    let route = [("route", "r"), ("cluster", "c")];
     assert_eq!(
         get(
             "corridor_requests_total",
