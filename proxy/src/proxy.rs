@@ -470,7 +470,7 @@ impl ProxyHttp for Corridor {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
@@ -488,7 +488,16 @@ impl ProxyHttp for Corridor {
         let attest = ctx.residency.as_ref().filter(|d| {
             d.allowed.is_some() && tls.client_cert.is_some() && !d.geo().identities.is_empty()
         });
-        if tls.expected_identities.is_empty() && attest.is_none() {
+        // A reused HTTP/1.1 connection passed the identity check when it was
+        // made (it went back to a pool keyed by the expected identities only
+        // after a request succeeded on it): no certificate is parsed again.
+        // An HTTP/2 connection is shared as soon as it is made, before its
+        // first stream is checked, so its streams are checked every time.
+        // Attestation depends on the request: it runs on every request a
+        // policy restricts.
+        let h1_reused = reused && rt.config.protocol == corridor_config::UpstreamProtocol::Http1;
+        let check_identity = !tls.expected_identities.is_empty() && !h1_reused;
+        if !check_identity && attest.is_none() {
             return Ok(());
         }
         let cert = digest
@@ -499,7 +508,7 @@ impl ProxyHttp for Corridor {
                 .map(|a| a.to_string())
                 .unwrap_or_default()
         };
-        if !tls.expected_identities.is_empty() {
+        if check_identity {
             let outcome = match cert {
                 Some(der) => crate::identity::check_upstream(der, &tls.expected_identities),
                 None => Err("the upstream presented no certificate".to_string()),
