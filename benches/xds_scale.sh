@@ -37,11 +37,8 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
-LIB_DIR=$SCRIPT_DIR/lib
-cd "$REPO_DIR"
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-export LC_ALL=C
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+source "$SCRIPT_DIR/lib/common.sh" xds
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -65,17 +62,10 @@ LOAD_CPU=${LOAD_CPU:-0}
 CONVERGE_TIMEOUT=${CONVERGE_TIMEOUT:-60}
 KEEP_TMP=${KEEP_TMP:-0}
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- knobs
 
-log() { printf '[xds %(%H:%M:%S)T] %s\n' -1 "$*" >&2; [[ -n ${RUN_LOG:-} ]] && printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >>"$RUN_LOG"; return 0; }
-warn() { log "WARNING: $*"; }
-die() { log "ERROR: $*"; exit 1; }
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in DURATION WARMUP ROUNDS UPDATES CONNECTIONS SUBSCRIBERS VHOSTS ROUTES_PER_VHOST CLUSTERS \
-    ENDPOINTS_PER_CLUSTER ENDPOINT_FILES STORM_ENDPOINT_MS STORM_ROUTES_MS BASE_PORT PROXY_CPU LOAD_CPU CONVERGE_TIMEOUT; do
-    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
-done
+require_uint DURATION WARMUP ROUNDS UPDATES CONNECTIONS SUBSCRIBERS VHOSTS ROUTES_PER_VHOST CLUSTERS \
+    ENDPOINTS_PER_CLUSTER ENDPOINT_FILES STORM_ENDPOINT_MS STORM_ROUTES_MS BASE_PORT PROXY_CPU LOAD_CPU CONVERGE_TIMEOUT
 (( DURATION >= 1 )) || die "DURATION must be >= 1"
 (( ROUNDS >= 1 )) || die "ROUNDS must be >= 1"
 (( SUBSCRIBERS >= 1 )) || die "SUBSCRIBERS must be >= 1 (the proxy)"
@@ -91,150 +81,42 @@ VARIANTS=$(IFS=,; echo "${_variants[*]}")
 
 # ---------------------------------------------------------------- cleanup
 
-TMP=""
-BENCH_PID=""
-UPSTREAM_PID=""
-
-proc_alive() { # alive and not a zombie
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [[ ${s%% *} != Z ]]
-}
-
-# stop_tree PID: SIGTERM the process and its descendants (listed first, so
-# that they are found even after their parent died), SIGKILL what is left after 5 s.
-stop_tree() {
-    local pid=$1 p i alive
-    local -a pids=("$pid")
-    mapfile -t -O 1 pids < <(python3 "$LIB_DIR/bench.py" tree "$pid" 2>/dev/null || true)
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${pids[@]}"; do proc_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do
-        if proc_alive "$p"; then
-            log "pid $p did not exit on SIGTERM; sending SIGKILL"
-            kill -KILL "$p" 2>/dev/null || true
+# Run by the cleanup (lib/common.sh) after it stopped the driver (a load
+# generator) and before the upstream: the driver writes the pid of each
+# server it starts into $TMP/work/pids and removes it when it stops the
+# server; whatever is left there outlived a driver that died without
+# cleaning up.
+cleanup_hook() {
+    local f pid
+    [[ -n $TMP && -d $TMP/work/pids ]] || return 0
+    for f in "$TMP"/work/pids/*.pid; do
+        [[ -e $f ]] || continue
+        pid=$(<"$f")
+        if is_uint "$pid" && proc_alive "$pid" && grep -q corridor "/proc/$pid/cmdline" 2>/dev/null; then
+            stop_tree "$pid"
         fi
     done
-    return 0
 }
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    set +e
-    [[ -n $BENCH_PID ]] && stop_tree "$BENCH_PID"
-    # The driver writes the pid of each server it starts into $TMP/work/pids
-    # and removes it when it stops the server; whatever is left there
-    # outlived a driver that died without cleaning up.
-    if [[ -n $TMP && -d $TMP/work/pids ]]; then
-        local f pid
-        for f in "$TMP"/work/pids/*.pid; do
-            [[ -e $f ]] || continue
-            pid=$(<"$f")
-            if is_uint "$pid" && proc_alive "$pid" && grep -q corridor "/proc/$pid/cmdline" 2>/dev/null; then
-                stop_tree "$pid"
-            fi
-        done
-    fi
-    [[ -n $UPSTREAM_PID ]] && stop_tree "$UPSTREAM_PID"
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
-    fi
-    if ((rc != 0)); then
-        log "failed (exit $rc)${RESULTS:+; logs in $RESULTS}"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
 
 # ---------------------------------------------------------------- install
 
-apt_install() { # apt_install PKG...: like run.sh, without starting services
-    local sudo=""
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null 2>&1 || { warn "missing $* and not root (no sudo): install them first"; return 1; }
-        sudo=sudo
-    fi
-    log "installing: $*"
-    local policy=/usr/sbin/policy-rc.d made_policy=0 ok=1
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
-    fi
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || ok=0
-    if ((ok)) && ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
-        local -a alt=("${@/nginx-light/nginx}")
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${alt[@]}" >&2 || ok=0
-    fi
-    ((made_policy)) && $sudo rm -f "$policy"
-    ((ok))
-}
-
-pkgs=()
-command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
-if [[ $SKIP_STORM != 1 ]]; then command -v wrk >/dev/null 2>&1 || pkgs+=(wrk); fi
-command -v curl >/dev/null 2>&1 || pkgs+=(curl)
-command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
-command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
-if (( ${#pkgs[@]} > 0 )); then
-    apt_install "${pkgs[@]}" || die "apt-get could not install: ${pkgs[*]}"
-fi
-for c in nginx curl python3 taskset; do
-    command -v "$c" >/dev/null 2>&1 || die "'$c' is missing (apt-get install nginx-light curl python3 util-linux)"
-done
-[[ $SKIP_STORM == 1 ]] || command -v wrk >/dev/null 2>&1 || die "'wrk' is missing (apt-get install wrk), or run with SKIP_STORM=1"
+need=(nginx:nginx-light curl:curl python3:python3 taskset:util-linux)
+[[ $SKIP_STORM == 1 ]] || need+=(wrk:wrk)
+install_missing "${need[@]}"
 
 # ---------------------------------------------------------------- build
 
-build() { # build PKG BIN
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: build first, or set CORRIDOR_BIN and XDS_SCALE_BIN"
-    log "cargo build --release -p $1 --bin $2"
-    cargo build --release -p "$1" --bin "$2" >&2 || die "cargo build of $2 failed"
-}
-if [[ -n ${CORRIDOR_BIN:-} ]]; then
-    log "corridor: using CORRIDOR_BIN=$CORRIDOR_BIN (not building)"
-else
-    CORRIDOR_BIN=target/release/corridor
-    [[ $SKIP_BUILD == 1 ]] || build corridor-proxy corridor
-fi
-if [[ -n ${XDS_SCALE_BIN:-} ]]; then
-    log "xds_scale: using XDS_SCALE_BIN=$XDS_SCALE_BIN (not building)"
-else
-    XDS_SCALE_BIN=target/release/xds_scale
-    [[ $SKIP_BUILD == 1 ]] || build corridor-benches xds_scale
-fi
-[[ -x $CORRIDOR_BIN ]] || die "corridor binary '$CORRIDOR_BIN' not found or not executable (build it, or set CORRIDOR_BIN)"
-[[ -x $XDS_SCALE_BIN ]] || die "xds_scale binary '$XDS_SCALE_BIN' not found (cargo build --release -p corridor-benches --bin xds_scale, or set XDS_SCALE_BIN)"
+bench_bin CORRIDOR_BIN corridor-proxy corridor
+bench_bin XDS_SCALE_BIN corridor-benches xds_scale
 CORRIDOR_BIN=$(realpath "$CORRIDOR_BIN")
 XDS_SCALE_BIN=$(realpath "$XDS_SCALE_BIN")
 
 # ---------------------------------------------------------------- setup
 
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS=$REPO_DIR/benches/results/$STAMP-xds
-n=1
-while [[ -e $RESULTS ]]; do RESULTS=$REPO_DIR/benches/results/$STAMP-xds-$((n++)); done
-mkdir -p "$RESULTS/logs" "$RESULTS/configs" "$RESULTS/raw"
-RUN_LOG=$RESULTS/run.log
-TMP=$(mktemp -d /tmp/corridor-xds.XXXXXX)
-chmod 755 "$TMP"
+make_dirs -xds logs configs raw
 mkdir -p "$TMP/work" "$TMP/upstream/tmp"
 log "results: $RESULTS"
-
-NPROC=$(nproc)
-PINNED=1
-if ((NPROC < 2)) || ((PROXY_CPU >= NPROC)) || ((LOAD_CPU >= NPROC)); then
-    warn "pinning disabled: need CPUs $PROXY_CPU and $LOAD_CPU, have $NPROC"
-    PINNED=0
-fi
-pin() { if ((PINNED)); then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+setup_pinning
 
 read -r UP_PORT CP_PORT CP_ADMIN PROXY_PORT PROXY_ADMIN <<<"$(python3 "$LIB_DIR/bench.py" ports "$BASE_PORT" 5)"
 log "ports: upstream $UP_PORT (on 127.0.0.1..$ENDPOINTS_PER_CLUSTER) | control plane $CP_PORT (admin $CP_ADMIN) | proxy $PROXY_PORT (admin $PROXY_ADMIN)"
@@ -261,14 +143,11 @@ source "$LIB_DIR/configs.sh"
 EOF
 } >"$TMP/upstream/nginx.conf"
 cp "$TMP/upstream/nginx.conf" "$RESULTS/configs/upstream-nginx.conf"
-log "starting the upstream nginx (CPU $LOAD_CPU)"
-pin "$LOAD_CPU" nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -e "$RESULTS/logs/upstream.error.log" \
-    </dev/null >"$RESULTS/logs/upstream.log" 2>&1 &
-UPSTREAM_PID=$!
+start_server upstream "$LOAD_CPU" nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -e "$RESULTS/logs/upstream.error.log"
 for addr in 127.0.0.1 "127.0.0.$ENDPOINTS_PER_CLUSTER"; do
     deadline=$((SECONDS + 10))
     until [[ $(curl -s --max-time 2 "http://$addr:$UP_PORT/" 2>/dev/null || true) == hello ]]; do
-        if ! proc_alive "$UPSTREAM_PID" || ((SECONDS >= deadline)); then
+        if ! proc_alive "${PID_OF[upstream]}" || ((SECONDS >= deadline)); then
             tail -n 20 "$RESULTS/logs/upstream.error.log" "$RESULTS/logs/upstream.log" >&2 2>/dev/null || true
             die "the upstream nginx does not answer on http://$addr:$UP_PORT/"
         fi
@@ -276,18 +155,12 @@ for addr in 127.0.0.1 "127.0.0.$ENDPOINTS_PER_CLUSTER"; do
     done
 done
 
-first_line() { local s; s=$("$@" 2>&1 || true); printf '%s' "${s%%$'\n'*}"; }
-CPU_MODEL=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' || true)
-GIT_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")
-if [[ $GIT_REV != "?" ]] && ! git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null; then GIT_REV="$GIT_REV+dirty"; fi
+CPU_MODEL=$(cpu_model)
+GIT_REV=$(git_rev)
 RUN_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG_START=$(loadavg)
 {
-    echo "DATE=$RUN_DATE"
-    echo "CPU_MODEL=${CPU_MODEL:-unknown}"
-    echo "NPROC=$NPROC"
-    echo "KERNEL=$(uname -r)"
-    echo "LOADAVG=$LOADAVG_START"
+    host_meta "$RUN_DATE" "$LOADAVG_START"
     echo "GIT_REV=$GIT_REV"
     echo "CORRIDOR_BIN=$CORRIDOR_BIN"
     echo "NGINX_VERSION=$(first_line nginx -v)"
@@ -318,11 +191,10 @@ log "pinning (pinned=$PINNED): proxy on CPU $PROXY_CPU; wrk and upstream on CPU 
 log "running $XDS_SCALE_BIN ${args[*]}"
 # In the background, waited for, so that Ctrl-C and SIGTERM run the cleanup at once.
 pin "$LOAD_CPU" "$XDS_SCALE_BIN" "${args[@]}" >"$RESULTS/stdout.txt" 2> >(tee -a "$RUN_LOG" >&2) &
-BENCH_PID=$!
+LOAD_PIDS+=("$!")
 rc=0
-wait "$BENCH_PID" || rc=$?
-BENCH_PID=""
-LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+wait_loads || rc=$?
+LOADAVG_END=$(loadavg)
 echo "LOADAVG_END=$LOADAVG_END" >>"$RESULTS/meta.env"
 if [[ -s $RESULTS/report.md ]]; then
     printf '\nLoad average %s at the start, %s at the end (1/5/15 min); %s, %s CPUs.\n' \
