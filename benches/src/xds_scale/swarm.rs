@@ -15,12 +15,15 @@ use corridor_config::{Kind, Resource};
 use corridor_xds::{Client, ClientConfig, ClientStatus, Known, Node, Sink, Update};
 use parking_lot::Mutex;
 
+/// How many kinds of resource a control stream carries (per-kind arrays).
+pub const KINDS: usize = Kind::ALL.len();
+
 /// Decode work done by every sink of a swarm, per kind (in `Kind::ALL` order).
 #[derive(Debug, Default)]
 pub struct DecodeStats {
-    nanos: [AtomicU64; 4],
-    updates: [AtomicU64; 4],
-    resources: [AtomicU64; 4],
+    nanos: [AtomicU64; KINDS],
+    updates: [AtomicU64; KINDS],
+    resources: [AtomicU64; KINDS],
 }
 
 impl DecodeStats {
@@ -44,7 +47,7 @@ struct DecodeSink {
     stats: Arc<DecodeStats>,
     ack_only: bool,
     /// Per kind: name -> version held.
-    held: Mutex<[HashMap<String, String>; 4]>,
+    held: Mutex<[HashMap<String, String>; KINDS]>,
 }
 
 impl Sink for DecodeSink {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use corridor_benches::xds_scale::gen::{write_atomic, Layout};
 use corridor_benches::xds_scale::probe::{self, Applied, ProcSample};
-use corridor_benches::xds_scale::swarm::Swarm;
+use corridor_benches::xds_scale::swarm::{Swarm, KINDS};
 use corridor_config::Kind;
 
 use crate::{acked_now, converge, log, Bench, Proc, Wait};
@@ -211,7 +211,7 @@ pub fn variant(b: &mut Bench, v: &str) -> Result<(), String> {
     b.rec.add(v, "initial", "converge_s", secs);
     let took: u64 = applied.iter().map(|a| a.took_us).sum();
     b.rec.add(v, "initial", "proxy_apply_s", took as f64 / 1e6);
-    record_decode(b, &ctx, "initial", &Kind::ALL, [(0, 0); 4]);
+    record_decode(b, &ctx, "initial", &Kind::ALL, [(0, 0); KINDS]);
     log(&format!(
         "[{v}] initial convergence of {} subscribers: {:.3} s (proxy applied {} updates in {:.1} ms)",
         b.opts.subscribers,
@@ -372,7 +372,13 @@ pub(crate) fn wait_nodes(cp_admin: SocketAddr, n: usize) -> Result<(), String> {
 }
 
 /// Per engine client: decode time of this phase's updates of `kinds`.
-fn record_decode(b: &mut Bench, ctx: &Ctx, phase: &str, kinds: &[Kind], before: [(u64, u64); 4]) {
+fn record_decode(
+    b: &mut Bench,
+    ctx: &Ctx,
+    phase: &str,
+    kinds: &[Kind],
+    before: [(u64, u64); KINDS],
+) {
     let Some(swarm) = &ctx.swarm else { return };
     let (mut nanos, mut updates) = (0u64, 0u64);
     for k in kinds {
@@ -392,8 +398,8 @@ fn record_decode(b: &mut Bench, ctx: &Ctx, phase: &str, kinds: &[Kind], before: 
     }
 }
 
-fn decode_before(ctx: &Ctx) -> [(u64, u64); 4] {
-    let mut out = [(0, 0); 4];
+fn decode_before(ctx: &Ctx) -> [(u64, u64); KINDS] {
+    let mut out = [(0, 0); KINDS];
     if let Some(swarm) = &ctx.swarm {
         for (i, k) in Kind::ALL.iter().enumerate() {
             let (n, u, _) = swarm.stats.get(*k);
