@@ -19,7 +19,11 @@ use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::listeners::ALPN;
 use pingora_core::protocols::http::v2::server::default_h2_options;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
+
+/// Bytes of a downstream connection's write buffer: room for a typical
+/// response header and small JSON body together.
+const DOWNSTREAM_WRITE_BUFFER: usize = 8 * 1024;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
@@ -566,6 +570,11 @@ async fn accept_loop(
         let mut kill = kill.clone();
         let connection = async move {
             let mut stream: L4Stream = tcp.into();
+            // A write buffer: Pingora's HTTP/1 sessions (patch 0011) flush at
+            // the end of every write batch, so a small response's header and
+            // body leave in one send and every streamed event still leaves
+            // at once. Larger writes bypass it.
+            stream.set_buffer(L4BufferSettings::new(0, DOWNSTREAM_WRITE_BUFFER));
             if let Err(e) = stream.set_nodelay() {
                 tracing::debug!("TCP_NODELAY: {e}");
             }

@@ -79,6 +79,11 @@ impl ProxyHttp for Corridor {
         RequestCtx::new(routing, listener)
     }
 
+    /// No downstream modules: Pingora's default adds a response compression
+    /// module (disabled) whose context every request builds and whose
+    /// filters every response task passes through. Corridor never compresses.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     /// Answers a request whose head Pingora could not read (unparseable, too
     /// large, or failing its framing checks) in Corridor's format, with the
     /// status the strict head checks give its bytes. No request phase runs.

@@ -625,7 +625,11 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
-    pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
+    ///
+    /// Applications that accept connections themselves call it to turn on a
+    /// write buffer: HTTP/1.x server sessions flush at the end of every write
+    /// batch, so a small response leaves in one write.
+    pub fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want

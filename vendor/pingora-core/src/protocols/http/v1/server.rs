@@ -1033,13 +1033,26 @@ impl HttpSession {
     /// to be written, e.g., writing more bytes than what the `Content-Length` header suggests
     pub async fn write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         // TODO: check if the response header is written
-        match self.write_timeout(buf.len()) {
+        let written = match self.write_timeout(buf.len()) {
             Some(t) => match timeout(t, self.do_write_body(buf)).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
             },
             None => self.do_write_body(buf).await,
-        }
+        }?;
+        // Everything written so far (a buffered header included) leaves now,
+        // whatever the body framing; a no-op on an unbuffered stream.
+        self.flush_batch().await?;
+        Ok(written)
+    }
+
+    /// Ends a write batch: flushes what the stream's write buffer holds (the
+    /// response header and the body written with it leave in one write).
+    async fn flush_batch(&mut self) -> Result<()> {
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing response")
     }
 
     /// Whether the cancel-safe proxy task API is enabled for this session.
@@ -1598,6 +1611,7 @@ impl HttpSession {
             // no-op if body wasn't initialized or is finished already
             self.finish_body().await.map_err(|e| e.into_down())?;
         }
+        self.flush_batch().await.map_err(|e| e.into_down())?;
         Ok(end_stream || self.body_writer.finished())
     }
 
@@ -1661,6 +1675,11 @@ impl HttpSession {
             // no-op if body wasn't initialized or is finished already
             self.finish_body().await.map_err(|e| e.into_down())?;
         }
+        // The end of a batch: every task in it leaves now, in one write when
+        // the stream buffers writes (header and body of a small response, or
+        // the events an upstream read delivered), and nothing waits for the
+        // next batch.
+        self.flush_batch().await.map_err(|e| e.into_down())?;
         Ok(end_stream || self.body_writer.finished())
     }
 
@@ -1807,6 +1826,9 @@ impl HttpSession {
             }
         }
 
+        // Nothing written stays in the stream's write buffer (cancel-safe:
+        // a cancelled flush resumes on the next call).
+        self.flush_batch().await.map_err(|e| e.into_down())?;
         Ok(end_stream || self.body_writer.finished())
     }
 
