@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Before/after benchmark: two (or more) Corridor binaries against the same
+# nginx upstream, in ONE run, rounds interleaved, so that a change's effect
+# is measured beside its baseline on the same noisy machine (issue 16 reports
+# each step this way). Per binary: CPU µs per proxied HTTP/1.1 request at
+# saturation (closed loop) and at a fixed rate, client p50/p99 at the fixed
+# rate, and sends/receives per request (strace -c over a separate short run).
+#
+# Usage: benches/ab.sh BASE_BINARY NEW_BINARY [MORE_BINARIES...]
+#   e.g. git stash; cargo build --release -p corridor-proxy; cp target/release/corridor /tmp/base
+#        git stash pop; cargo build --release -p corridor-proxy
+#        benches/ab.sh /tmp/base target/release/corridor
+#
+# Environment knobs (defaults in brackets):
+#   DURATION=8            seconds per measured window
+#   WARMUP=2              seconds of load before each window
+#   ROUNDS=3              rounds (binaries interleaved); medians shown
+#   CONNECTIONS=50        h2load connections at saturation
+#   RATE=6000             fixed rate, req/s (over 10 connections); 0 skips it
+#   SYSCALLS=1            0 skips the strace run
+#   PROXY_CPU=1, LOAD_CPU=0   pinning: proxy / load generator and upstream
+#   READY_TIMEOUT=30, KEEP_TMP=1   as in the other scripts
+set -euo pipefail
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh source-path=SCRIPTDIR
+source "$SCRIPT_DIR/lib/common.sh" ab
+
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
+RATE=${RATE:-6000}
+SYSCALLS=${SYSCALLS:-1}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+READY_TIMEOUT=${READY_TIMEOUT:-30}
+require_uint DURATION WARMUP ROUNDS CONNECTIONS RATE SYSCALLS PROXY_CPU LOAD_CPU READY_TIMEOUT
+
+(($# >= 2)) || die "usage: benches/ab.sh BASE_BINARY NEW_BINARY [MORE...]"
+BINS=()
+for b in "$@"; do
+    [[ -x $b ]] || die "'$b' is not an executable"
+    BINS+=("$(realpath "$b")")
+done
+install_missing nginx:nginx-light h2load:nghttp2-client curl:curl
+((SYSCALLS)) && install_missing strace:strace
+
+make_dirs -ab logs raw
+setup_pinning
+
+read -r UP_PORT PX_PORT ADMIN_PORT <<<"$(python3 "$LIB_DIR/bench.py" ports 38080 3)"
+cat >"$TMP/nginx.conf" <<CONF
+daemon off; worker_processes 1; error_log $RESULTS/logs/nginx.error.log; pid $TMP/nginx.pid;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP_PORT; keepalive_requests 1000000;
+  location / { return 200 "hello from the upstream, a small body\n"; } } }
+CONF
+cat >"$TMP/corridor.yaml" <<CONF
+listeners: [{ name: main, address: "127.0.0.1:$PX_PORT", route_table: t }]
+admin: { address: "127.0.0.1:$ADMIN_PORT" }
+runtime: { worker_threads: 1 }
+route_tables: [{ name: t, virtual_hosts: [{ domains: ["*"], routes: [{ route: { cluster: c } }] }] }]
+clusters: [{ name: c, endpoints: [{ address: "127.0.0.1:$UP_PORT" }] }]
+CONF
+start_server nginx "$LOAD_CPU" nginx -p "$TMP" -c "$TMP/nginx.conf"
+wait_http nginx "http://127.0.0.1:$UP_PORT/"
+
+URL="http://127.0.0.1:$PX_PORT/"
+# measure NAME MODE: one window; records cpu µs/req (and latency at a rate).
+measure() {
+    local name=$1 mode=$2 pid=${PID_OF[proxy]} out t0 t1 n
+    local -a cmd=(h2load --h1 -D "$DURATION" -c "$CONNECTIONS")
+    [[ $mode == rate ]] && cmd=(h2load --h1 -D "$DURATION" -c 10 --rps $((RATE / 10))
+        --log-file "$RESULTS/raw/$name-lat-r$round.log")
+    load "$RESULTS/raw/warm.txt" h2load --h1 -D "$WARMUP" -c 10 "$URL" || true
+    t0=$(cpu_ticks "$pid")
+    out=$RESULTS/raw/$name-$mode-r$round.txt
+    load "$out" "${cmd[@]}" "$URL" || die "h2load failed: $(tail -3 "$out")"
+    t1=$(cpu_ticks "$pid")
+    n=$(awk '/^requests:/ { print $8 }' "$out")
+    ((n > 0)) || die "no request succeeded through $name: $(tail -3 "$out")"
+    rec "$round" "$name" "${mode}_us_per_req" "$(calc "($t1 - $t0) * 1000000 / $HZ / $n")"
+    rec "$round" "$name" "${mode}_rps" "$(calc "$n / $DURATION")"
+    if [[ $mode == rate ]]; then
+        parse_into LAT python3 "$LIB_DIR/bench.py" h2log "$RESULTS/raw/$name-lat-r$round.log"
+        rec "$round" "$name" p50_us "${LAT[p50_us]:-0}"
+        rec "$round" "$name" p99_us "${LAT[p99_us]:-0}"
+    fi
+}
+
+declare -A LAT=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    for i in "${!BINS[@]}"; do
+        name=$i:$(basename "${BINS[$i]}")
+        log "round $round: $name"
+        start_server proxy "$PROXY_CPU" env RUST_LOG=warn "${BINS[$i]}" run -c "$TMP/corridor.yaml"
+        wait_http proxy "$URL"
+        measure "$name" max
+        ((RATE > 0)) && measure "$name" rate
+        stop_server proxy
+    done
+done
+
+if ((SYSCALLS)); then
+    for i in "${!BINS[@]}"; do
+        name=$i:$(basename "${BINS[$i]}")
+        start_server proxy "$PROXY_CPU" env RUST_LOG=warn "${BINS[$i]}" run -c "$TMP/corridor.yaml"
+        wait_http proxy "$URL"
+        load "$RESULTS/raw/warm.txt" h2load --h1 -n 500 -c 1 "$URL" || true
+        strace -f -c -e trace=sendto,sendmsg,write,writev,recvfrom,recvmsg,read,readv \
+            -o "$RESULTS/raw/$name.strace" -p "${PID_OF[proxy]}" 2>>"$RESULTS/logs/strace.log" &
+        spid=$!
+        sleep 0.5
+        load "$RESULTS/raw/$name-strace-load.txt" h2load --h1 -n 2000 -c 1 "$URL" || true
+        kill -INT "$spid" 2>/dev/null || true
+        wait "$spid" 2>/dev/null || true
+        rec 0 "$name" sends_per_req "$(awk '$NF ~ /^(sendto|sendmsg|write|writev)$/ { s += $4 } END { printf "%.2f", s / 2000 }' "$RESULTS/raw/$name.strace")"
+        rec 0 "$name" recvs_per_req "$(awk '$NF ~ /^(recvfrom|recvmsg|read|readv)$/ { s += $4 } END { printf "%.2f", s / 2000 }' "$RESULTS/raw/$name.strace")"
+        stop_server proxy
+    done
+fi
+
+python3 - "$METRICS" "${#BINS[@]}" <<'PY' | tee "$RESULTS/report.md"
+import collections, statistics, sys
+rows = collections.defaultdict(lambda: collections.defaultdict(list))
+order = []
+for line in open(sys.argv[1]):
+    r, name, key, val = line.rstrip("\n").split("\t")
+    if name not in order:
+        order.append(name)
+    rows[name][key].append(float(val))
+med = lambda n, k: statistics.median(rows[n][k]) if rows[n][k] else None
+cols = [("max_us_per_req", "CPU µs/req at saturation"), ("max_rps", "req/s at saturation"),
+        ("rate_us_per_req", "CPU µs/req at the fixed rate"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
+        ("sends_per_req", "sends/req"), ("recvs_per_req", "receives/req")]
+cols = [c for c in cols if any(rows[n][c[0]] for n in order)]
+print("| binary | " + " | ".join(t for _, t in cols) + " |")
+print("|---|" + "---|" * len(cols))
+base = order[0]
+for n in order:
+    cells = []
+    for k, _ in cols:
+        v, b = med(n, k), med(base, k)
+        if v is None:
+            cells.append("")
+        elif n != base and b:
+            cells.append(f"{v:,.2f} ({v / b:.2f}×)")
+        else:
+            cells.append(f"{v:,.2f}")
+    print(f"| {n} | " + " | ".join(cells) + " |")
+print(f"\nMedians of {max(len(v) for v in rows[base].values())} interleaved rounds; ratios against {base}.")
+PY
+log "done; raw output in $RESULTS"
