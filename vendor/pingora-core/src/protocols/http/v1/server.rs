@@ -3837,6 +3837,48 @@ mod test_proxy_tasks {
     }
 
     #[tokio::test]
+    async fn test_unfinished_content_length_batch_flushes() {
+        init_log();
+        // A batch that leaves a Content-Length body unfinished still ends with a flush, so a
+        // buffered stream never holds back what the batch wrote (streamed data).
+        let request = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let expected_header = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        let mock_io = Builder::new()
+            .read(request)
+            .write(expected_header)
+            .write(b"01234")
+            .write(b"56789")
+            .build();
+        let (flush_mock, flush_count) = FlushTrackingMock::new(mock_io);
+        let mut http_stream = HttpSession::new(Box::new(flush_mock));
+        http_stream.update_resp_headers = false;
+        http_stream.read_request().await.unwrap();
+
+        let mut header = ResponseHeader::build(StatusCode::OK, Some(2)).unwrap();
+        header.insert_header("Content-Length", "10").unwrap();
+        let flush_before = FlushTrackingMock::flush_count(&flush_count);
+        let done = http_stream
+            .response_duplex_vec(vec![
+                HttpTask::Header(Box::new(header), false),
+                HttpTask::Body(Some(Bytes::from_static(b"01234")), false),
+            ])
+            .await
+            .unwrap();
+        assert!(!done);
+        let flush_after_first = FlushTrackingMock::flush_count(&flush_count);
+        assert!(
+            flush_after_first > flush_before,
+            "the batch must end with a flush even though the body is unfinished"
+        );
+        // A single-task batch too.
+        http_stream
+            .response_duplex_vec(vec![HttpTask::Body(Some(Bytes::from_static(b"56789")), false)])
+            .await
+            .unwrap();
+        assert!(FlushTrackingMock::flush_count(&flush_count) > flush_after_first);
+    }
+
+    #[tokio::test]
     async fn test_204_response_with_content_length_flushes() {
         init_log();
 
