@@ -168,6 +168,7 @@ fn nodes_json(registry: &NodeRegistry) -> serde_json::Value {
                 "cluster": n.cluster,
                 "metadata": n.metadata,
                 "peer": n.peer.map(|p| p.to_string()),
+                "identity": n.identity.as_deref(),
                 "variant": n.variant.as_str(),
                 "connected": n.connected,
                 "connected_at": time(Some(n.connected_at)),

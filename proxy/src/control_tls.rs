@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corridor_config::{ClientAuth, DiskFiles, XdsTls};
+use corridor_xds::transport::PeerInfo;
 use corridor_xds::transport::{Connecting, Io};
 use corridor_xds::{Accepted, Connector};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -270,9 +271,14 @@ async fn handshake(
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| spiffe_id_of(c).unwrap_or_else(|e| e));
+        .and_then(|c| spiffe_id_of(c).ok());
     tracing::info!(%peer, identity = id.as_deref().unwrap_or("none"), "control stream client connected over TLS");
-    Some(Accepted::new(Box::new(stream), peer, local))
+    let info = PeerInfo {
+        remote: peer,
+        local,
+        identity: id.map(Arc::from),
+    };
+    Some(Accepted::new(Box::new(stream), info))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::google::protobuf::value::Kind;
@@ -26,6 +27,8 @@ pub struct NodeStatus {
     pub metadata: BTreeMap<String, String>,
     /// The client's address, when known.
     pub peer: Option<SocketAddr>,
+    /// The client's verified identity (SPIFFE ID) on an mTLS control stream.
+    pub identity: Option<Arc<str>>,
     /// SotW or delta.
     pub variant: Variant,
     /// Whether the stream is still open.
@@ -133,7 +136,7 @@ impl NodeRegistry {
         stream_id: u64,
         node: &Node,
         variant: Variant,
-        peer: Option<SocketAddr>,
+        (peer, identity): (Option<SocketAddr>, Option<Arc<str>>),
     ) {
         let status = NodeStatus {
             stream_id,
@@ -141,6 +144,7 @@ impl NodeRegistry {
             cluster: node.cluster.clone(),
             metadata: metadata(node),
             peer,
+            identity,
             variant,
             connected: true,
             connected_at: SystemTime::now(),
@@ -256,7 +260,7 @@ mod tests {
     #[test]
     fn lifecycle() {
         let r = NodeRegistry::new(Duration::from_secs(60), 10);
-        r.register(1, &node("a"), Variant::Sotw, None);
+        r.register(1, &node("a"), Variant::Sotw, (None, None));
         r.sent(1, "t", "v1", "n1", 3);
         assert_eq!(
             r.node("a").unwrap().types[0].pending_nonce.as_deref(),
@@ -275,7 +279,7 @@ mod tests {
         assert!(!r.node("a").unwrap().connected);
         assert_eq!(r.connected(), 0);
         // Reconnecting replaces the closed stream.
-        r.register(2, &node("a"), Variant::Delta, None);
+        r.register(2, &node("a"), Variant::Delta, (None, None));
         let all = r.snapshot();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].stream_id, 2);
@@ -287,13 +291,13 @@ mod tests {
     fn bounded_and_aged() {
         let r = NodeRegistry::new(Duration::from_secs(60), 2);
         for i in 0..5 {
-            r.register(i, &node(&format!("n{i}")), Variant::Sotw, None);
+            r.register(i, &node(&format!("n{i}")), Variant::Sotw, (None, None));
             r.disconnected(i);
         }
         let ids: Vec<u64> = r.snapshot().iter().map(|n| n.stream_id).collect();
         assert_eq!(ids, vec![3, 4]);
         let r = NodeRegistry::new(Duration::ZERO, 10);
-        r.register(1, &node("x"), Variant::Sotw, None);
+        r.register(1, &node("x"), Variant::Sotw, (None, None));
         r.disconnected(1);
         assert!(r.snapshot().is_empty());
     }

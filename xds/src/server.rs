@@ -257,7 +257,7 @@ impl AggregatedDiscoveryService for AdsService {
         if *self.shared.closing.borrow() {
             return Err(Status::unavailable("the server is shutting down"));
         }
-        let peer = request.remote_addr();
+        let peer = peer_of(&request);
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let stream = SotwStream {
             common: StreamCommon::new(&self.shared, peer, tx),
@@ -274,7 +274,7 @@ impl AggregatedDiscoveryService for AdsService {
         if *self.shared.closing.borrow() {
             return Err(Status::unavailable("the server is shutting down"));
         }
-        let peer = request.remote_addr();
+        let peer = peer_of(&request);
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let stream = DeltaStream {
             common: StreamCommon::new(&self.shared, peer, tx),
@@ -354,11 +354,20 @@ impl AdsStream for DeltaStream {
     }
 }
 
+/// The peer's address and verified identity: from the connection a TLS
+/// acceptor handed over (`serve_incoming`), else from plain TCP.
+fn peer_of<T>(request: &Request<T>) -> (Option<SocketAddr>, Option<Arc<str>>) {
+    match request.extensions().get::<crate::transport::PeerInfo>() {
+        Some(p) => (Some(p.remote), p.identity.clone()),
+        None => (request.remote_addr(), None),
+    }
+}
+
 /// What both variants keep per stream.
 struct StreamCommon<R> {
     shared: Arc<Shared>,
     id: u64,
-    peer: Option<SocketAddr>,
+    peer: (Option<SocketAddr>, Option<Arc<str>>),
     node: Node,
     registered: bool,
     tx: mpsc::Sender<Result<R, Status>>,
@@ -367,7 +376,7 @@ struct StreamCommon<R> {
 impl<R> StreamCommon<R> {
     fn new(
         shared: &Arc<Shared>,
-        peer: Option<SocketAddr>,
+        peer: (Option<SocketAddr>, Option<Arc<str>>),
         tx: mpsc::Sender<Result<R, Status>>,
     ) -> Self {
         StreamCommon {
@@ -390,7 +399,7 @@ impl<R> StreamCommon<R> {
         }
         self.shared
             .registry
-            .register(self.id, &self.node, variant, self.peer);
+            .register(self.id, &self.node, variant, self.peer.clone());
         self.registered = true;
         tracing::info!(stream = self.id, node = %self.node.id, variant = variant.as_str(), "xDS subscriber connected");
     }

@@ -56,17 +56,27 @@ impl tower_service::Service<http::Uri> for Connector {
 }
 
 /// A connection the server accepted (after its TLS handshake, if any), with
-/// the peer's address for the server's node registry.
+/// the peer's address and verified identity for the server's node registry.
 pub struct Accepted {
     io: Box<dyn Io>,
-    remote: SocketAddr,
-    local: Option<SocketAddr>,
+    info: PeerInfo,
+}
+
+/// Who is on the other end of an accepted connection (tonic's connect info).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Our address.
+    pub local: Option<SocketAddr>,
+    /// The peer's verified identity (its SPIFFE ID), when it presented one.
+    pub identity: Option<Arc<str>>,
 }
 
 impl Accepted {
-    /// Wraps an accepted connection.
-    pub fn new(io: Box<dyn Io>, remote: SocketAddr, local: Option<SocketAddr>) -> Self {
-        Self { io, remote, local }
+    /// Wraps an accepted connection and who the peer is.
+    pub fn new(io: Box<dyn Io>, info: PeerInfo) -> Self {
+        Self { io, info }
     }
 }
 
@@ -111,12 +121,9 @@ impl AsyncWrite for Accepted {
 }
 
 impl tonic::transport::server::Connected for Accepted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        tonic::transport::server::TcpConnectInfo {
-            local_addr: self.local,
-            remote_addr: Some(self.remote),
-        }
+        self.info.clone()
     }
 }

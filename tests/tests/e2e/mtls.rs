@@ -823,6 +823,11 @@ async fn the_control_stream_runs_over_mtls_and_both_ends_refuse_the_wrong_peer()
         .filter_map(|n| n["node_id"].as_str())
         .collect();
     assert_eq!(ids, ["good"], "{nodes}");
+    // It shows who connected: the verified SPIFFE ID.
+    assert_eq!(
+        nodes["nodes"][0]["identity"], "spiffe://aws.corridor/corridor/sidecar",
+        "{nodes}"
+    );
     // The others retry and never get a configuration.
     super::eventually("both refusals to be logged", || async {
         cp.logs().contains("control plane TLS handshake failed")
