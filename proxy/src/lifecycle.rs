@@ -174,7 +174,7 @@ impl BackgroundService for Lifecycle {
                     last = stamps(&self.shared);
                     self.reload("SIGHUP");
                 }
-                _ = expiry_check.tick() => self.shared.refresh_cert_expiries(),
+                _ = expiry_check.tick() => self.shared.check_cert_expiries(),
                 _ = tick.tick() => {
                     self.shared.reclaim();
                     let now = stamps(&self.shared);

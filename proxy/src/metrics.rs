@@ -119,7 +119,7 @@ impl Metrics {
             cert_expiry: IntGaugeVec::new(
                 Opts::new(
                     "corridor_cert_expiry_seconds",
-                    "Unix time at which each certificate in use expires: `listener/<name>` for a listener's certificate, `bundle/<listener>/<trust domain>` for the earliest CA of a trust bundle, `cluster/<name>/client` for an upstream client certificate, `cluster/<name>/ca` for the earliest CA a cluster trusts; checked hourly (a warning 14 days ahead)",
+                    "Unix time at which each certificate in use expires: `listener/<name>` for a listener's certificate, `bundle/<listener>/<trust domain>` for the earliest CA of a trust bundle, `cluster/<name>/client` for an upstream client certificate, `cluster/<name>/ca` for the earliest CA a cluster trusts, `xds/client` and `xds/ca` for the control stream's; checked hourly (a warning 14 days ahead)",
                 ),
                 &["name"],
             )?,

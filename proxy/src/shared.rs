@@ -58,6 +58,10 @@ pub struct Shared {
     /// on a worker (freeing ten thousand routes takes milliseconds). A removed
     /// listener's draining accept loop still frees its last table itself.
     retired: parking_lot::Mutex<Vec<Arc<Routing>>>,
+    /// Expiries of the control stream's TLS files (`xds/client`, `xds/ca`),
+    /// read at start and by the hourly check (they are read per connect, not
+    /// per install).
+    xds_expiries: parking_lot::Mutex<Vec<(String, i64)>>,
 }
 
 impl Shared {
@@ -104,6 +108,7 @@ impl Shared {
             overrides: parking_lot::Mutex::new(None),
             xds: parking_lot::Mutex::new(None),
             retired: parking_lot::Mutex::new(Vec::new()),
+            xds_expiries: parking_lot::Mutex::new(Vec::new()),
         });
         let routing = shared.routing();
         let prepared = shared
@@ -117,7 +122,7 @@ impl Shared {
             )
             .map_err(fail)?;
         shared.listeners.commit(prepared, &shared.routing());
-        shared.refresh_cert_expiries();
+        shared.check_cert_expiries();
         shared.metrics.reload(true);
         shared.metrics.config_loaded_at.set(unix_time(&snapshot));
         Ok(shared)
@@ -129,7 +134,34 @@ impl Shared {
     pub(crate) fn refresh_cert_expiries(&self) {
         let mut all = self.listeners.cert_expiries();
         all.extend(self.routing().cert_expiries());
+        all.extend(self.xds_expiries.lock().iter().cloned());
         self.metrics.cert_expiries(&all);
+    }
+
+    /// Reads the control stream's certificate files again, then does what
+    /// `refresh_cert_expiries` does (at start, then hourly).
+    pub(crate) fn check_cert_expiries(&self) {
+        let mut xds = Vec::new();
+        if let Some(tls) = self.snapshot().xds.as_ref().and_then(|x| x.tls.as_ref()) {
+            let earliest = |file: &str| {
+                crate::tls::read_certs(&DiskFiles, file)
+                    .ok()?
+                    .iter()
+                    .filter_map(|c| crate::identity::not_after(c))
+                    .min()
+            };
+            if let Some((cert, _)) = &tls.client_cert {
+                let leaf = crate::tls::read_certs(&DiskFiles, cert)
+                    .ok()
+                    .and_then(|c| c.first().and_then(|c| crate::identity::not_after(c)));
+                xds.extend(leaf.map(|t| ("xds/client".to_string(), t)));
+            }
+            if let Some(ca) = &tls.ca_file {
+                xds.extend(earliest(ca).map(|t| ("xds/ca".to_string(), t)));
+            }
+        }
+        *self.xds_expiries.lock() = xds;
+        self.refresh_cert_expiries();
     }
 
     /// The current routing state (one atomic load).

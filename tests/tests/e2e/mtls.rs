@@ -823,6 +823,17 @@ async fn the_control_stream_runs_over_mtls_and_both_ends_refuse_the_wrong_peer()
         .filter_map(|n| n["node_id"].as_str())
         .collect();
     assert_eq!(ids, ["good"], "{nodes}");
+    // The control stream's certificates have their expiry exported too.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for name in ["xds/client", "xds/ca"] {
+        let at = good
+            .metric("corridor_cert_expiry_seconds", &[("name", name)])
+            .await;
+        assert!(at > now + 86400.0, "{name}: {at}");
+    }
     // It shows who connected: the verified SPIFFE ID.
     assert_eq!(
         nodes["nodes"][0]["identity"], "spiffe://aws.corridor/corridor/sidecar",
