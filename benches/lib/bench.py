@@ -290,8 +290,9 @@ def load_meta(d):
     return meta
 
 
-def load_metrics(d):
-    """metrics.tsv rows: round <tab> target <tab> key <tab> value."""
+def load_metrics(d, by_round=False):
+    """metrics.tsv rows: round <tab> target <tab> key <tab> value ->
+    {target: {key: [values]}}, or {target: {key: {round: value}}} by_round."""
     data = {}
     path = os.path.join(d, "metrics.tsv")
     if not os.path.exists(path):
@@ -301,12 +302,15 @@ def load_metrics(d):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 4:
                 continue
-            _rnd, target, key, value = parts
+            rnd, target, key, value = parts
             try:
                 val = float(value)
             except ValueError:
                 continue
-            data.setdefault(target, {}).setdefault(key, []).append(val)
+            if by_round:
+                data.setdefault(target, {}).setdefault(key, {})[int(rnd)] = val
+            else:
+                data.setdefault(target, {}).setdefault(key, []).append(val)
     return data
 
 

@@ -44,17 +44,22 @@ import bench  # noqa: E402  (lib/bench.py: cpu_ticks, load_meta)
 # sampling
 
 
+def ask(s, request):
+    """Sends REQUEST on socket S and reads until the peer closes."""
+    s.sendall(request)
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            return data
+        data += c
+
+
 def nginx_status(port):
     """(accepts, requests) of nginx's stub_status; the reading's own
     connection and request are included."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
-        data = b""
-        while True:
-            c = s.recv(4096)
-            if not c:
-                break
-            data += c
+        data = ask(s, b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
     lines = data.decode("latin-1").splitlines()
     for i, line in enumerate(lines):
         if line.strip().startswith("server accepts handled requests"):
@@ -68,13 +73,7 @@ def haproxy_server_stats(sock, backend):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
     s.connect(sock)
-    s.sendall(b"show stat\n")
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
+    data = ask(s, b"show stat\n")
     s.close()
     lines = data.decode().splitlines()
     hdr = lines[0].lstrip("# ").split(",")
@@ -194,26 +193,6 @@ def handshake(host, port, seconds, ca, cert, key, sni):
 # report
 
 
-def load_metrics(d):
-    """metrics.tsv rows: round <tab> target <tab> key <tab> value -> {target: {key: {round: value}}}"""
-    data = {}
-    path = os.path.join(d, "metrics.tsv")
-    if not os.path.exists(path):
-        return data
-    with open(path) as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            rnd, target, key, value = parts
-            try:
-                val = float(value)
-            except ValueError:
-                continue
-            data.setdefault(target, {}).setdefault(key, {})[int(rnd)] = val
-    return data
-
-
 def med(data, t, k):
     vals = list(data.get(t, {}).get(k, {}).values())
     return statistics.median(vals) if vals else None
@@ -233,7 +212,7 @@ NAMES = {"corridor": "Corridor", "envoy": "Envoy"}
 
 def report(d):
     meta = bench.load_meta(d)
-    data = load_metrics(d)
+    data = bench.load_metrics(d, by_round=True)  # {target: {key: {round: value}}}
     targets = [t for t in meta.get("TARGETS", "").split(",") if t]
     rate = int(meta.get("RATE", "0") or 0)
     limit = float(meta.get("RATIO_TARGET", "1.3"))
