@@ -80,25 +80,21 @@ fn host_of(authority: &str) -> String {
 /// A rustls client configuration for `tls`, read from its files now.
 fn client_config(tls: &XdsTls) -> Result<Arc<rustls::ClientConfig>, String> {
     let files = DiskFiles;
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
+    let roots = match &tls.ca_file {
         Some(f) => {
+            let mut roots = rustls::RootCertStore::empty();
             for c in read_certs(&files, f).map_err(|e| e.to_string())? {
                 roots
                     .add(c)
                     .map_err(|e| format!("{f}: not a usable CA: {e}"))?;
             }
+            Arc::new(roots)
         }
-        None => {
-            for c in rustls_native_certs::load_native_certs().unwrap_or_default() {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    let webpki =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| format!("cannot verify the control plane: {e}"))?;
+        None => crate::tls::system_roots(),
+    };
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| format!("cannot verify the control plane: {e}"))?;
     let spiffe_only = !tls.expected_identities.is_empty()
         && tls
             .expected_identities

@@ -89,6 +89,11 @@ pub(crate) fn check_upstream(der: &[u8], expected: &[Arc<str>]) -> Result<(), St
     }
 }
 
+/// When the first of `certs` (DER) to expire expires (Unix seconds).
+pub(crate) fn earliest_not_after<'a>(certs: impl IntoIterator<Item = &'a [u8]>) -> Option<i64> {
+    certs.into_iter().filter_map(not_after).min()
+}
+
 /// When a certificate expires (Unix seconds), if it can be read.
 pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -135,11 +140,9 @@ impl SpiffeClientVerifier {
         let mut expiry = Vec::new();
         for (domain, file) in &auth.trust_bundles {
             let mut roots = rustls::RootCertStore::empty();
-            let mut earliest: Option<i64> = None;
-            for (i, c) in read_certs(files, file)?.into_iter().enumerate() {
-                if let Some(t) = not_after(&c) {
-                    earliest = Some(earliest.map_or(t, |e| e.min(t)));
-                }
+            let certs = read_certs(files, file)?;
+            let earliest = earliest_not_after(certs.iter().map(|c| c.as_ref()));
+            for (i, c) in certs.into_iter().enumerate() {
                 all.push(c.clone());
                 roots.add(c).map_err(|e| TlsError {
                     file: file.to_string(),

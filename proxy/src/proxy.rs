@@ -389,18 +389,9 @@ impl ProxyHttp for Corridor {
         session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(c) = &ctx.cluster {
-            c.connect_failures.inc();
-        }
-        ctx.record_try(Outcome::ConnectFailure);
-        let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
-        if retry {
-            ctx.stats().retry(RetryReason::ConnectFailure);
-        }
-        e.set_retry(retry);
-        e
+        connect_failure(ctx, session, e)
     }
 
     /// A try failed after connecting: retry if the failure and route allow and
@@ -426,16 +417,10 @@ impl ProxyHttp for Corridor {
                 ErrorKind::UpstreamIdentity | ErrorKind::ResidencyAttestation
             )
         }) {
-            if let Some(c) = &ctx.cluster {
-                c.connect_failures.inc();
-            }
-            ctx.record_try(Outcome::ConnectFailure);
-            let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
-            if retry {
-                ctx.stats().retry(RetryReason::ConnectFailure);
+            let e = connect_failure(ctx, session, e);
+            if e.retry() {
                 ctx.local_error = None;
             }
-            e.set_retry(retry);
             return e;
         }
         let reason = retry::failure_reason(&e);
@@ -643,6 +628,21 @@ impl ProxyHttp for Corridor {
     ) -> bool {
         true
     }
+}
+
+/// Counts a failed connect (to the cluster, the try's endpoint and the
+/// outlier detector) and marks `e` retryable when the route may retry it.
+fn connect_failure(ctx: &mut RequestCtx, session: &Session, mut e: Box<Error>) -> Box<Error> {
+    if let Some(c) = &ctx.cluster {
+        c.connect_failures.inc();
+    }
+    ctx.record_try(Outcome::ConnectFailure);
+    let retry = retry::may_retry(ctx, session, RetryReason::ConnectFailure);
+    if retry {
+        ctx.stats().retry(RetryReason::ConnectFailure);
+    }
+    e.set_retry(retry);
+    e
 }
 
 /// Answers a failure in Corridor's error format and remembers it for the log.

@@ -396,10 +396,11 @@ impl ClusterRuntime {
                 client_cert
                     .as_ref()
                     .and_then(|k| crate::identity::not_after(k.leaf().borrow_raw_cert())),
-                ca.iter()
-                    .flat_map(|certs| certs.iter())
-                    .filter_map(|c| crate::identity::not_after(c.borrow_raw_cert()))
-                    .min(),
+                crate::identity::earliest_not_after(
+                    ca.iter()
+                        .flat_map(|certs| certs.iter())
+                        .map(|c| c.borrow_raw_cert().as_slice()),
+                ),
             ),
         };
         let mut h = std::hash::DefaultHasher::new();

@@ -143,21 +143,17 @@ impl Shared {
     pub(crate) fn check_cert_expiries(&self) {
         let mut xds = Vec::new();
         if let Some(tls) = self.snapshot().xds.as_ref().and_then(|x| x.tls.as_ref()) {
-            let earliest = |file: &str| {
-                crate::tls::read_certs(&DiskFiles, file)
-                    .ok()?
-                    .iter()
-                    .filter_map(|c| crate::identity::not_after(c))
-                    .min()
-            };
+            let read = |f: &str| crate::tls::read_certs(&DiskFiles, f).unwrap_or_default();
             if let Some((cert, _)) = &tls.client_cert {
-                let leaf = crate::tls::read_certs(&DiskFiles, cert)
-                    .ok()
-                    .and_then(|c| c.first().and_then(|c| crate::identity::not_after(c)));
+                let leaf = read(cert)
+                    .first()
+                    .and_then(|c| crate::identity::not_after(c));
                 xds.extend(leaf.map(|t| ("xds/client".to_string(), t)));
             }
             if let Some(ca) = &tls.ca_file {
-                xds.extend(earliest(ca).map(|t| ("xds/ca".to_string(), t)));
+                let certs = read(ca);
+                let at = crate::identity::earliest_not_after(certs.iter().map(|c| c.as_ref()));
+                xds.extend(at.map(|t| ("xds/ca".to_string(), t)));
             }
         }
         *self.xds_expiries.lock() = xds;

@@ -169,6 +169,19 @@ pub fn load_ca(files: &dyn Files, file: &str) -> Result<Arc<[WrappedX509]>, TlsE
     Ok(wrapped.into())
 }
 
+/// The system's trust roots, read once per process.
+pub(crate) fn system_roots() -> Arc<rustls::RootCertStore> {
+    static SYSTEM_ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> =
+        std::sync::OnceLock::new();
+    Arc::clone(SYSTEM_ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().unwrap_or_default() {
+            let _ = roots.add(c);
+        }
+        Arc::new(roots)
+    }))
+}
+
 /// A TLS client configuration for health probes of a cluster: its trust roots
 /// (`ca`, else the system's, read once per process) and its client
 /// certificate, or no verification when the cluster skips it.
@@ -177,8 +190,6 @@ pub(crate) fn probe_client_config(
     insecure: bool,
     client_cert: Option<&pingora_core::utils::tls::CertKey>,
 ) -> Arc<rustls::ClientConfig> {
-    static SYSTEM_ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> =
-        std::sync::OnceLock::new();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
@@ -199,13 +210,7 @@ pub(crate) fn probe_client_config(
                 }
                 Arc::new(roots)
             }
-            None => Arc::clone(SYSTEM_ROOTS.get_or_init(|| {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in rustls_native_certs::load_native_certs().unwrap_or_default() {
-                    let _ = roots.add(c);
-                }
-                Arc::new(roots)
-            })),
+            None => system_roots(),
         };
         let builder = builder.with_root_certificates(roots);
         // An upstream that requires client certificates gets the cluster's.

@@ -199,13 +199,20 @@ impl AdsServer {
 /// Serves `server` on the connections `incoming` yields (for example TLS
 /// connections already handshaken) until `shutdown` completes, then closes
 /// the streams.
-pub async fn serve_incoming<S, F>(
+pub async fn serve_incoming<S, IO, F>(
     incoming: S,
     server: AdsServer,
     shutdown: F,
 ) -> Result<(), tonic::transport::Error>
 where
-    S: tokio_stream::Stream<Item = std::io::Result<crate::transport::Accepted>> + Send + 'static,
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
     F: Future<Output = ()> + Send,
 {
     let closer = server.clone();
@@ -231,18 +238,8 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
-    let closer = server.clone();
-    let signal = async move {
-        shutdown.await;
-        closer.close_streams();
-    };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(server.service())
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
+    serve_incoming(incoming, server, shutdown).await
 }
 
 #[tonic::async_trait]
