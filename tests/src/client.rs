@@ -70,16 +70,7 @@ impl Client {
         server_name: &str,
         config: Arc<ClientConfig>,
     ) -> anyhow::Result<Client> {
-        let (tcp, killer) = connect(addr).await?;
-        let name = ServerName::try_from(server_name.to_owned())
-            .with_context(|| format!("bad server name {server_name:?}"))?;
-        let tls = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-        )
-        .await
-        .context("TLS handshake timed out")?
-        .context("TLS handshake")?;
+        let (tls, killer) = tls_connect(addr, server_name, config).await?;
         let version = match tls.get_ref().1.alpn_protocol() {
             Some(b"h2") => Version::HTTP_2,
             _ => Version::HTTP_11,
@@ -97,16 +88,7 @@ impl Client {
         server_name: &str,
         config: Arc<ClientConfig>,
     ) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {
-        let (tcp, _killer) = connect(addr).await?;
-        let name = ServerName::try_from(server_name.to_owned())
-            .with_context(|| format!("bad server name {server_name:?}"))?;
-        let tls = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-        )
-        .await
-        .context("TLS handshake timed out")?
-        .context("TLS handshake")?;
+        let (tls, _killer) = tls_connect(addr, server_name, config).await?;
         let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
         certs
             .first()
@@ -279,6 +261,29 @@ fn authority(addr: SocketAddr) -> Authority {
     addr.to_string()
         .parse()
         .expect("a socket address is an authority")
+}
+
+/// A TCP connection to `addr` with a TLS handshake verified as `server_name`,
+/// and a duplicate handle of the socket (see [`connect`]).
+async fn tls_connect(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> anyhow::Result<(
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    std::net::TcpStream,
+)> {
+    let (tcp, killer) = connect(addr).await?;
+    let name = ServerName::try_from(server_name.to_owned())
+        .with_context(|| format!("bad server name {server_name:?}"))?;
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .context("TLS handshake timed out")?
+    .context("TLS handshake")?;
+    Ok((tls, killer))
 }
 
 /// Connects with TCP_NODELAY, keeping a duplicate std handle to force-close the socket.

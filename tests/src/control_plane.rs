@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::proxy::{admin_get, free_addr, spawn};
+use crate::proxy::{admin_get, free_addrs, spawn};
 
 /// A running `corridor control-plane`, killed on drop.
 pub struct ControlPlane {
@@ -38,10 +38,11 @@ impl ControlPlane {
         for (name, yaml) in files {
             std::fs::write(dir.path().join(name), yaml).expect("write resource file");
         }
+        let [addr, admin] = free_addrs();
         let mut cp = ControlPlane {
             child: None,
-            addr: free_addr(),
-            admin: free_addr(),
+            addr,
+            admin,
             logs: Arc::new(Mutex::new(String::new())),
             dir,
             args: args.iter().map(|a| (*a).to_string()).collect(),
@@ -107,6 +108,31 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("/nodes: {e}"));
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).expect("/nodes is JSON")
+    }
+
+    /// The last NACK of each type the first node reported: `(type URL, message)`.
+    pub async fn last_nacks(&self) -> Vec<(String, String)> {
+        let nodes = self.nodes().await;
+        let types = nodes["nodes"][0]["types"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        types
+            .iter()
+            .filter_map(|t| {
+                let message = t["last_nack"].as_str()?;
+                Some((t["type_url"].as_str()?.to_string(), message.to_string()))
+            })
+            .collect()
+    }
+
+    /// `/files`: each resource file and why it is not served, if it is not.
+    pub async fn files(&self) -> String {
+        let (status, body) = admin_get(self.admin, "/files")
+            .await
+            .unwrap_or_else(|e| panic!("/files: {e}"));
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     /// Everything it logged so far.

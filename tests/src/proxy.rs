@@ -55,8 +55,16 @@ pub fn corridor_binary() -> PathBuf {
 
 /// A free port on 127.0.0.1 (bound, then released).
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    free_addrs::<1>()[0]
+}
+
+/// `N` different free ports on 127.0.0.1: all are held until every one is
+/// picked (separate `free_addr` calls may return the same port twice).
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+    });
+    held.map(|l| l.local_addr().expect("local addr"))
 }
 
 /// An address that refuses connections for as long as the returned socket
@@ -89,7 +97,7 @@ impl Corridor {
     ) -> Corridor {
         let mut last_logs = String::new();
         for _ in 0..3 {
-            let (addr, addr2, admin) = (free_addr(), free_addr(), free_addr());
+            let [addr, addr2, admin] = free_addrs();
             let yaml = fill(template, addr, addr2, admin);
             let config_path = dir.path().join("corridor.yaml");
             std::fs::write(&config_path, &yaml).expect("write config");

@@ -4,12 +4,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corridor_tests::proxy::{admin_get, free_addr, spawn};
+use corridor_tests::proxy::{admin_get, free_addrs, spawn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_printed_curl_commands_work() {
-    let (listen, admin) = (free_addr(), free_addr());
-    let ups = [free_addr(), free_addr(), free_addr()];
+    let [listen, admin, a, b, c] = free_addrs();
+    let ups = [a, b, c];
     let ups_arg = ups.map(|a| a.to_string()).join(",");
     let (mut child, logs) = spawn(&[
         "demo",

@@ -121,19 +121,13 @@ async fn cross_cloud_clients_are_verified_authorized_and_forwarded_over_h1_and_h
         for leaf in [&aws, &gcp] {
             let c = clouds.client(&proxy, alpn, leaf).await.unwrap();
             assert_eq!(c.version(), version);
-            let r = fetch(
-                &c,
-                http::Request::get("/status/200")
-                    // A client's own copy is never forwarded.
-                    .header(
-                        "x-forwarded-client-cert",
-                        "By=spiffe://evil/x;URI=spiffe://aws.corridor/ns/ops/sa/admin",
-                    )
-                    .body(corridor_tests::client::empty())
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(r.status, 200, "{alpn:?}");
+            // A client's own copy is never forwarded.
+            let forged = (
+                "x-forwarded-client-cert",
+                "By=spiffe://evil/x;URI=spiffe://aws.corridor/ns/ops/sa/admin",
+            );
+            let r = get(Ok(c), "/status/200", &[forged]).await;
+            assert_eq!(r.map(|r| r.0), Some(200), "{alpn:?}");
         }
     }
     // What the upstream received: the verified identity, set by Corridor.
@@ -297,19 +291,12 @@ async fn a_client_cannot_forge_the_forwarded_identity_on_a_plaintext_listener() 
         up.addr()
     );
     let proxy = Corridor::start(&yaml).await;
-    let c = Client::h1(proxy.addr).await.unwrap();
-    let r = fetch(
-        &c,
-        http::Request::get("/status/200")
-            .header(
-                "x-forwarded-client-cert",
-                "URI=spiffe://aws.corridor/ns/ops/sa/admin",
-            )
-            .body(corridor_tests::client::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    let forged = (
+        "x-forwarded-client-cert",
+        "URI=spiffe://aws.corridor/ns/ops/sa/admin",
+    );
+    let r = get(Client::h1(proxy.addr).await, "/status/200", &[forged]).await;
+    assert_eq!(r.map(|r| r.0), Some(200));
     let wire = up.wire_text().to_ascii_lowercase();
     assert!(wire.contains("get /status/200"), "{wire}");
     assert!(!wire.contains("x-forwarded-client-cert"), "{wire}");
@@ -708,12 +695,7 @@ xds: {{ server: "{}", node_id: n1, initial_fetch_timeout: 3s }}
     cp.write("secrets.yaml", &bad);
     let want = "secret:ingress#private_key: does not match the certificate in secret:ingress#certificate_chain";
     super::eventually("the NACK to reach the control plane", || async {
-        let nodes = cp.nodes().await;
-        nodes["nodes"][0]["types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["last_nack"].as_str().is_some_and(|m| m.contains(want)))
+        cp.last_nacks().await.iter().any(|(_, m)| m.contains(want))
     })
     .await;
     assert!(
@@ -732,10 +714,9 @@ xds: {{ server: "{}", node_id: n1, initial_fetch_timeout: 3s }}
         "secrets: [{ name: ingress, validation_context: { trusted_ca: nonsense } }]\n",
     );
     super::eventually("the control plane to report secrets.yaml", || async {
-        let (_, body) = corridor_tests::proxy::admin_get(cp.admin, "/files")
+        cp.files()
             .await
-            .unwrap();
-        body.contains("secrets[0].validation_context.trusted_ca: no PEM certificate")
+            .contains("secrets[0].validation_context.trusted_ca: no PEM certificate")
     })
     .await;
     let c = Client::tls(proxy.addr, "proxy.test", Arc::clone(&cfg)).await;
@@ -1133,8 +1114,7 @@ async fn the_readme_three_cloud_example_routes_across_clouds_over_mtls() {
     corridor_tests::pki::write_three_clouds(pki).unwrap();
     let aws_model = upstream("aws-model", UpstreamProtocol::Http1).await;
     let azure_model = upstream("azure-model", UpstreamProtocol::Http1).await;
-    let free = corridor_tests::proxy::free_addr;
-    let (ingress, aws_sidecar, azure_sidecar) = (free(), free(), free());
+    let [ingress, aws_sidecar, azure_sidecar] = corridor_tests::proxy::free_addrs();
     // The example as checked in, with this test's PKI directory and ports.
     let swaps = [
         ("/tmp/corridor-pki".to_string(), pki.display().to_string()),

@@ -658,18 +658,10 @@ async fn a_pushed_policy_takes_effect_without_restart_and_a_bad_one_is_nacked() 
     let want =
         "ResidencyPolicy(pii).rules[0].allowed_jurisdictions[0]: unknown jurisdiction `MARS`";
     super::eventually("the NACK to reach the control plane", || async {
-        let nodes = cp.nodes().await;
-        nodes["nodes"][0]["types"]
-            .as_array()
-            .unwrap()
+        cp.last_nacks()
+            .await
             .iter()
-            .any(|t| {
-                t["type_url"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with(".ResidencyPolicy")
-                    && t["last_nack"].as_str().is_some_and(|m| m.contains(want))
-            })
+            .any(|(t, m)| t.ends_with(".ResidencyPolicy") && m.contains(want))
     })
     .await;
     let nacks = proxy
@@ -687,10 +679,9 @@ async fn a_pushed_policy_takes_effect_without_restart_and_a_bad_one_is_nacked() 
         &policy("EU").replace("    rules:", "    audit_sample_rate: 2\n    rules:"),
     );
     super::eventually("the control plane to report policy.yaml", || async {
-        let (_, body) = corridor_tests::proxy::admin_get(cp.admin, "/files")
+        cp.files()
             .await
-            .unwrap();
-        body.contains("residency_policies[0].audit_sample_rate: 2 is not a share between 0 and 1")
+            .contains("residency_policies[0].audit_sample_rate: 2 is not a share between 0 and 1")
     })
     .await;
     assert_eq!(froms(6).await, ["us".to_string()].into());
