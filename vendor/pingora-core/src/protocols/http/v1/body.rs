@@ -27,8 +27,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::utils::BufRef;
 
-// TODO: make this dynamically adjusted
+// the largest body read; reads start at INITIAL_BODY_READ_SIZE and double up to this
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+// the first body read of a session. A stream of small pieces (server-sent events, tokens)
+// never fills it, so it keeps this much memory per session; a large body fills every read
+// and reaches BODY_BUFFER_SIZE after three reads.
+const INITIAL_BODY_READ_SIZE: usize = 1024 * 8;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -148,6 +152,9 @@ pub struct BodyReader {
     pub body_state: ParseState,
     pub body_buf: Option<BytesMut>,
     pub body_buf_size: usize,
+    /// Size of the next read from the stream: starts small and doubles, up to
+    /// `body_buf_size`, every time a read fills it.
+    read_size: usize,
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
@@ -159,6 +166,7 @@ impl BodyReader {
             body_state: PS::ToStart,
             body_buf: None,
             body_buf_size: BODY_BUFFER_SIZE,
+            read_size: INITIAL_BODY_READ_SIZE,
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
@@ -174,13 +182,28 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
-        if !buf_to_rewind.is_empty() {
-            self.rewind_buf_len = buf_to_rewind.len();
-            // TODO: this is still 1 copy. Make it zero
-            body_buf.put_slice(buf_to_rewind);
+        if buf_to_rewind.is_empty() {
+            // the first read allocates it, with the size it needs
+            self.body_buf = None;
+            return;
         }
-        self.body_buf = Some(body_buf);
+        // Exactly the rewound bytes: when they are the whole body (a small response read
+        // with its header) nothing more is needed, and a further read grows the buffer.
+        self.rewind_buf_len = buf_to_rewind.len();
+        // TODO: this is still 1 copy. Make it zero
+        self.body_buf = Some(BytesMut::from(buf_to_rewind));
+    }
+
+    /// The size of the next read from the stream (see `read_size`).
+    fn next_read_size(&self) -> usize {
+        self.read_size.min(self.body_buf_size)
+    }
+
+    /// Record that a read of `asked` bytes returned `got`: a full read doubles the next one.
+    fn note_read(&mut self, asked: usize, got: usize) {
+        if got >= asked && self.read_size < self.body_buf_size {
+            self.read_size = (self.read_size * 2).min(self.body_buf_size);
+        }
     }
 
     /// Adopt `buf_to_rewind` as the body buffer instead of copying it.
@@ -404,8 +427,8 @@ impl BodyReader {
         // downstream should not discard remaining data if peer sent more, so cap the read at what
         // is left of this body and leave anything past it on the stream
         let read_size = match self.body_state {
-            PS::Partial(_, remaining) if !self.upstream => remaining.min(self.body_buf_size),
-            _ => self.body_buf_size,
+            PS::Partial(_, remaining) if !self.upstream => remaining.min(self.next_read_size()),
+            _ => self.next_read_size(),
         };
         if n == 0 {
             /* Need to actually read */
@@ -415,6 +438,7 @@ impl BodyReader {
                 .read_buf(body_buf)
                 .await
                 .or_err(ReadError, "when reading body")?;
+            self.note_read(read_size, n);
         }
         match self.body_state {
             PS::Partial(read, to_read) => {
@@ -462,13 +486,14 @@ impl BodyReader {
         self.rewind_buf_len = 0; // we only need to read rewind data once
         if n == 0 {
             /* Need to actually read */
-            let read_size = self.body_buf_size;
+            let read_size = self.next_read_size();
             let body_buf = self.prepare_buf_for_io(read_size);
             n = stream
                 .take(read_size as u64)
                 .read_buf(body_buf)
                 .await
                 .or_err(ReadError, "when reading body")?;
+            self.note_read(read_size, n);
         }
         match self.body_state {
             PS::UntilClose(read) => {
@@ -500,13 +525,14 @@ impl BodyReader {
                         existing_buf_end = self.rewind_buf_len;
                         self.rewind_buf_len = 0; // we only need to read rewind data once
                         if existing_buf_end == 0 {
-                            let read_size = self.body_buf_size;
+                            let read_size = self.next_read_size();
                             let body_buf = self.prepare_buf_for_io(read_size);
                             existing_buf_end = stream
                                 .take(read_size as u64)
                                 .read_buf(body_buf)
                                 .await
                                 .or_err(ReadError, "when reading body")?;
+                            self.note_read(read_size, existing_buf_end);
                         }
                     } else {
                         /* existing_buf_end != 0 this is partial chunk head */
@@ -2086,6 +2112,53 @@ mod tests {
         let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&second), b"bc");
         assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+    }
+
+    #[tokio::test]
+    async fn body_reads_start_small_and_double_while_they_fill() {
+        init_log();
+        let input = vec![b'x'; 200 * 1024];
+        let mut mock_io = Builder::new().read(&input[..]).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(input.len(), b"");
+        let mut sizes = vec![];
+        while let Some(piece) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            sizes.push(piece.len());
+        }
+        assert_eq!(
+            sizes,
+            [8192, 16384, 32768, 65536, 65536, 200 * 1024 - 188416]
+        );
+    }
+
+    #[tokio::test]
+    async fn small_body_pieces_keep_the_first_read_size() {
+        init_log();
+        let mut mock_io = Builder::new()
+            .read(b"5\r\nhello\r\n")
+            .read(b"5\r\nworld\r\n")
+            .read(b"0\r\n\r\n")
+            .build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"");
+        let first = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&first), b"hello");
+        let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&second), b"world");
+        assert!(body_reader.read_body(&mut mock_io).await.unwrap().is_none());
+        assert_eq!(body_reader.read_size, INITIAL_BODY_READ_SIZE);
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() <= INITIAL_BODY_READ_SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_with_its_header_is_kept_at_its_size() {
+        init_log();
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abc");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.body_buf.as_ref().unwrap().capacity(), 3);
     }
 
     #[tokio::test]
