@@ -33,6 +33,8 @@ const BODY_BUFFER_SIZE: usize = 1024 * 64;
 // never fills it, so it keeps this much memory per session; a large body fills every read
 // and reaches BODY_BUFFER_SIZE after three reads.
 const INITIAL_BODY_READ_SIZE: usize = 1024 * 8;
+// body pieces at least this large are handed out without a copy (see take_body)
+const ZERO_COPY_MIN: usize = 1024 * 4;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -328,6 +330,29 @@ impl BodyReader {
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())
+    }
+
+    /// The body bytes `buf_ref` points at, as [`Bytes`], without copying them when it pays.
+    ///
+    /// A content-length or close-delimited body is read into a fresh buffer each time, so
+    /// after a read the buffer holds exactly the returned bytes and nothing the parser needs
+    /// again. Then the buffer itself is handed out when the piece is large or fills most of
+    /// it; the next read starts a new buffer, or takes the old one back if the caller has
+    /// dropped it by then. A small piece in a large buffer is copied, so that a slow stream
+    /// of small pieces does not pin a whole read buffer per piece. Chunked bodies (the
+    /// buffer also holds framing and maybe the next chunk) are always copied.
+    pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        let whole_buffer = !matches!(self.body_state, PS::Chunked(..) | PS::ChunkedFinal(..))
+            && buf_ref.0 == 0
+            && self.body_buf.as_ref().is_some_and(|b| b.len() == buf_ref.1);
+        if whole_buffer {
+            let body_buf = self.body_buf.as_mut().expect("checked above");
+            let len = body_buf.len();
+            if len >= ZERO_COPY_MIN || len * 2 >= body_buf.capacity() {
+                return body_buf.split().freeze();
+            }
+        }
+        Bytes::copy_from_slice(self.get_body(buf_ref))
     }
 
     #[allow(dead_code)]
@@ -2159,6 +2184,62 @@ mod tests {
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&res), b"abc");
         assert_eq!(body_reader.body_buf.as_ref().unwrap().capacity(), 3);
+    }
+
+    #[tokio::test]
+    async fn large_content_length_pieces_are_handed_out_without_a_copy() {
+        init_log();
+        let input = vec![b'x'; 40 * 1024];
+        let mut mock_io = Builder::new().read(&input[..]).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(input.len(), b"");
+        let mut total = 0;
+        while let Some(piece) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            let buf_ptr = body_reader.body_buf.as_ref().unwrap().as_ptr();
+            let bytes = body_reader.take_body(&piece);
+            assert_eq!(bytes.as_ptr(), buf_ptr, "handed out in place");
+            assert_eq!(bytes.len(), piece.len());
+            total += bytes.len();
+            // dropped before the next read: the reader takes its buffer back
+            drop(bytes);
+        }
+        assert_eq!(total, input.len());
+    }
+
+    #[tokio::test]
+    async fn small_pieces_and_chunked_bodies_are_copied() {
+        init_log();
+        // a small piece at the start of a larger content-length body: copied
+        let mut mock_io = Builder::new().read(b"ab").read(b"cd").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(4, b"");
+        let piece = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        let buf_ptr = body_reader.body_buf.as_ref().unwrap().as_ptr();
+        let bytes = body_reader.take_body(&piece);
+        assert_eq!(&bytes[..], b"ab");
+        assert_ne!(bytes.as_ptr(), buf_ptr);
+        let piece = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(&body_reader.take_body(&piece)[..], b"cd");
+
+        // a small body read with its header fills its buffer: handed out
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abc");
+        let piece = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        let buf_ptr = body_reader.body_buf.as_ref().unwrap().as_ptr();
+        let bytes = body_reader.take_body(&piece);
+        assert_eq!((&bytes[..], bytes.as_ptr()), (&b"abc"[..], buf_ptr));
+
+        // chunked: the buffer holds framing, copied
+        let input = [&b"2000\r\n"[..], &[b'y'; 0x2000], b"\r\n0\r\n\r\n"].concat();
+        let mut mock_io = Builder::new().read(&input).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"");
+        let mut got = vec![];
+        while let Some(piece) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            got.extend_from_slice(&body_reader.take_body(&piece));
+        }
+        assert_eq!(got, vec![b'y'; 0x2000]);
     }
 
     #[tokio::test]

@@ -486,14 +486,7 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
-        let result = match self.body_read_timeout.or(self.read_timeout) {
-            Some(t) => match timeout(t, self.do_read_body()).await {
-                Ok(res) => res,
-                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
-            },
-            None => self.do_read_body().await,
-        };
-
+        let result = self.read_body_buf_ref().await;
         result.map(|maybe_body| {
             maybe_body.map(|body_ref| {
                 let slice = self.body_reader.get_body(&body_ref);
@@ -503,10 +496,27 @@ impl HttpSession {
         })
     }
 
+    /// Read the next piece of the body into the body reader, under the read timeout.
+    async fn read_body_buf_ref(&mut self) -> Result<Option<BufRef>> {
+        match self.body_read_timeout.or(self.read_timeout) {
+            Some(t) => match timeout(t, self.do_read_body()).await {
+                Ok(res) => res,
+                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
+            },
+            None => self.do_read_body().await,
+        }
+    }
+
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
+    ///
+    /// Large pieces of a content-length or close-delimited body are handed out without a
+    /// copy (see [`BodyReader::take_body`]).
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        let Some(body_ref) = self.read_body_buf_ref().await? else {
+            return Ok(None);
+        };
+        self.body_recv = self.body_recv.saturating_add(body_ref.len());
+        Ok(Some(self.body_reader.take_body(&body_ref)))
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).
