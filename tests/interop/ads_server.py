@@ -19,6 +19,7 @@ import importlib.resources
 import json
 import os
 import queue
+import shutil
 import signal
 import sys
 import tempfile
@@ -65,7 +66,12 @@ def load_corridor_module(proto_dir):
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed for {proto_dir}/corridor/v1/config.proto")
     sys.path.insert(0, out)
-    return importlib.import_module("corridor.v1.config_pb2")
+    try:
+        return importlib.import_module("corridor.v1.config_pb2")
+    finally:
+        # loaded: the generated files are not needed again (and a killed server leaves none)
+        sys.path.remove(out)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- control file
