@@ -35,7 +35,7 @@ pub use cluster::{
     glob_match, Cluster, Endpoint, EndpointTable, Fallback, LabelSource, Locality, RequestLabel,
     SubsetError, Target, UpstreamProtocol, UpstreamTls,
 };
-pub use compile::{compile, DEFAULT_ADMIN_ADDRESS};
+pub use compile::{compile, DEFAULT_ADMIN_ADDRESS, DEFAULT_LOG_QUEUE_LINES};
 pub use decode::{parse_duration, SourceMap};
 pub use endpoint_set::EndpointSet;
 pub use error::{ConfigError, ConfigErrors, FieldPath};

@@ -289,7 +289,10 @@ fn main() -> ExitCode {
             tls_key,
             client_trust_bundle,
         } => {
-            init_logging(corridor_config::LogFormat::Text, 128_000);
+            init_logging(
+                corridor_config::LogFormat::Text,
+                corridor_config::DEFAULT_LOG_QUEUE_LINES,
+            );
             let tls = match control_plane_tls(tls_cert, tls_key, &client_trust_bundle) {
                 Ok(t) => t,
                 Err(e) => {
