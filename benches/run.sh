@@ -14,6 +14,8 @@
 #   ROUNDS=1              repeat the h1/h2 tests N times, interleaved; median shown
 #   ONLY=direct,corridor,nginx,haproxy,envoy   subset of targets to run
 #   SKIP_STREAM=1         skip the 1 GiB streaming test
+#   RSS_SECONDS=5         seconds at 1 000 req/s before reading each proxy's RSS
+#                         (idle RSS is read first); 0 skips the memory test
 #   STREAM_H2=1           also stream the 1 GiB body over h2c (0 to skip)
 #   FIXED_RPS=            fixed-load rate; default: FIXED_FRACTION of nginx's h1 max rps
 #   FIXED_FRACTION=0.5    fraction of nginx's max rps used as the fixed load
@@ -49,6 +51,7 @@ WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-1}
 ONLY=${ONLY:-direct,corridor,nginx,haproxy,envoy}
 SKIP_STREAM=${SKIP_STREAM:-0}
+RSS_SECONDS=${RSS_SECONDS:-5}
 STREAM_H2=${STREAM_H2:-1}
 FIXED_RPS=${FIXED_RPS:-}
 FIXED_FRACTION=${FIXED_FRACTION:-0.5}
@@ -69,7 +72,7 @@ STREAM_BYTES=1073741824
 
 # ---------------------------------------------------------------- knobs
 
-require_uint DURATION CONNECTIONS WARMUP ROUNDS FIXED_CONNECTIONS H2_CONNECTIONS H2_STREAMS BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT
+require_uint DURATION CONNECTIONS WARMUP ROUNDS RSS_SECONDS FIXED_CONNECTIONS H2_CONNECTIONS H2_STREAMS BASE_PORT PROXY_CPU LOAD_CPU READY_TIMEOUT
 (( DURATION >= 1 )) || die "DURATION must be >= 1"
 (( ROUNDS >= 1 )) || die "ROUNDS must be >= 1"
 [[ $NGINX_BUFFERING == on || $NGINX_BUFFERING == off ]] || die "NGINX_BUFFERING must be on or off"
@@ -357,6 +360,21 @@ measure_fixed() {
     gzip -f "$logf" 2>/dev/null || true
 }
 
+# measure_rss TARGET: the proxy's RSS idle, then after RSS_SECONDS at 1 000 req/s
+# (h2load --h1, 10 connections); before any other load, so idle means idle.
+measure_rss() {
+    local t=$1 pid idle rss hwm url
+    pid=$(proxy_pid "$t")
+    [[ -n $pid ]] || return 0
+    url=$(h1_url "$t")/
+    read -r idle hwm < <(python3 "$LIB_DIR/bench.py" mem "$pid")
+    rec 1 "$t" rss_idle_kb "$idle"
+    load "$RESULTS/raw/rss-$t.txt" h2load --h1 -c10 -t1 --rps 100 -D "$RSS_SECONDS" "$url" || true
+    read -r rss hwm < <(python3 "$LIB_DIR/bench.py" mem "$pid")
+    rec 1 "$t" rss_1k_kb "$rss"
+    log "rss   [$t]: idle $idle KiB, $rss KiB after ${RSS_SECONDS}s at 1000 req/s"
+}
+
 # measure_stream TARGET: 1 GiB through h1 (and h2c), proxy peak RSS before/after
 measure_stream() {
     local t=$1 pid rss0 hwm0 rss1 hwm1 proto url out code size speed total
@@ -452,6 +470,11 @@ done
 write_meta >"$RESULTS/meta.env"
 log "all targets up (${TARGETS[*]}); pinning: proxies on CPU $PROXY_CPU, load generator + upstream on CPU $LOAD_CPU (pinned=$PINNED)"
 for t in "${!SKIPPED[@]}"; do warn "$t is NOT part of this run: ${SKIPPED[$t]}"; done
+
+# 0. Memory: RSS idle and at 1 000 req/s, before any other load.
+if ((RSS_SECONDS > 0)); then
+    for t in "${TARGETS[@]}"; do measure_rss "$t"; done
+fi
 
 # 1+2. h1 max rps, latency, CPU/request; 4. h2. Rounds interleave the targets.
 for ((round = 1; round <= ROUNDS; round++)); do

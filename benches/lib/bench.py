@@ -385,6 +385,9 @@ def report(d):
     if show_h2_stream:
         cols += ["h2 1 GiB MB/s", "h2 vs direct"]
     cols += ["RSS Δ (peak)"]
+    show_rss = any(med(data, t, "rss_idle_kb") is not None for t in targets)
+    if show_rss:
+        cols += ["RSS idle", "RSS @ 1k rps"]
     if show_allocs:
         cols += ["allocs/req h1", "allocs/req h2"]
 
@@ -435,6 +438,10 @@ def report(d):
             row.append(fmt_kb(after - before) if before is not None and after is not None else "-")
         else:
             row.append("-")
+        if show_rss:
+            for key in ("rss_idle_kb", "rss_1k_kb"):
+                v = med(data, t, key) if proxy else None
+                row.append(f"{v / 1024:.1f} MiB" if v is not None else "-")
         if show_allocs:
             a1 = med(data, t, "allocs_per_req_h1")
             a2 = med(data, t, "allocs_per_req_h2")
@@ -497,6 +504,10 @@ def report(d):
                    + "); upstream `sendfile off`; nginx `proxy_buffering off`; envoy 64 KiB "
                    "per-connection buffer limit; "
                    "RSS Δ = growth of the proxy's peak RSS (VmHWM) across the transfer(s)")
+    if show_rss:
+        out.append("- RSS idle = the proxy's resident memory (process tree) right after start, before any "
+                   "other test; RSS @ 1k rps = after a few seconds at 1 000 req/s "
+                   "(`h2load --h1 -c10 --rps 100`)")
     out.append("- CPU µs/req = (utime+stime of the proxy's process tree over the measured run) "
                "/ requests completed; proxy CPU % = its CPU time / run time (near 100 %: the proxy "
                "was the bottleneck; well below: the load generator/upstream CPU was); ratios compare "
