@@ -360,7 +360,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: connecting (L4 and TLS handshake) holds several KiB of state, which
+            // would otherwise be part of every request's future, reused connection or not.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
@@ -585,6 +587,23 @@ mod tests {
     use tls::Connector;
 
     use super::*;
+
+    #[test]
+    fn test_get_stream_future_keeps_the_connect_state_boxed() {
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new("127.0.0.1:1");
+        // futures are lazy: neither connects
+        let get = connector.get_stream(&peer);
+        let connect = connector.new_stream(&peer);
+        // The connect path (L4 and TLS handshake) is boxed, so a request that reuses a
+        // pooled connection does not carry the handshake's state in its future.
+        assert!(
+            std::mem::size_of_val(&get) * 2 < std::mem::size_of_val(&connect),
+            "get_stream {} bytes, new_stream {} bytes",
+            std::mem::size_of_val(&get),
+            std::mem::size_of_val(&connect)
+        );
+    }
     use crate::upstreams::peer::BasicPeer;
 
     #[tokio::test]
