@@ -583,7 +583,11 @@ async fn accept_loop(
             stream.set_socket_digest(digest);
             let io: pingora_core::protocols::Stream = match acceptor {
                 Some(a) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.tls_handshake(stream)).await {
+                    // Boxed: the handshake's state (about 7 KiB) would otherwise stay in
+                    // this connection's task for its whole life (twice, with the select
+                    // below), which is most of the memory an idle stream costs.
+                    let handshake = Box::pin(a.tls_handshake(stream));
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => Box::new(tls),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -603,6 +607,8 @@ async fn accept_loop(
             }
         };
         tokio::spawn(async move {
+            // Pinned in place: `select!` then holds a reference, not a second copy.
+            let connection = std::pin::pin!(connection);
             tokio::select! {
                 () = connection => {}
                 // The listener's drain ran out of time: dropping the future closes
