@@ -232,15 +232,16 @@ impl BodyReader {
         body_buf
     }
 
-    /// Grow the body buffer so it has room for `body_buf_size` bytes in total without discarding
-    /// what it already holds.
+    /// Grow the body buffer so it has room for a partial chunk head of `head_len` bytes plus one
+    /// read of [`Self::next_read_size`] without discarding what it already holds.
     ///
     /// Used by the partial chunk head path, which must keep the bytes it has already buffered
     /// while making room to read the rest of the head.
-    fn reserve_buf_for_io(&mut self) {
+    fn reserve_buf_for_io(&mut self, head_len: usize) {
+        let want = head_len + self.next_read_size();
         let body_buf = self.body_buf.get_or_insert_default();
-        if body_buf.len() < self.body_buf_size {
-            body_buf.reserve(self.body_buf_size - body_buf.len());
+        if body_buf.capacity() < want {
+            body_buf.reserve(want.saturating_sub(body_buf.len()));
         }
     }
 
@@ -336,10 +337,11 @@ impl BodyReader {
     ///
     /// A content-length or close-delimited body is read into a fresh buffer each time, so
     /// after a read the buffer holds exactly the returned bytes and nothing the parser needs
-    /// again. Then the buffer itself is handed out when the piece is large or fills most of
-    /// it; the next read starts a new buffer, or takes the old one back if the caller has
-    /// dropped it by then. A small piece in a large buffer is copied, so that a slow stream
-    /// of small pieces does not pin a whole read buffer per piece. Chunked bodies (the
+    /// again. Then the buffer itself is handed out when the piece is at least
+    /// `ZERO_COPY_MIN` bytes; the next read starts a new buffer, or takes the old one back if
+    /// the caller has dropped it by then. Smaller pieces are copied, so that a slow stream of
+    /// small pieces does not pin a whole read buffer (up to 64 KiB) per piece; `capacity()`
+    /// cannot tell, since a split-off tail reports only its own length. Chunked bodies (the
     /// buffer also holds framing and maybe the next chunk) are always copied.
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
         let whole_buffer = !matches!(self.body_state, PS::Chunked(..) | PS::ChunkedFinal(..))
@@ -347,8 +349,7 @@ impl BodyReader {
             && self.body_buf.as_ref().is_some_and(|b| b.len() == buf_ref.1);
         if whole_buffer {
             let body_buf = self.body_buf.as_mut().expect("checked above");
-            let len = body_buf.len();
-            if len >= ZERO_COPY_MIN || len * 2 >= body_buf.capacity() {
+            if body_buf.len() >= ZERO_COPY_MIN {
                 return body_buf.split().freeze();
             }
         }
@@ -571,7 +572,8 @@ impl BodyReader {
                          * bounded and cheap, while split_off() would leave only
                          * capacity - partial_head_start of room behind it and force the reserve
                          * below to move the same bytes anyway (or reallocate) to fit the read. */
-                        self.reserve_buf_for_io();
+                        let read_size = self.next_read_size();
+                        self.reserve_buf_for_io(expecting_from_io);
                         let body_buf = self
                             .body_buf
                             .as_mut()
@@ -587,7 +589,7 @@ impl BodyReader {
                             .body_state
                             .partial_chunk_head(expecting_from_io, expecting_from_io);
                         let new_bytes = stream
-                            .take((self.body_buf_size - expecting_from_io) as u64)
+                            .take(read_size as u64)
                             .read_buf(body_buf)
                             .await
                             .or_err(ReadError, "when reading body")?;
@@ -2170,9 +2172,29 @@ mod tests {
         assert_eq!(body_reader.get_body(&first), b"hello");
         let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&second), b"world");
+        // checked mid-body: the terminal chunk's split would hide a larger allocation
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() <= INITIAL_BODY_READ_SIZE);
         assert!(body_reader.read_body(&mut mock_io).await.unwrap().is_none());
         assert_eq!(body_reader.read_size, INITIAL_BODY_READ_SIZE);
-        assert!(body_reader.body_buf.as_ref().unwrap().capacity() <= INITIAL_BODY_READ_SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_head_split_across_reads_keeps_the_read_size() {
+        init_log();
+        let mut mock_io = Builder::new()
+            .read(b"5\r\nhello\r\na")
+            .read(b"\r\n0123456789\r\n0\r\n\r\n")
+            .build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"");
+        let mut got = vec![];
+        while let Some(piece) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            got.extend_from_slice(body_reader.get_body(&piece));
+            // the partial head path used to grow the buffer to 64 KiB for good
+            let cap = body_reader.body_buf.as_ref().unwrap().capacity();
+            assert!(cap <= 2 * INITIAL_BODY_READ_SIZE, "capacity {cap}");
+        }
+        assert_eq!(got, b"hello0123456789");
     }
 
     #[tokio::test]
@@ -2181,9 +2203,10 @@ mod tests {
         let mut mock_io = Builder::new().build();
         let mut body_reader = BodyReader::new(true);
         body_reader.init_content_length(3, b"abc");
+        // before the read, so the capacity is the allocation's, not a split-off tail's
+        assert_eq!(body_reader.body_buf.as_ref().unwrap().capacity(), 3);
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&res), b"abc");
-        assert_eq!(body_reader.body_buf.as_ref().unwrap().capacity(), 3);
     }
 
     #[tokio::test]
@@ -2221,14 +2244,18 @@ mod tests {
         let piece = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(&body_reader.take_body(&piece)[..], b"cd");
 
-        // a small body read with its header fills its buffer: handed out
-        let mut mock_io = Builder::new().build();
+        // the small last piece of a large body: copied, so it does not pin the read buffer
+        let input = vec![b'z'; 8192 + 10];
+        let mut mock_io = Builder::new().read(&input[..]).build();
         let mut body_reader = BodyReader::new(true);
-        body_reader.init_content_length(3, b"abc");
-        let piece = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        body_reader.init_content_length(input.len(), b"");
+        let first = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.take_body(&first).len(), 8192);
+        let last = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         let buf_ptr = body_reader.body_buf.as_ref().unwrap().as_ptr();
-        let bytes = body_reader.take_body(&piece);
-        assert_eq!((&bytes[..], bytes.as_ptr()), (&b"abc"[..], buf_ptr));
+        let bytes = body_reader.take_body(&last);
+        assert_eq!(bytes.len(), 10);
+        assert_ne!(bytes.as_ptr(), buf_ptr);
 
         // chunked: the buffer holds framing, copied
         let input = [&b"2000\r\n"[..], &[b'y'; 0x2000], b"\r\n0\r\n\r\n"].concat();
