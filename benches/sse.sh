@@ -89,12 +89,15 @@ ALL_TARGETS=(direct corridor nginx haproxy envoy)
 select_targets target "$ONLY" "${ALL_TARGETS[@]}"
 
 # The most streams open at once, and the file descriptors that takes: sse_load
-# holds both ends (client and upstream), a proxy two per stream.
+# holds both ends (client and upstream), a proxy two per stream, and idle
+# keep-alive connections of the previous run may still be open beside them.
 MAX_STREAMS=$STREAMS
 ((SKIP_SAT == 0 && SAT_STREAMS > MAX_STREAMS)) && MAX_STREAMS=$SAT_STREAMS
-NEED_FDS=$((2 * MAX_STREAMS + 1024))
+NEED_FDS=$((4 * MAX_STREAMS + 1024))
 if (($(ulimit -n) < NEED_FDS)); then
-    ulimit -n "$NEED_FDS" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    # -S: raise the soft limit only; lowering the hard one would stop nginx
+    # from raising its own (worker_rlimit_nofile) above it.
+    ulimit -Sn "$NEED_FDS" 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
     (($(ulimit -n) >= NEED_FDS)) || die "$MAX_STREAMS streams need $NEED_FDS open files; the limit is $(ulimit -n) (hard $(ulimit -Hn)): lower STREAMS/SAT_STREAMS or raise the limit"
 fi
 

@@ -71,7 +71,7 @@ def report(d):
         return ms * 1000.0 / ev
 
     nginx_kib, nginx_cpu = per_stream_kib("nginx"), cpu_per_event("nginx")
-    cols = ["target", "idle RSS MB", "RSS KiB/stream", "vs nginx", "CPU µs/event", "vs nginx",
+    cols = ["target", "idle RSS MiB", "RSS KiB/stream", "vs nginx", "CPU µs/event", "vs nginx",
             "gap ms p50 / p99 / max", "lost"]
     if sat:
         cols += ["sat: proxy CPU %", "sat: 1st event ms p50 / p99 / max", "sat: gap ms p99 / max",
@@ -127,7 +127,7 @@ def report(d):
             bits.append(f"last event at {fmt(get(t, f'{ph}_last_event_ms'))} ms of {fmt(get(t, f'{ph}_nominal_ms'))}")
             if proxy and ph == "sat":
                 bits.append(f"RSS {fmt((get(t, 'sat_rss_idle_kib') or 0) / 1024)} → "
-                            f"{fmt((get(t, 'sat_rss_peak_kib') or 0) / 1024)} MB")
+                            f"{fmt((get(t, 'sat_rss_peak_kib') or 0) / 1024)} MiB")
             parts.append(f"{label}: " + ", ".join(bits))
             lost, failed = get(t, f"{ph}_lost"), get(t, f"{ph}_streams_failed")
             late = get(t, f"{ph}_streams_timed_out")

@@ -61,16 +61,19 @@ class EventLog:
 def load_corridor_module(proto_dir):
     """Generates Python stubs for corridor/v1/config.proto into a temp dir and imports them."""
     out = tempfile.mkdtemp(prefix="corridor-pb-")
-    wkt = str(importlib.resources.files("grpc_tools") / "_proto")
-    args = ["protoc", f"-I{proto_dir}", f"-I{wkt}", f"--python_out={out}", "corridor/v1/config.proto"]
-    if protoc.main(args) != 0:
-        raise SystemExit(f"protoc failed for {proto_dir}/corridor/v1/config.proto")
-    sys.path.insert(0, out)
     try:
-        return importlib.import_module("corridor.v1.config_pb2")
+        wkt = str(importlib.resources.files("grpc_tools") / "_proto")
+        args = ["protoc", f"-I{proto_dir}", f"-I{wkt}", f"--python_out={out}", "corridor/v1/config.proto"]
+        if protoc.main(args) != 0:
+            raise SystemExit(f"protoc failed for {proto_dir}/corridor/v1/config.proto")
+        sys.path.insert(0, out)
+        try:
+            return importlib.import_module("corridor.v1.config_pb2")
+        finally:
+            sys.path.remove(out)
     finally:
-        # loaded: the generated files are not needed again (and a killed server leaves none)
-        sys.path.remove(out)
+        # loaded (or failed): the generated files are not needed again, and a killed
+        # server leaves none behind
         shutil.rmtree(out, ignore_errors=True)
 
 
