@@ -18,6 +18,11 @@
 #   CONNECTIONS=50        h2load connections at saturation
 #   RATE=6000             fixed rate, req/s (over 10 connections); 0 skips it
 #   SYSCALLS=1            0 skips the strace run
+#   INSNS=1               user-space instructions per request under callgrind:
+#                         the only figure here that does not move with the
+#                         VM's noise (rounds vary +-15 %); 0 skips it
+#   INSNS_N=2500          requests counted (difference of two runs, 500 and
+#                         500 + INSNS_N requests, so start-up cancels out)
 #   PROXY_CPU=1, LOAD_CPU=0   pinning: proxy / load generator and upstream
 #   READY_TIMEOUT=30, KEEP_TMP=1   as in the other scripts
 set -euo pipefail
@@ -31,10 +36,12 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 RATE=${RATE:-6000}
 SYSCALLS=${SYSCALLS:-1}
+INSNS=${INSNS:-1}
+INSNS_N=${INSNS_N:-2500}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
-require_uint DURATION WARMUP ROUNDS CONNECTIONS RATE SYSCALLS PROXY_CPU LOAD_CPU READY_TIMEOUT
+require_uint DURATION WARMUP ROUNDS CONNECTIONS RATE SYSCALLS INSNS INSNS_N PROXY_CPU LOAD_CPU READY_TIMEOUT
 
 (($# >= 2)) || die "usage: benches/ab.sh BASE_BINARY NEW_BINARY [MORE...]"
 BINS=()
@@ -44,6 +51,7 @@ for b in "$@"; do
 done
 install_missing nginx:nginx-light h2load:nghttp2-client curl:curl
 ((SYSCALLS)) && install_missing strace:strace
+((INSNS)) && install_missing valgrind:valgrind
 
 make_dirs -ab logs raw
 setup_pinning
@@ -120,6 +128,33 @@ if ((SYSCALLS)); then
     done
 fi
 
+# callgrind_ir BINARY NAME N: total instructions (Ir) of BINARY started under
+# callgrind, serving N small GETs, then stopped with SIGINT.
+callgrind_ir() {
+    local bin=$1 name=$2 n=$3 vlog=$RESULTS/logs/$2-callgrind-$3.log i
+    local READY_TIMEOUT=120 # start-up under valgrind is slow
+    start_server proxy "$PROXY_CPU" env RUST_LOG=warn valgrind --tool=callgrind \
+        --callgrind-out-file="$TMP/callgrind.out" "$bin" run -c "$TMP/corridor.yaml"
+    wait_http proxy "$URL"
+    load "$RESULTS/raw/$name-insns-$n.txt" h2load --h1 -n "$n" -c 10 "$URL" || true
+    kill -INT "${PID_OF[proxy]}" 2>/dev/null || true
+    for ((i = 0; i < 200; i++)); do kill -0 "${PID_OF[proxy]}" 2>/dev/null || break; sleep 0.2; done
+    stop_server proxy
+    cp "$RESULTS/logs/proxy.log" "$vlog" 2>/dev/null || true
+    awk '/Collected :/ { ir = $NF } END { print ir + 0 }' "$vlog"
+}
+
+if ((INSNS)); then
+    for i in "${!BINS[@]}"; do
+        name=$i:$(basename "${BINS[$i]}")
+        log "instructions: $name under callgrind (500, then $((500 + INSNS_N)) requests)"
+        a=$(callgrind_ir "${BINS[$i]}" "$name" 500)
+        b=$(callgrind_ir "${BINS[$i]}" "$name" $((500 + INSNS_N)))
+        ((a > 0 && b > a)) || die "callgrind gave no count for $name (see $RESULTS/logs/)"
+        rec 0 "$name" insns_per_req "$(calc "($b - $a) / $INSNS_N")"
+    done
+fi
+
 python3 - "$METRICS" "${#BINS[@]}" <<'PY' | tee "$RESULTS/report.md"
 import collections, statistics, sys
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -132,7 +167,8 @@ for line in open(sys.argv[1]):
 med = lambda n, k: statistics.median(rows[n][k]) if rows[n][k] else None
 cols = [("max_us_per_req", "CPU µs/req at saturation"), ("max_rps", "req/s at saturation"),
         ("rate_us_per_req", "CPU µs/req at the fixed rate"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
-        ("sends_per_req", "sends/req"), ("recvs_per_req", "receives/req")]
+        ("sends_per_req", "sends/req"), ("recvs_per_req", "receives/req"),
+        ("insns_per_req", "instructions/req (callgrind)")]
 cols = [c for c in cols if any(rows[n][c[0]] for n in order)]
 print("| binary | " + " | ".join(t for _, t in cols) + " |")
 print("|---|" + "---|" * len(cols))
