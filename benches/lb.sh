@@ -320,19 +320,9 @@ log "all targets up (${TARGETS[*]}); proxies on CPU $PROXY_CPU, h2load + endpoin
 for ((round = 1; round <= ROUNDS; round++)); do
     for t in "${TARGETS[@]}"; do measure "$round" "$t"; done
 done
-LOADAVG_END=$(loadavg)
-
 # Stop everything before the report, so nothing outlives the measurements;
 # the endpoints print their final counters into logs/upstream.log.
-for name in "${!PID_OF[@]}"; do stop_server "$name"; done
-
-all_warnings=""
-for w in "${WARNINGS[@]}"; do all_warnings+="${all_warnings:+ | }$w"; done
-{
-    write_meta
-    echo "LOADAVG_END=$LOADAVG_END"
-    echo "WARNINGS=$all_warnings"
-} >"$RESULTS/meta.env"
+finish_run
 python3 "$LIB_DIR/lb.py" report "$RESULTS" >"$RESULTS/summary.md"
 log "done; raw output in $RESULTS"
 cat "$RESULTS/summary.md"

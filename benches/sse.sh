@@ -310,19 +310,9 @@ for t in "${TARGETS[@]}"; do measure stream "$t" "$STREAMS" "$EVENTS" "$INTERVAL
 if ((SKIP_SAT == 0)); then
     for t in "${TARGETS[@]}"; do measure sat "$t" "$SAT_STREAMS" "$SAT_EVENTS" "$SAT_INTERVAL_MS"; done
 fi
-LOADAVG_END=$(loadavg)
-
 # Stop everything before the report, so nothing outlives the measurements;
 # sse_load prints its counters into logs/upstream.log.
-for name in "${!PID_OF[@]}"; do stop_server "$name"; done
-
-all_warnings=""
-for w in "${WARNINGS[@]}"; do all_warnings+="${all_warnings:+ | }$w"; done
-{
-    write_meta
-    echo "LOADAVG_END=$LOADAVG_END"
-    echo "WARNINGS=$all_warnings"
-} >"$RESULTS/meta.env"
+finish_run
 python3 "$LIB_DIR/sse.py" report "$RESULTS" >"$RESULTS/summary.md"
 log "done; raw output in $RESULTS"
 cat "$RESULTS/summary.md"

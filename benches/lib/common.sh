@@ -150,6 +150,22 @@ stop_server() {
     return 0
 }
 
+# finish_run: stop every server (so nothing outlives the measurements), then
+# write meta.env: the caller's write_meta, LOADAVG_END and WARNINGS joined
+# with " | " (lb.sh and sse.sh; their reports read them back).
+finish_run() {
+    local name w all=""
+    local end
+    end=$(loadavg)
+    for name in "${!PID_OF[@]}"; do stop_server "$name"; done
+    for w in "${WARNINGS[@]}"; do all+="${all:+ | }$w"; done
+    {
+        write_meta
+        echo "LOADAVG_END=$end"
+        echo "WARNINGS=$all"
+    } >"$RESULTS/meta.env"
+}
+
 # The EXIT trap: stops the load generators, then runs the script's
 # cleanup_hook if it defines one, then stops the servers; removes TMP unless
 # KEEP_TMP=1, and on failure says where the logs are.

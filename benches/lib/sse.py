@@ -11,7 +11,8 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in benches/lib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import TARGET_ORDER, load_meta, load_metrics  # noqa: E402
+from bench import TARGET_ORDER, fmt_ratio, load_meta, load_metrics  # noqa: E402
+from bench import fmt_num as fmt  # noqa: E402
 
 # sse_load's own CPU share from which a run's client may have been the
 # bottleneck; the proxy CPU share under which run 2 did not saturate it.
@@ -20,12 +21,6 @@ SATURATED_PCT = 90.0
 # Share of either pinned CPU used by other processes during a run from which
 # the report flags the run as disturbed.
 OTHER_CPU_WARN_PCT = 5.0
-
-
-def fmt(v, digits=0):
-    if v is None:
-        return "-"
-    return f"{v:,.{digits}f}"
 
 
 def fmt_ms(us):
@@ -38,12 +33,6 @@ def fmt_ms(us):
     if ms < 100:
         return f"{ms:.1f}"
     return f"{ms:,.0f}"
-
-
-def fmt_ratio(a, b):
-    if a is None or not b:
-        return "-"
-    return f"{a / b:.2f}×"
 
 
 def report(d):

@@ -172,18 +172,6 @@ async fn serve(listener: TcpListener, endpoints: Endpoints, index: usize) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// Binds every endpoint, serves until a signal, prints the counters.
 async fn run(opts: Opts) -> Result<(), String> {
     let endpoints: Endpoints = opts
@@ -215,7 +203,7 @@ async fn run(opts: Opts) -> Result<(), String> {
         opts.host,
         ports.join(" ")
     );
-    shutdown_signal()
+    corridor_benches::shutdown_signal()
         .await
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     print!("{}", stats_table(&endpoints));

@@ -375,7 +375,7 @@ mod server {
         };
         tokio::select! {
             _ = accept => {}
-            r = shutdown_signal() => r.map_err(|e| format!("cannot install signal handlers: {e}"))?,
+            r = corridor_benches::shutdown_signal() => r.map_err(|e| format!("cannot install signal handlers: {e}"))?,
         }
         println!(
             "connections={} streams={} streams_done={} events={} other_requests={}",
@@ -385,18 +385,6 @@ mod server {
             c.events.get(),
             c.other.get()
         );
-        Ok(())
-    }
-
-    /// Waits for SIGTERM or SIGINT.
-    async fn shutdown_signal() -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
         Ok(())
     }
 }
