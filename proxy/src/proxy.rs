@@ -120,6 +120,14 @@ impl ProxyHttp for Corridor {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Keep-alive is decided when the exchange ends, not when the response head
+        // leaves (Envoy's rule): an upstream may answer before it has read the whole
+        // request body (an echo, a streaming transform), and the proxy loop reads that
+        // body to its end before it finishes. Local answers that leave a body unread
+        // close the connection themselves (`request_filter`, `fail_to_proxy`).
+        session
+            .as_downstream_mut()
+            .set_close_on_response_before_downstream_finish(false);
         if let Err(err) = edge::admit(session, ctx) {
             self.shared.metrics.rejected(err.kind);
             return Err(local(ctx, err));

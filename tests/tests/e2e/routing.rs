@@ -6,6 +6,7 @@ use bytes::Bytes;
 use corridor_tests::client;
 use corridor_tests::{Client, Corridor, TestPki, Upstream, UpstreamProtocol};
 use http::{Request, Version};
+use std::time::Duration;
 
 use super::{endpoints, fetch, fetch_get, single_route, upstream, HEAD};
 
@@ -341,6 +342,49 @@ clusters:
             assert_eq!(r.header("x-upstream-protocol"), upstream_proto, "{prefix}");
             assert_eq!(r.body, body, "{prefix} via {:?}", client.version());
         }
+    }
+}
+
+/// An upstream that answers before it has read the whole request body (the echo
+/// streams the body back as it arrives) does not cost the client its HTTP/1.1
+/// connection: the exchange ends with both bodies complete, so the connection is kept
+/// and carries the next request (Envoy decides at the end of the exchange too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_request_body_ends_keeps_the_connection() {
+    for (name, protocol, cluster) in [
+        ("h1", UpstreamProtocol::Http1, ""),
+        ("h2c", UpstreamProtocol::H2c, "    protocol: h2c"),
+    ] {
+        let up = upstream(name, protocol).await;
+        let proxy = Corridor::start(&single_route(&[(up.addr(), "")], "", cluster)).await;
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let (tx, body) = client::channel();
+        tx.send("first ").await.unwrap();
+        // The request body is still open, so this head left the upstream before its end.
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.send(Request::post("/echo").body(body).unwrap()),
+        )
+        .await
+        .expect("the response head arrives while the request body is open")
+        .unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        let connection = resp
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(connection, Some("keep-alive"), "{name}");
+        tx.send("second").await.unwrap();
+        tx.finish();
+        let echoed = client::read_all(resp.into_body()).await.unwrap();
+        assert_eq!(echoed, Bytes::from("first second"), "{name}");
+
+        let r = fetch(&c, get("/status/204")).await;
+        assert_eq!(
+            r.status, 204,
+            "{name}: the same connection carries the next request"
+        );
+        assert_eq!(up.requests(), 2, "{name}");
     }
 }
 
