@@ -388,6 +388,47 @@ async fn an_answer_before_the_request_body_ends_keeps_the_connection() {
     }
 }
 
+/// Upstream connections are pooled between requests and closed once they have been
+/// idle for the cluster's `pool.idle_timeout`; the next request opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_are_reused_then_closed_at_the_idle_timeout() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let idle = Duration::from_millis(600);
+    let cluster = "    pool: { idle_timeout: 600ms }";
+    let proxy = Corridor::start(&single_route(&[(up.addr(), "")], "", cluster)).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(fetch(&c, get("/status/200")).await.status, 200);
+    }
+    // The connection went back to the pool before its last response reached the client.
+    let idle_from = std::time::Instant::now();
+    assert_eq!(
+        up.connections_accepted(),
+        1,
+        "one pooled connection carries every request"
+    );
+    assert_eq!(up.open_connections(), 1);
+    while up.open_connections() > 0 {
+        assert!(
+            idle_from.elapsed() < idle + Duration::from_secs(5),
+            "the idle connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let closed_after = idle_from.elapsed();
+    // Allow for the time between the release and the client's reading the response.
+    assert!(
+        closed_after + Duration::from_millis(100) >= idle,
+        "closed after {closed_after:?}, before the idle timeout"
+    );
+    assert_eq!(fetch(&c, get("/status/200")).await.status, 200);
+    assert_eq!(
+        up.connections_accepted(),
+        2,
+        "the next request opens a new connection"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
     let pki = TestPki::new("listener");

@@ -30,17 +30,18 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -64,6 +65,109 @@ impl IdleConnection {
 /// Callback invoked when an idle upstream connection leaves the keep-alive pool
 /// without being reused.
 pub type PoolCallback = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// A stream in the keep-alive pool. The `Option` is emptied by whoever takes the
+/// stream: a request reusing it, or the idle sweeper closing it.
+type PooledStream = Arc<parking_lot::Mutex<Option<Stream>>>;
+
+/// The longest the idle sweeper sleeps between two passes; a connection due sooner
+/// makes it pass sooner (at half the time left, see [`IdleSweep::pass`]).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest sleep between two passes of the idle sweeper.
+const IDLE_SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A connection waiting in the keep-alive pool, as the idle sweeper sees it.
+struct IdleEntry {
+    meta: IdleConnection,
+    deadline: Option<Instant>,
+    /// Signalled by the pool when it evicts the connection (LRU).
+    evicted: Arc<Notify>,
+    stream: Weak<parking_lot::Mutex<Option<Stream>>>,
+}
+
+/// The idle connections of one [TransportConnector] and the one task that watches them.
+///
+/// Instead of a task per released connection, one sweeper task per connector passes over
+/// the idle connections periodically: it closes those past their idle timeout and those
+/// the server closed (or sent data on), and reports LRU evictions to the pool callback.
+/// A connection taken for reuse is checked again at that moment, as before.
+#[derive(Default)]
+struct IdleSweep {
+    /// Keyed by the connection's ID (its fd): a released connection replaces the stale
+    /// entry of an earlier connection that had the same fd.
+    entries: HashMap<crate::protocols::UniqueIDType, IdleEntry>,
+    sweeper: Option<JoinHandle<()>>,
+}
+
+impl IdleSweep {
+    /// One pass: drops the entries of connections that left the pool and returns the
+    /// connections to close (past their idle timeout, closed by the server or with
+    /// unexpected data), how long each connection the pool evicted had been idle, and
+    /// how long to sleep before the next pass.
+    fn pass(
+        &mut self,
+        now: Instant,
+        unexpected_data: &AtomicU64,
+    ) -> (Vec<(ConnectionMeta, Stream)>, Vec<Duration>, Duration) {
+        let mut close = Vec::new();
+        let mut evicted = Vec::new();
+        let mut next = IDLE_SWEEP_INTERVAL;
+        self.entries.retain(|_, e| {
+            let Some(shared) = e.stream.upgrade() else {
+                // reused, or evicted and dropped by the pool
+                if e.evicted.notified().now_or_never().is_some() {
+                    evicted.push(e.meta.elapsed());
+                }
+                return false;
+            };
+            let mut slot = shared.lock();
+            let Some(stream) = slot.as_mut() else {
+                return false; // being reused
+            };
+            let expired = e.deadline.is_some_and(|d| d <= now);
+            if expired || !test_reusable_stream(stream, unexpected_data) {
+                if let Some(stream) = slot.take() {
+                    close.push((e.meta.connection.clone(), stream));
+                }
+                return false;
+            }
+            if let Some(d) = e.deadline {
+                next = next.min((d - now) / 2);
+            }
+            true
+        });
+        (close, evicted, next.max(IDLE_SWEEP_MIN_INTERVAL))
+    }
+}
+
+/// Passes over the idle connections until the connector is dropped.
+async fn idle_sweeper(
+    sweep: Weak<parking_lot::Mutex<IdleSweep>>,
+    pool: Arc<ConnectionPool<PooledStream>>,
+    unexpected_data: Arc<AtomicU64>,
+    callback: Option<PoolCallback>,
+    mut wait: Duration,
+) {
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(sweep) = sweep.upgrade() else {
+            return;
+        };
+        let (close, evicted, next) = sweep.lock().pass(Instant::now(), &unexpected_data);
+        drop(sweep);
+        for (meta, stream) in close {
+            debug!("closing idle connection {meta:?}");
+            pool.pop_closed(&meta);
+            drop(stream);
+        }
+        if let Some(callback) = &callback {
+            for idle in evicted {
+                callback(idle);
+            }
+        }
+        wait = next;
+    }
+}
 
 /// The options to configure a [TransportConnector]
 #[derive(Clone)]
@@ -170,7 +274,8 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<PooledStream>>,
+    idle: Arc<parking_lot::Mutex<IdleSweep>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -204,6 +309,7 @@ impl TransportConnector {
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            idle: Arc::default(),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -252,12 +358,10 @@ impl TransportConnector {
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
+                // Empty when the idle sweeper has just closed it.
+                let taken = s.lock().take();
+                match taken {
+                    Some(mut stream) => {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
@@ -289,8 +393,8 @@ impl TransportConnector {
                             }
                         }
                     }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
+                    None => {
+                        debug!("reusable stream was closed while idle");
                         None
                     }
                 }
@@ -321,29 +425,31 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
-            }
-        });
+        let stream: PooledStream = Arc::new(parking_lot::Mutex::new(Some(stream)));
+        let weak = Arc::downgrade(&stream);
+        // No task per connection: the pool's use signal is not needed, and the pool
+        // drops (closes) a connection it evicts; the sweeper reports the eviction.
+        let (evicted, _use) = self.connection_pool.put(&meta, stream);
+        let entry = IdleEntry {
+            deadline: idle_timeout.map(|t| Instant::now() + t),
+            meta: IdleConnection::new(meta),
+            evicted,
+            stream: weak,
+        };
+        let mut idle = self.idle.lock();
+        idle.entries.insert(id, entry);
+        if idle.sweeper.as_ref().map_or(true, |h| h.is_finished()) {
+            let first = idle_timeout.map_or(IDLE_SWEEP_INTERVAL, |t| {
+                (t / 2).clamp(IDLE_SWEEP_MIN_INTERVAL, IDLE_SWEEP_INTERVAL)
+            });
+            idle.sweeper = Some(pingora_runtime::current_handle().spawn(idle_sweeper(
+                Arc::downgrade(&self.idle),
+                self.connection_pool.clone(),
+                self.unexpected_data_conn_count.clone(),
+                self.keepalive_pool_callback.clone(),
+                first,
+            )));
+        }
     }
 
     /// Get a stream to the given server [Peer]
@@ -605,6 +711,114 @@ mod tests {
         );
     }
     use crate::upstreams::peer::BasicPeer;
+
+    /// A local server: returns its peer and a receiver of its accepted sockets.
+    async fn local_server() -> (BasicPeer, tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = BasicPeer::new(&listener.local_addr().unwrap().to_string());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+        (peer, rx)
+    }
+
+    /// Reads from the server's end until EOF; returns how long it took.
+    async fn wait_for_close(server: &mut tokio::net::TcpStream) -> Duration {
+        let start = Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf))
+            .await
+            .expect("the pooled connection is closed within 5 s")
+            .unwrap();
+        assert_eq!(n, 0, "nothing is sent on an idle connection");
+        start.elapsed()
+    }
+
+    #[tokio::test]
+    async fn test_release_and_reuse_without_a_task_per_connection() {
+        let (peer, mut accepted) = local_server().await;
+        let connector = TransportConnector::new(None);
+        let mut stream = connector.new_stream(&peer).await.unwrap();
+        let _server = accepted.recv().await.unwrap();
+        let id = stream.id();
+        for _ in 0..3 {
+            connector.release_stream(stream, peer.reuse_hash(), None);
+            // Taken back at once: there is no watcher task to wait for.
+            let (s, reused) = connector.get_stream(&peer).await.unwrap();
+            assert!(reused);
+            assert_eq!(s.id(), id);
+            stream = s;
+        }
+        let idle = connector.idle.lock();
+        assert!(idle.sweeper.is_some(), "one sweeper per connector");
+        assert!(idle.entries.len() <= 1);
+    }
+
+    #[tokio::test]
+    async fn test_idle_timeout_closes_pooled_connections() {
+        let (peer, mut accepted) = local_server().await;
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let mut server = accepted.recv().await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), Some(Duration::from_millis(200)));
+        let waited = wait_for_close(&mut server).await;
+        assert!(waited >= Duration::from_millis(190), "closed after {waited:?}");
+        assert!(connector.idle.lock().entries.is_empty());
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(!reused, "the expired connection is gone from the pool");
+    }
+
+    #[tokio::test]
+    async fn test_idle_connections_closed_by_the_server_leave_the_pool() {
+        let (peer, mut accepted) = local_server().await;
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let server = accepted.recv().await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        assert_eq!(connector.idle.lock().entries.len(), 1);
+        drop(server);
+        // Without an idle timeout the sweeper passes every second.
+        let start = Instant::now();
+        while !connector.idle.lock().entries.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(5), "still pooled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(!reused);
+    }
+
+    #[tokio::test]
+    async fn test_evicted_connections_are_closed_and_reported() {
+        let (peer, mut accepted) = local_server().await;
+        let evictions = Arc::new(AtomicU64::new(0));
+        let mut options = ConnectorOptions::new(1);
+        let seen = evictions.clone();
+        options.keepalive_pool_callback = Some(Arc::new(move |_idle| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        }));
+        let connector = TransportConnector::new(Some(options));
+        let first = connector.new_stream(&peer).await.unwrap();
+        let mut first_server = accepted.recv().await.unwrap();
+        let second = connector.new_stream(&peer).await.unwrap();
+        let _second_server = accepted.recv().await.unwrap();
+        connector.release_stream(first, peer.reuse_hash(), None);
+        // The pool holds one connection: the second release evicts the first.
+        connector.release_stream(second, peer.reuse_hash(), None);
+        wait_for_close(&mut first_server).await;
+        let start = Instant::now();
+        while evictions.load(Ordering::Relaxed) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "eviction not reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(evictions.load(Ordering::Relaxed), 1);
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused, "the second connection stayed pooled");
+    }
 
     #[tokio::test]
     async fn test_connect() {
