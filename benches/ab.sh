@@ -4,9 +4,14 @@
 # is measured beside its baseline on the same noisy machine (issue 16 reports
 # each step this way). Per binary: CPU µs per proxied HTTP/1.1 request at
 # saturation (closed loop) and at a fixed rate, client p50/p99 at the fixed
-# rate, and sends/receives per request (strace -c over a separate short run).
+# rate, sends, receives and all syscalls per request (strace -c over a separate
+# short run, one connection).
 #
 # Usage: benches/ab.sh BASE_BINARY NEW_BINARY [MORE_BINARIES...]
+#   A binary named literally `nginx` is nginx as the proxy (run.sh's nginx
+#   configuration), measured in the same interleaved rounds as a reference
+#   row (no callgrind count for it). benches/src/bin/pingora_floor.rs takes
+#   Corridor's command line, so it can be a row too.
 #   e.g. git stash; cargo build --release -p corridor-proxy; cp target/release/corridor /tmp/base
 #        git stash pop; cargo build --release -p corridor-proxy
 #        benches/ab.sh /tmp/base target/release/corridor
@@ -29,6 +34,8 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh source-path=SCRIPTDIR
 source "$SCRIPT_DIR/lib/common.sh" ab
+# shellcheck source=lib/configs.sh source-path=SCRIPTDIR
+source "$LIB_DIR/configs.sh"
 
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
@@ -46,6 +53,10 @@ require_uint DURATION WARMUP ROUNDS CONNECTIONS RATE SYSCALLS INSNS INSNS_N PROX
 (($# >= 2)) || die "usage: benches/ab.sh BASE_BINARY NEW_BINARY [MORE...]"
 BINS=()
 for b in "$@"; do
+    if [[ $b == nginx ]]; then
+        BINS+=(nginx)
+        continue
+    fi
     [[ -x $b ]] || die "'$b' is not an executable"
     BINS+=("$(realpath "$b")")
 done
@@ -56,7 +67,7 @@ install_missing nginx:nginx-light h2load:nghttp2-client curl:curl
 make_dirs -ab logs raw
 setup_pinning
 
-read -r UP_PORT PX_PORT ADMIN_PORT <<<"$(python3 "$LIB_DIR/bench.py" ports 38080 3)"
+read -r UP_PORT PX_PORT ADMIN_PORT H2_PORT <<<"$(python3 "$LIB_DIR/bench.py" ports 38080 4)"
 cat >"$TMP/nginx.conf" <<CONF
 daemon off; worker_processes 1; error_log $RESULTS/logs/nginx.error.log; pid $TMP/nginx.pid;
 events { worker_connections 4096; }
@@ -74,6 +85,25 @@ start_server nginx "$LOAD_CPU" nginx -p "$TMP" -c "$TMP/nginx.conf"
 wait_http nginx "http://127.0.0.1:$UP_PORT/"
 
 URL="http://127.0.0.1:$PX_PORT/"
+write_nginx_proxy_conf "$TMP/nginx-proxy.conf" "$TMP/nginx-proxy" "$RESULTS/logs/nginx-proxy.error.log" \
+    "$PX_PORT" "$H2_PORT" "$UP_PORT" on 64
+
+# start_target I: start BINS[I] as the proxy under test and wait until it answers.
+start_target() {
+    if [[ ${BINS[$1]} == nginx ]]; then
+        start_server proxy "$PROXY_CPU" nginx -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy.conf"
+    else
+        start_server proxy "$PROXY_CPU" env RUST_LOG=warn "${BINS[$1]}" run -c "$TMP/corridor.yaml"
+    fi
+    wait_http proxy "$URL"
+}
+
+# worker_pid: the process that serves requests (nginx's worker, else the proxy).
+worker_pid() {
+    local pid=${PID_OF[proxy]} kids
+    kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null || true)
+    if [[ -n $kids ]]; then echo "${kids%% *}"; else echo "$pid"; fi
+}
 # measure NAME MODE: one window; records cpu µs/req (and latency at a rate).
 measure() {
     local name=$1 mode=$2 pid=${PID_OF[proxy]} out t0 t1 n
@@ -101,8 +131,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for i in "${!BINS[@]}"; do
         name=$i:$(basename "${BINS[$i]}")
         log "round $round: $name"
-        start_server proxy "$PROXY_CPU" env RUST_LOG=warn "${BINS[$i]}" run -c "$TMP/corridor.yaml"
-        wait_http proxy "$URL"
+        start_target "$i"
         measure "$name" max
         ((RATE > 0)) && measure "$name" rate
         stop_server proxy
@@ -112,11 +141,9 @@ done
 if ((SYSCALLS)); then
     for i in "${!BINS[@]}"; do
         name=$i:$(basename "${BINS[$i]}")
-        start_server proxy "$PROXY_CPU" env RUST_LOG=warn "${BINS[$i]}" run -c "$TMP/corridor.yaml"
-        wait_http proxy "$URL"
+        start_target "$i"
         load "$RESULTS/raw/warm.txt" h2load --h1 -n 500 -c 1 "$URL" || true
-        strace -f -c -e trace=sendto,sendmsg,write,writev,recvfrom,recvmsg,read,readv \
-            -o "$RESULTS/raw/$name.strace" -p "${PID_OF[proxy]}" 2>>"$RESULTS/logs/strace.log" &
+        strace -f -c -o "$RESULTS/raw/$name.strace" -p "$(worker_pid)" 2>>"$RESULTS/logs/strace.log" &
         spid=$!
         sleep 0.5
         load "$RESULTS/raw/$name-strace-load.txt" h2load --h1 -n 2000 -c 1 "$URL" || true
@@ -124,6 +151,7 @@ if ((SYSCALLS)); then
         wait "$spid" 2>/dev/null || true
         rec 0 "$name" sends_per_req "$(awk '$NF ~ /^(sendto|sendmsg|write|writev)$/ { s += $4 } END { printf "%.2f", s / 2000 }' "$RESULTS/raw/$name.strace")"
         rec 0 "$name" recvs_per_req "$(awk '$NF ~ /^(recvfrom|recvmsg|read|readv)$/ { s += $4 } END { printf "%.2f", s / 2000 }' "$RESULTS/raw/$name.strace")"
+        rec 0 "$name" syscalls_per_req "$(awk '$NF == "total" { printf "%.2f", $4 / 2000 }' "$RESULTS/raw/$name.strace")"
         stop_server proxy
     done
 fi
@@ -146,6 +174,7 @@ callgrind_ir() {
 
 if ((INSNS)); then
     for i in "${!BINS[@]}"; do
+        [[ ${BINS[$i]} == nginx ]] && continue
         name=$i:$(basename "${BINS[$i]}")
         log "instructions: $name under callgrind (500, then $((500 + INSNS_N)) requests)"
         a=$(callgrind_ir "${BINS[$i]}" "$name" 500)
@@ -168,6 +197,7 @@ med = lambda n, k: statistics.median(rows[n][k]) if rows[n][k] else None
 cols = [("max_us_per_req", "CPU µs/req at saturation"), ("max_rps", "req/s at saturation"),
         ("rate_us_per_req", "CPU µs/req at the fixed rate"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
         ("sends_per_req", "sends/req"), ("recvs_per_req", "receives/req"),
+        ("syscalls_per_req", "syscalls/req (all)"),
         ("insns_per_req", "instructions/req (callgrind)")]
 cols = [c for c in cols if any(rows[n][c[0]] for n in order)]
 print("| binary | " + " | ".join(t for _, t in cols) + " |")
