@@ -1330,6 +1330,27 @@ impl SendBodyState {
     }
 }
 
+/// The longest chunk-size line: 16 hex digits (a `u64`) and CRLF.
+const CHUNK_SIZE_LINE_MAX: usize = 18;
+
+/// Writes the chunk-size line of a chunk of `size` bytes (uppercase hex, then CRLF)
+/// into the end of `out` and returns it.
+fn chunk_size_line(size: usize, out: &mut [u8; CHUNK_SIZE_LINE_MAX]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out[CHUNK_SIZE_LINE_MAX - 2..].copy_from_slice(b"\r\n");
+    let mut start = CHUNK_SIZE_LINE_MAX - 2;
+    let mut rest = size as u64;
+    loop {
+        start -= 1;
+        out[start] = HEX[(rest & 0xf) as usize];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    &out[start..]
+}
+
 /// Tracks how response body bytes are framed and written to the wire.
 ///
 /// Supports both a legacy async API (`write_body` / `finish`) and a cancel-safe
@@ -1463,8 +1484,10 @@ impl BodyWriter {
                     return Ok(Some(0));
                 }
 
-                let chuck_size_buf = format!("{:X}\r\n", chunk_size);
-                let mut output_buf = Bytes::from(chuck_size_buf).chain(buf).chain(&b"\r\n"[..]);
+                // The chunk-size line is formatted on the stack: no allocation per chunk.
+                let mut size_line = [0u8; CHUNK_SIZE_LINE_MAX];
+                let size_line = chunk_size_line(chunk_size, &mut size_line);
+                let mut output_buf = Buf::chain(size_line, buf).chain(&b"\r\n"[..]);
                 stream
                     .write_all_buf(&mut output_buf)
                     .await
@@ -3569,6 +3592,32 @@ mod tests {
         let res = body_writer.finish(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(res, data.len() * 2);
         assert_eq!(body_writer.body_mode, BodyMode::Complete(data.len() * 2));
+    }
+
+    #[test]
+    fn chunk_size_lines_match_format() {
+        let mut buf = [0u8; CHUNK_SIZE_LINE_MAX];
+        for size in [1usize, 9, 10, 15, 16, 255, 4096, 65535, 1 << 40, usize::MAX] {
+            assert_eq!(
+                chunk_size_line(size, &mut buf),
+                format!("{size:X}\r\n").as_bytes(),
+                "{size}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn write_body_chunked_large_chunk_size_line() {
+        init_log();
+        let data = vec![b'x'; 0x1F2E];
+        let mut output = b"1F2E\r\n".to_vec();
+        output.extend_from_slice(&data);
+        output.extend_from_slice(b"\r\n");
+        let mut mock_io = Builder::new().write(&output).build();
+        let mut body_writer = BodyWriter::new();
+        body_writer.init_chunked();
+        let res = body_writer.write_body(&mut mock_io, &data).await.unwrap();
+        assert_eq!(res, Some(data.len()));
     }
 
     #[tokio::test]
