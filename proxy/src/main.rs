@@ -1,5 +1,5 @@
 //! The `corridor` command line: run a configuration file, run the embedded
-//! demo, or validate files.
+//! demo, validate files, or inject the sidecar into Kubernetes manifests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ Examples:
   corridor run --xds http://127.0.0.1:18000 --node-id sidecar-1 --cloud aws --region eu-west-1
   corridor validate examples/*.yaml            # check files, print every error with file:line:column
   corridor validate --resources examples/control-plane/*.yaml   # check control-plane resource files
+  corridor inject -f deploy.yaml | kubectl apply -f -   # add the Corridor sidecar to Kubernetes workloads
   kill -TERM <pid>                             # drain in-flight requests (runtime.drain_timeout), then exit";
 
 /// Corridor: an L7 data-plane proxy for AI inference across clouds.
@@ -88,6 +89,13 @@ enum Command {
         /// `corridor control-plane --dir` reads them), not configurations.
         #[arg(long)]
         resources: bool,
+    },
+    /// Add the Corridor sidecar to the Kubernetes workloads of a YAML stream and
+    /// print it (explicit-proxy mode: no iptables, no init container).
+    #[command(after_help = corridor_proxy::INJECT_HELP)]
+    Inject {
+        #[command(flatten)]
+        args: corridor_proxy::InjectArgs,
     },
 }
 
@@ -266,6 +274,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { files, resources } => validate(&files, resources),
+        Command::Inject { args } => corridor_proxy::run_inject(&args),
         Command::Run { config, xds } => match initial_store(config.as_ref(), &xds) {
             Ok(store) => {
                 let flags = std::sync::Arc::new(xds);

@@ -10,6 +10,7 @@ mod endpoints;
 mod errors;
 mod framing;
 mod framing_h2;
+mod inject;
 mod interop;
 mod mtls;
 mod reload;
