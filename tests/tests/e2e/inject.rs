@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use corridor_tests::proxy::corridor_binary;
+use serde::Deserialize as _;
 
 /// Each fixture and the flags it is injected with.
 const CASES: &[(&str, &[&str])] = &[
@@ -267,5 +268,77 @@ fn bad_flags_and_unreadable_input_fail_cleanly() {
         "--cert-secret <NAME>",
     ] {
         assert!(out.contains(needle), "--help lacks {needle:?}:\n{out}");
+    }
+}
+
+/// The sidecar's `args` in an injected manifest, as strings.
+fn sidecar_args(manifests: &str) -> Vec<String> {
+    for doc in serde_yaml::Deserializer::from_str(manifests) {
+        let doc = serde_yaml::Value::deserialize(doc).expect("the golden file is YAML");
+        let spec = &doc["spec"]["template"]["spec"];
+        for c in spec["containers"].as_sequence().into_iter().flatten() {
+            if c["name"].as_str() == Some("corridor-proxy") {
+                return c["args"]
+                    .as_sequence()
+                    .expect("the sidecar has args")
+                    .iter()
+                    .map(|a| a.as_str().expect("string args").to_string())
+                    .collect();
+            }
+        }
+    }
+    panic!("no corridor-proxy container in a pod template");
+}
+
+/// The command line `inject` writes is one `corridor run` accepts: run as written
+/// (only addresses and file paths moved to this test's), the sidecar starts and
+/// answers its liveness probe, with a plain and with an https control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injected_sidecar_command_line_starts_corridor() {
+    let pki = corridor_tests::TestPki::new("inject");
+    let leaf = pki.leaf(&["sidecar.test"]);
+    let files = pki.write_leaf(&leaf, "sidecar");
+    let ca = pki.ca_path();
+    for name in ["multi-document", "daemonset"] {
+        let mut args = sidecar_args(&read(&fixture(&format!("{name}.expected.yaml"))));
+        assert_eq!(args.first().map(String::as_str), Some("run"), "{name}");
+        let admin = corridor_tests::proxy::free_addr();
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens there: the sidecar keeps serving while it retries.
+        let (_socket, control_plane) = corridor_tests::proxy::refused_addr();
+        for i in 1..args.len() {
+            let new = match args[i - 1].as_str() {
+                "--admin" => admin.to_string(),
+                "--persist" => dir.path().join("pushed.pb").display().to_string(),
+                "--xds" => {
+                    let scheme = args[i].split("://").next().unwrap_or("http").to_string();
+                    format!("{scheme}://{control_plane}")
+                }
+                "--xds-ca-file" => ca.display().to_string(),
+                "--xds-cert-file" => files.cert.display().to_string(),
+                "--xds-key-file" => files.key.display().to_string(),
+                _ => continue,
+            };
+            args[i] = new;
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (mut child, logs) = corridor_tests::proxy::spawn(&args);
+        let mut live = None;
+        for _ in 0..100 {
+            if let Ok((status, _)) = corridor_tests::proxy::admin_get(admin, "/live").await {
+                live = Some(status);
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name}: corridor {args:?} exited ({status}):\n{}",
+                    logs.lock()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(live, Some(200), "{name}: {args:?}\n{}", logs.lock());
     }
 }
