@@ -5,6 +5,7 @@
 mod admin;
 mod balancing;
 mod demo;
+mod docker;
 mod edge;
 mod endpoints;
 mod errors;
