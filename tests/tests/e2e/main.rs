@@ -20,6 +20,7 @@ mod retries;
 mod routing;
 mod shutdown;
 mod streaming;
+mod topology;
 mod xds;
 
 use std::net::SocketAddr;
