@@ -286,6 +286,8 @@ async fn sidecar_get(sidecar: SocketAddr, pki: &Path, svid: Option<&str>) -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_cloud_topology_routes_by_model_keeps_eu_data_in_the_eu_and_tears_down() {
+    // Six processes and a PKI start in a burst: keep it away from the timing tests.
+    let _serial = crate::exclusive().await;
     let edge_port = free_addr().port();
     let mut topo = Topology::start(edge_port);
     tokio::task::block_in_place(|| topo.wait_ready());
