@@ -271,17 +271,21 @@ pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
 
 /// Spawns `corridor ARGS...` with output captured into a shared buffer.
 pub fn spawn(args: &[&str]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = Command::new(corridor_binary())
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("CORRIDOR_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+    spawn_captured(Command::new(corridor_binary()).args(args).env(
+        "RUST_LOG",
+        std::env::var("CORRIDOR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+    ))
+    .expect("spawn corridor")
+}
+
+/// Spawns `cmd` (stdin closed) with its stdout and stderr captured, line by line, into
+/// one shared buffer.
+pub fn spawn_captured(cmd: &mut Command) -> std::io::Result<(Child, Arc<Mutex<String>>)> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn corridor");
+        .spawn()?;
     let logs = Arc::new(Mutex::new(String::new()));
     for stream in [
         child
@@ -305,7 +309,7 @@ pub fn spawn(args: &[&str]) -> (Child, Arc<Mutex<String>>) {
             }
         });
     }
-    (child, logs)
+    Ok((child, logs))
 }
 
 /// Fills a config template: `{{LISTEN}}`, `{{LISTEN2}}` and `{{ADMIN}}` become addresses,

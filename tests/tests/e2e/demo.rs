@@ -35,44 +35,18 @@ async fn the_printed_curl_commands_work() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let output = logs.lock().clone();
-    let commands: Vec<String> = output
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("curl "))
-        .map(|l| l.split("  #").next().unwrap().trim().to_string())
-        .collect();
-    assert!(commands.len() >= 8, "too few commands printed:\n{output}");
-    let expectations = [
-        ("/v1/models", "served_by"),
-        (
-            "x-model: gpt-4o' -d '{\"model\":\"gpt-4o\",\"messages\"",
-            "azure/westeurope",
-        ),
-        ("x-model: claude", "aws/us-east-1"),
-        ("x-model: llama", "oci/us-ashburn-1"),
-        ("\"stream\":true", "data: [DONE]"),
-        ("/nowhere", "no_route"),
-        ("/metrics", "corridor_requests_total"),
-        ("/config_dump", "\"version\""),
-    ];
-    for (needle, expected) in expectations {
-        let cmd = commands
-            .iter()
-            .find(|c| c.contains(needle))
-            .unwrap_or_else(|| panic!("no printed command contains {needle:?}:\n{output}"));
+    let commands = check_demo_answers(&output, |cmd| {
         let out = Command::new("sh")
             .arg("-c")
             .arg(cmd)
             .output()
             .expect("run sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
+        (
             out.status.success(),
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains(expected), "`{cmd}` printed:\n{stdout}");
-    }
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
     for cmd in &commands {
         let out = Command::new("sh")
             .arg("-c")
@@ -113,4 +87,43 @@ async fn the_printed_curl_commands_work() {
         assert!(Instant::now() < deadline, "demo did not stop on Ctrl-C");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Checks the requests `corridor demo` printed in `output` (its `curl` lines, comments cut):
+/// each kind of request is there and `run` (success, stdout, stderr of `sh -c CMD`) gets the
+/// demo's answer to it. Returns the printed commands.
+pub(crate) fn check_demo_answers(
+    output: &str,
+    run: impl Fn(&str) -> (bool, String, String),
+) -> Vec<String> {
+    let commands: Vec<String> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl "))
+        .map(|l| l.split("  #").next().unwrap().trim().to_string())
+        .collect();
+    assert!(commands.len() >= 8, "too few commands printed:\n{output}");
+    let expectations = [
+        ("/v1/models", "served_by"),
+        (
+            "x-model: gpt-4o' -d '{\"model\":\"gpt-4o\",\"messages\"",
+            "azure/westeurope",
+        ),
+        ("x-model: claude", "aws/us-east-1"),
+        ("x-model: llama", "oci/us-ashburn-1"),
+        ("\"stream\":true", "data: [DONE]"),
+        ("/nowhere", "no_route"),
+        ("/metrics", "corridor_requests_total"),
+        ("/config_dump", "\"version\""),
+    ];
+    for (needle, expected) in expectations {
+        let cmd = commands
+            .iter()
+            .find(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no printed command contains {needle:?}:\n{output}"));
+        let (ok, stdout, stderr) = run(cmd);
+        assert!(ok, "`{cmd}` failed: {stderr}");
+        assert!(stdout.contains(expected), "`{cmd}` printed:\n{stdout}");
+    }
+    commands
 }

@@ -8,7 +8,6 @@
 //! group (the guard's drop).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{fetch, Reply};
-use corridor_tests::proxy::{admin_get, corridor_binary, free_addr, metric_sum};
+use corridor_tests::proxy::{admin_get, corridor_binary, free_addr, metric_sum, spawn_captured};
 use corridor_tests::Client;
 
 /// How long the script may take to print that it is ready (a debug build on a busy
@@ -36,43 +35,18 @@ struct Topology {
 impl Topology {
     fn start(edge_port: u16) -> Topology {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/topology.sh");
-        let mut child = Command::new("bash")
-            .arg(&script)
-            .env("CORRIDOR_BIN", corridor_binary())
-            .env("TOPOLOGY_EDGE_PORT", edge_port.to_string())
-            .env("TOPOLOGY_READY_TIMEOUT", "100")
-            .env_remove("TOPOLOGY_BASE_PORT")
-            .env_remove("TOPOLOGY_EXIT_AFTER_READY")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", script.display()));
+        let (child, output) = spawn_captured(
+            Command::new("bash")
+                .arg(&script)
+                .env("CORRIDOR_BIN", corridor_binary())
+                .env("TOPOLOGY_EDGE_PORT", edge_port.to_string())
+                .env("TOPOLOGY_READY_TIMEOUT", "100")
+                .env_remove("TOPOLOGY_BASE_PORT")
+                .env_remove("TOPOLOGY_EXIT_AFTER_READY")
+                .process_group(0),
+        )
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", script.display()));
         let pgid = i32::try_from(child.id()).expect("pid fits i32");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = output.lock();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
         Topology {
             child,
             pgid,
