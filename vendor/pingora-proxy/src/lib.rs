@@ -101,6 +101,19 @@ pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeTy
 pub use proxy_purge::PurgeStatus;
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
 
+/// The request preparation the proxy applies to every request it forwards to an
+/// HTTP/1.1 upstream, for an application that forwards some requests itself and must
+/// apply the same protections (hop-by-hop and connection-nominated fields, upgrades,
+/// `Host` and authority, body framing), in this order: [`sanitize_h1_upstream_request`],
+/// `Host` from `:authority` for an HTTP/2 downstream, the application's own edits,
+/// [`reconcile_upstream_authority`], [`finalize_h1_upstream_request_framing`].
+pub mod upstream_request {
+    pub use crate::proxy_common::{
+        finalize_h1_upstream_request_framing, reconcile_upstream_authority,
+        sanitize_h1_upstream_request, set_h1_host_from_authority,
+    };
+}
+
 pub mod prelude {
     pub use crate::{http_proxy, http_proxy_service, ProxyHttp, ProxyWarnLogContext, Session};
 }
@@ -1151,6 +1164,58 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// Read the next request's head on `session`, as [`HttpServerApp::process_new_http()`]
+    /// does before any phase runs: an unreadable head is answered with
+    /// [`ProxyHttp::invalid_request_response()`], a refused `CONNECT` with a 405.
+    ///
+    /// Returns the session when it carries a request to serve, `None` when the
+    /// connection is done. An application that wraps this proxy in its own
+    /// [`HttpServerApp`] uses this and [`HttpProxy::process_read_request()`] to look at a
+    /// request before deciding whether the proxy serves it.
+    pub async fn read_request_head(
+        &self,
+        session: Box<HttpSession>,
+    ) -> Option<Box<HttpSession>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        self.handle_new_request(session).await
+    }
+
+    /// Serve a request whose head [`HttpProxy::read_request_head()`] read, with the context
+    /// the application made for it (instead of [`ProxyHttp::new_ctx()`]). All phases run
+    /// as for a request read by the proxy itself.
+    pub async fn process_read_request(
+        self: &Arc<Self>,
+        session: Box<HttpSession>,
+        ctx: <SV as ProxyHttp>::CTX,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        let mut session = Session::new(
+            session,
+            &self.downstream_modules,
+            #[cfg(feature = "upstream_modules")]
+            &self.upstream_modules,
+            self.shutdown_flag.clone(),
+        );
+        if *shutdown.borrow() {
+            // stop downstream from reusing if this service is shutting down soon
+            session.set_keepalive(None);
+        }
+        self.process_request(session, ctx).await
+    }
+
+    /// The connector (and its connection pool) this proxy takes upstream sessions from,
+    /// for an application that forwards some requests itself and shares the pool.
+    pub fn client_connector(&self) -> &Connector<C> {
+        &self.client_upstream
+    }
+
     async fn process_request(
         self: &Arc<Self>,
         mut session: Session,

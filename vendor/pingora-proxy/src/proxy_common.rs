@@ -200,7 +200,7 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
 ///
 /// [RFC 9112 section 3.2]: https://www.rfc-editor.org/rfc/rfc9112.html#section-3.2
 /// [RFC 9113 section 8.3.1]: https://www.rfc-editor.org/rfc/rfc9113.html#section-8.3.1
-pub(crate) fn set_h1_host_from_authority(req: &mut RequestHeader) -> Result<()> {
+pub fn set_h1_host_from_authority(req: &mut RequestHeader) -> Result<()> {
     let authority = req
         .uri
         .authority()
@@ -259,7 +259,7 @@ pub(crate) fn set_h1_host_from_authority_if_absent(req: &mut RequestHeader) -> R
 ///
 /// Returns `InvalidHTTPHeader` when `Host` contains userinfo or an invalid authority, or when a URI
 /// rewrite would discard non-UTF-8 path bytes or produce an invalid URI.
-pub(crate) fn reconcile_upstream_authority(req: &mut RequestHeader) -> Result<()> {
+pub fn reconcile_upstream_authority(req: &mut RequestHeader) -> Result<()> {
     let Some(host) = req.headers.get(header::HOST) else {
         return Ok(());
     };
@@ -328,7 +328,7 @@ fn parse_host_authority(host: &http::HeaderValue) -> Result<http::uri::Authority
 }
 
 /// Apply automatic request policy before application upstream request filtering.
-pub(crate) fn sanitize_h1_upstream_request(
+pub fn sanitize_h1_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
     downstream_is_http11: bool,
@@ -380,7 +380,7 @@ pub(crate) fn sanitize_h1_upstream_request(
 }
 
 /// Frame a body-bearing HTTP/1 upstream request after application request filtering.
-pub(crate) fn finalize_h1_upstream_request_framing(
+pub fn finalize_h1_upstream_request_framing(
     req: &mut RequestHeader,
     downstream_has_body: bool,
 ) -> Result<()> {
