@@ -58,13 +58,31 @@ pub fn free_addr() -> SocketAddr {
     free_addrs::<1>()[0]
 }
 
-/// `N` different free ports on 127.0.0.1: all are held until every one is
-/// picked (separate `free_addr` calls may return the same port twice).
+/// `N` different free ports on 127.0.0.1, for listeners a test's process binds
+/// later. They come from below the kernel's ephemeral range (32768 and up by
+/// default), so an outgoing connection cannot take one before it is bound (a
+/// port from `bind(0)` could: that made a listener fail with "address in use"),
+/// and from a counter shared by every test of this process, so no two tests get
+/// the same port. Each is checked free when picked.
 pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| {
-        std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
-    });
-    held.map(|l| l.local_addr().expect("local addr"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Start where another test process (a second `cargo test` at once) is unlikely to.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    std::array::from_fn(|_| loop {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            break addr;
+        }
+    })
 }
 
 /// An address that refuses connections for as long as the returned socket
