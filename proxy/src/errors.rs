@@ -10,7 +10,6 @@ use http::{HeaderValue, StatusCode};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 
 /// A failure Corridor answers for itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +230,7 @@ pub fn is_downstream_gone(e: &Error) -> bool {
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc...`).
-pub fn is_grpc(session: &Session) -> bool {
+pub fn is_grpc(session: &ServerSession) -> bool {
     session
         .req_header()
         .headers
@@ -241,20 +240,15 @@ pub fn is_grpc(session: &Session) -> bool {
 
 /// Writes the error response for `err` and returns the status sent (0 if the
 /// client is gone).
-pub async fn respond(session: &mut Session, err: &LocalError, info: &ErrorInfo<'_>) -> u16 {
+pub async fn respond(session: &mut ServerSession, err: &LocalError, info: &ErrorInfo<'_>) -> u16 {
     let grpc = is_grpc(session);
     let (resp, body) = build(err, grpc, info);
     let status = resp.status.as_u16();
-    let end = body.is_none();
-    if session
-        .write_response_header(Box::new(resp), end)
-        .await
-        .is_err()
-    {
+    if session.write_response_header(Box::new(resp)).await.is_err() {
         return 0;
     }
     if let Some(body) = body {
-        let _ = session.write_response_body(Some(body), true).await;
+        let _ = session.write_response_body(body, true).await;
     }
     status
 }

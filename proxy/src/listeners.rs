@@ -3,8 +3,9 @@
 //! committed (so a port in use rejects the change), a removed one stops
 //! accepting and drains (idle keep-alive connections close, requests in
 //! flight finish), and a changed one swaps its TLS or HTTP settings for new
-//! connections while keeping its socket. Each connection is handed to a
-//! Pingora `HttpProxy` with Corridor's `ProxyHttp` for that listener.
+//! connections while keeping its socket. Each connection is handed to the
+//! listener's `Lean` application: Corridor's lean forwarding path, with a
+//! Pingora `HttpProxy` running Corridor's `ProxyHttp` for what it hands over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::identity::{not_after, IdentityCallback, SpiffeClientVerifier};
-use crate::proxy::Corridor;
+use crate::proxy::{Corridor, Lean};
 use crate::routing::{ListenerRuntime, Routing};
 use crate::shared::Shared;
 use crate::tls::{load_certified_key, ReloadableCert};
@@ -88,7 +89,7 @@ enum Socket {
 struct Active {
     spec: Spec,
     socket: Socket,
-    app: Arc<HttpProxy<Corridor>>,
+    app: Arc<Lean>,
     /// The TLS acceptor new connections use (a bundle change replaces it).
     acceptor: Arc<ArcSwapOption<Acceptor>>,
     cert: Option<Arc<ReloadableCert>>,
@@ -336,7 +337,10 @@ impl Listeners {
         Ok(Active {
             spec,
             socket,
-            app: Arc::new(app),
+            app: Arc::new(Lean::new(
+                app,
+                Corridor::new(Arc::clone(shared), Arc::clone(&current)),
+            )),
             acceptor: Arc::new(ArcSwapOption::new(acceptor)),
             cert,
             verifier,
@@ -538,7 +542,7 @@ fn drain(handle: Option<&Handle>, a: Active, timeout: Duration) {
 
 async fn accept_loop(
     socket: Arc<tokio::net::TcpListener>,
-    app: Arc<HttpProxy<Corridor>>,
+    app: Arc<Lean>,
     acceptor: Arc<ArcSwapOption<Acceptor>>,
     mut stop: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,

@@ -65,6 +65,10 @@ pub struct Metrics {
     reloads: IntCounterVec,
     rejected: IntCounterVec,
     log_dropped: IntCounter,
+    /// Requests served by Corridor's lean path (`path="lean"`).
+    pub(crate) lean_path: IntCounter,
+    /// Requests served by Pingora's proxy (`path="proxy"`).
+    pub(crate) proxy_path: IntCounter,
     /// Unix time of the last successful configuration load.
     pub config_loaded_at: IntGauge,
     /// Time to validate, compile and install a configuration change, by source.
@@ -115,7 +119,17 @@ impl Metrics {
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0, 60.0, 300.0,
         ];
+        let paths = IntCounterVec::new(
+            Opts::new(
+                "corridor_requests_by_path_total",
+                "Requests by the code path that served them: `lean` is Corridor's own forwarding path (HTTP/1.x clients to HTTP/1.1 clusters, and answers Corridor gives itself), `proxy` is Pingora's proxy (HTTP/2 clients, HTTP/2 clusters, upgrades, CONNECT, Expect)",
+            ),
+            &["path"],
+        )?;
+        registry.register(Box::new(paths.clone()))?;
         let m = Self {
+            lean_path: paths.with_label_values(&["lean"]),
+            proxy_path: paths.with_label_values(&["proxy"]),
             cert_expiry: IntGaugeVec::new(
                 Opts::new(
                     "corridor_cert_expiry_seconds",

@@ -11,6 +11,10 @@
 //! `upstream_response_filter` decide retries (Pingora then calls
 //! `upstream_peer` again); the response filters edit headers and count bytes;
 //! `logging` records metrics and the access log.
+//!
+//! The phases' bodies are `Corridor`'s own methods, taking the downstream
+//! session: Pingora's proxy calls them through `ProxyHttp`, and the lean
+//! forwarding path (`lean`, the common case) calls them directly.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +41,12 @@ use crate::shared::Shared;
 mod access_log;
 mod ctx;
 mod edge;
+mod lean;
 mod retry;
 mod route;
 
 pub use ctx::RequestCtx;
+pub(crate) use lean::Lean;
 use route::{rewrite_path, select_route, write_direct, Headers};
 
 /// The proxy for one listener.
@@ -69,65 +75,19 @@ impl Corridor {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for Corridor {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        let routing = self.shared.routing();
-        let listener = self.listener(&routing);
-        RequestCtx::new(routing, listener)
-    }
-
-    /// No downstream modules: Pingora's default adds a response compression
-    /// module (disabled) whose context every request builds and whose
-    /// filters every response task passes through. Corridor never compresses.
-    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
-
-    /// Answers a request whose head Pingora could not read (unparseable, too
-    /// large, or failing its framing checks) in Corridor's format, with the
-    /// status the strict head checks give its bytes. No request phase runs.
-    async fn invalid_request_response(&self, session: &mut ServerSession, _e: &Error) -> bool {
-        let routing = self.shared.routing();
-        let listener = self.listener(&routing);
-        let http = &listener.config.http;
-        let err = session
-            .invalid_request_header()
-            .and_then(|raw| check_h1_head(raw, &http.limits).err())
-            .map_or_else(
-                || LocalError::new(ErrorKind::BadRequest, "malformed request head"),
-                LocalError::from,
-            );
-        let id = edge::new_request_id();
-        let info = ErrorInfo {
-            request_id: Some(&id),
-            detail: http.error_detail,
-        };
-        let status = errors::respond_invalid(session, &err, &info).await;
-        routing.no_route.finish(status, 0.0);
-        self.shared.metrics.rejected(err.kind);
-        if routing.config.admin.access_log {
-            access_log::write_rejected(session, &err, &id, status);
-        }
-        true
-    }
-
+/// The phases, shared by Pingora's proxy (`ProxyHttp` below) and Corridor's lean
+/// forwarding path (`lean`): each takes the downstream session itself.
+impl Corridor {
     /// Admits the request before anything else: strict head checks, path
     /// normalization, the trusted client address and the request id. A
     /// rejection is answered in Corridor's format and nothing is forwarded.
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
+    pub(crate) fn admit(&self, session: &mut ServerSession, ctx: &mut RequestCtx) -> Result<()> {
         // Keep-alive is decided when the exchange ends, not when the response head
         // leaves (Envoy's rule): an upstream may answer before it has read the whole
         // request body (an echo, a streaming transform), and the proxy loop reads that
         // body to its end before it finishes. Local answers that leave a body unread
         // close the connection themselves (`request_filter`, `fail_to_proxy`).
-        session
-            .as_downstream_mut()
-            .set_close_on_response_before_downstream_finish(false);
+        session.set_close_on_response_before_downstream_finish(false);
         if let Err(err) = edge::admit(session, ctx) {
             self.shared.metrics.rejected(err.kind);
             return Err(local(ctx, err));
@@ -137,14 +97,18 @@ impl ProxyHttp for Corridor {
 
     /// Matches the route; answers direct responses and requests no route or
     /// endpoint can serve. Runs once per request.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(crate) async fn route(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
         let answer = match select_route(session, ctx) {
             Ok(None) => return Ok(false),
             Ok(Some(direct)) => Ok(direct),
             Err(err) => Err(err),
         };
         // The request body is not read, so the connection cannot carry another request.
-        if !session.as_mut().is_body_empty() {
+        if !session.is_body_empty() {
             session.set_keepalive(None);
         }
         match answer {
@@ -158,11 +122,7 @@ impl ProxyHttp for Corridor {
 
     /// Picks the endpoint for one try. Runs before every try, so a retry
     /// re-picks (never the same endpoint while others are left), after backoff.
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    pub(crate) async fn peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
         // The previous try no longer uses its upstream connection, also not
         // while this one backs off.
@@ -277,12 +237,7 @@ impl ProxyHttp for Corridor {
 
     /// Rewrites the path and host and applies the route's request header edits.
     /// Runs on each try's copy of the request.
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
+    pub(crate) fn edit_request(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
         let Some(route) = ctx.route() else {
             return Ok(());
         };
@@ -302,11 +257,9 @@ impl ProxyHttp for Corridor {
 
     /// Enforces the listener's request body limit on bodies without a
     /// Content-Length (those with one were checked before routing).
-    async fn request_body_filter(
+    pub(crate) fn check_request_body(
         &self,
-        session: &mut Session,
-        _body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        session: &ServerSession,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let Some(max) = ctx.http().limits.max_body_bytes else {
@@ -329,10 +282,10 @@ impl ProxyHttp for Corridor {
 
     /// Retries on a configured status before anything reaches the client; the
     /// last allowed try's response passes through as is.
-    async fn upstream_response_filter(
+    pub(crate) fn upstream_response(
         &self,
-        session: &mut Session,
-        resp: &mut ResponseHeader,
+        session: &ServerSession,
+        resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = resp.status.as_u16();
@@ -371,9 +324,8 @@ impl ProxyHttp for Corridor {
 
     /// Applies response header edits; from the final response on nothing is
     /// retried (a 1xx does not count).
-    async fn response_filter(
+    pub(crate) fn edit_response(
         &self,
-        _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -392,10 +344,9 @@ impl ProxyHttp for Corridor {
     }
 
     /// A connect failed: retry on another endpoint if the route allows.
-    fn fail_to_connect(
+    pub(crate) fn connect_failed(
         &self,
-        session: &mut Session,
-        _peer: &HttpPeer,
+        session: &ServerSession,
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
@@ -404,10 +355,9 @@ impl ProxyHttp for Corridor {
 
     /// A try failed after connecting: retry if the failure and route allow and
     /// no response byte reached the client.
-    fn error_while_proxy(
+    pub(crate) fn proxy_failed(
         &self,
-        _peer: &HttpPeer,
-        session: &mut Session,
+        session: &ServerSession,
         mut e: Box<Error>,
         ctx: &mut RequestCtx,
         client_reused: bool,
@@ -465,13 +415,9 @@ impl ProxyHttp for Corridor {
     /// With expected upstream identities, checks the certificate the
     /// upstream presented, after the handshake and before any request byte
     /// is written: a mismatch fails the attempt (502 `upstream_identity`).
-    async fn connected_to_upstream(
+    pub(crate) fn check_upstream(
         &self,
-        _session: &mut Session,
         reused: bool,
-        _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
-        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -563,28 +509,24 @@ impl ProxyHttp for Corridor {
 
     /// The request failed for good: answer with Corridor's error format unless
     /// the response already started or the client is gone.
-    async fn fail_to_proxy(
+    pub(crate) async fn fail(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
         e: &Error,
         ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let code = if errors::is_downstream_gone(e) {
+    ) -> u16 {
+        if errors::is_downstream_gone(e) {
             0
         } else if let Some(sent) = session.response_written() {
             sent.status.as_u16()
         } else {
             let err = ctx.local_error.take().unwrap_or_else(|| describe(e, ctx));
             answer_locally(session, ctx, err).await
-        };
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
         }
     }
 
     /// Records metrics and the access log; runs once at the end of every request.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    pub(crate) fn log(&self, session: &ServerSession, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let stats = ctx.stats();
         stats.finish(status, ctx.start.elapsed().as_secs_f64());
@@ -622,6 +564,175 @@ impl ProxyHttp for Corridor {
             access_log::write(session, e, ctx, status);
         }
     }
+}
+
+#[async_trait]
+impl ProxyHttp for Corridor {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let routing = self.shared.routing();
+        let listener = self.listener(&routing);
+        RequestCtx::new(routing, listener)
+    }
+
+    /// No downstream modules: Pingora's default adds a response compression
+    /// module (disabled) whose context every request builds and whose
+    /// filters every response task passes through. Corridor never compresses.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    /// Answers a request whose head Pingora could not read (unparseable, too
+    /// large, or failing its framing checks) in Corridor's format, with the
+    /// status the strict head checks give its bytes. No request phase runs.
+    async fn invalid_request_response(&self, session: &mut ServerSession, _e: &Error) -> bool {
+        let routing = self.shared.routing();
+        let listener = self.listener(&routing);
+        let http = &listener.config.http;
+        let err = session
+            .invalid_request_header()
+            .and_then(|raw| check_h1_head(raw, &http.limits).err())
+            .map_or_else(
+                || LocalError::new(ErrorKind::BadRequest, "malformed request head"),
+                LocalError::from,
+            );
+        let id = edge::new_request_id();
+        let info = ErrorInfo {
+            request_id: Some(&id),
+            detail: http.error_detail,
+        };
+        let status = errors::respond_invalid(session, &err, &info).await;
+        routing.no_route.finish(status, 0.0);
+        self.shared.metrics.rejected(err.kind);
+        if routing.config.admin.access_log {
+            access_log::write_rejected(session, &err, &id, status);
+        }
+        true
+    }
+
+    /// See [`Corridor::admit`].
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.admitted {
+            return Ok(());
+        }
+        self.admit(session, ctx)
+    }
+
+    /// See [`Corridor::route`].
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.admitted {
+            return Ok(false);
+        }
+        self.route(session, ctx).await
+    }
+
+    /// See [`Corridor::peer`].
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        self.peer(ctx).await
+    }
+
+    /// See [`Corridor::edit_request`].
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.edit_request(req, ctx)
+    }
+
+    /// See [`Corridor::check_request_body`].
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.check_request_body(session, ctx)
+    }
+
+    /// See [`Corridor::upstream_response`].
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.upstream_response(session, resp, ctx)
+    }
+
+    /// See [`Corridor::edit_response`].
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.edit_response(resp, ctx)
+    }
+
+    /// See [`Corridor::connect_failed`].
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        self.connect_failed(session, ctx, e)
+    }
+
+    /// See [`Corridor::proxy_failed`].
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        self.proxy_failed(session, e, ctx, client_reused)
+    }
+
+    /// See [`Corridor::check_upstream`].
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.check_upstream(reused, digest, ctx)
+    }
+
+    /// See [`Corridor::fail`].
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        FailToProxy {
+            error_code: self.fail(session, e, ctx).await,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// See [`Corridor::log`].
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.log(session, e, ctx);
+    }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         true
@@ -640,7 +751,7 @@ impl ProxyHttp for Corridor {
 
 /// Counts a failed connect (to the cluster, the try's endpoint and the
 /// outlier detector) and marks `e` retryable when the route may retry it.
-fn connect_failure(ctx: &mut RequestCtx, session: &Session, mut e: Box<Error>) -> Box<Error> {
+fn connect_failure(ctx: &mut RequestCtx, session: &ServerSession, mut e: Box<Error>) -> Box<Error> {
     if let Some(c) = &ctx.cluster {
         c.connect_failures.inc();
     }
@@ -656,7 +767,7 @@ fn connect_failure(ctx: &mut RequestCtx, session: &Session, mut e: Box<Error>) -
 /// Answers a failure in Corridor's error format and remembers it for the log.
 /// A failure of the only endpoints a residency policy allowed is a residency
 /// denial (451): the client learns that residency stopped the request.
-async fn answer_locally(session: &mut Session, ctx: &mut RequestCtx, err: LocalError) -> u16 {
+async fn answer_locally(session: &mut ServerSession, ctx: &mut RequestCtx, err: LocalError) -> u16 {
     let stopped = match (&ctx.residency, &ctx.cluster) {
         (Some(d), Some(rt)) => d.stopped(rt),
         _ => false,

@@ -4,13 +4,12 @@
 use http::HeaderValue;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::Error;
-use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use crate::errors::LocalError;
 
 /// Emits the access log event for a finished request.
-pub(super) fn write(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) {
+pub(super) fn write(session: &ServerSession, e: Option<&Error>, ctx: &RequestCtx, status: u16) {
     let req = session.req_header();
     let host = req
         .uri

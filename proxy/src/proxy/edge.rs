@@ -14,8 +14,8 @@ use corridor_config::{
     ListenerHttp, ListenerTls, Rejection,
 };
 use http::header::{HeaderName, HeaderValue, HOST};
+use pingora_core::protocols::http::ServerSession as Session;
 use pingora_http::RequestHeader;
-use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use crate::errors::LocalError;
@@ -70,7 +70,7 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), L
         }
     }
     check_head(session, http)?;
-    let h2 = session.as_downstream().is_http2();
+    let h2 = session.is_http2();
     let req = session.req_header_mut();
     normalize(req, http)?;
     if h2 {
@@ -188,7 +188,7 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 /// The strict HTTP/1.1 head checks on the bytes as received, or the HTTP/2
 /// checks the `h2` crate leaves to the application.
 fn check_head(session: &Session, http: &ListenerHttp) -> Result<(), Rejection> {
-    let downstream = session.as_downstream();
+    let downstream = session;
     if let Some(h1) = downstream.as_http1() {
         let head = check_h1_head(&h1.get_headers_raw_bytes(), &http.limits)?;
         // Chunks that came in the same read as the head are checked before anything is

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
+use pingora_core::protocols::http::ServerSession as Session;
 use pingora_core::{Error, ErrorType, RetryType};
-use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use corridor_config::RetryLimit;
@@ -86,7 +86,7 @@ fn allowed(ctx: &RequestCtx, session: &Session, reason: RetryReason) -> bool {
     if !policy_covers(ctx, reason) {
         return false;
     }
-    if session.as_ref().retry_buffer_truncated() {
+    if session.retry_buffer_truncated() {
         return false;
     }
     let safe = matches!(
@@ -109,7 +109,7 @@ pub(crate) fn stale_connection_retry(
         && matches!(e.retry, RetryType::ReusedOnly)
         && !ctx.stale_retry_used
         && !ctx.response_started
-        && !session.as_ref().retry_buffer_truncated()
+        && !session.retry_buffer_truncated()
         && session.req_header().method.is_idempotent()
         && ctx.deadline.is_none_or(|d| Instant::now() < d)
 }

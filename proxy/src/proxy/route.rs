@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use corridor_config::{EditHeaders, HashKey, RequestView, RouteAction, SubsetError};
 use http::header;
+use pingora_core::protocols::http::ServerSession as Session;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session;
 
 use super::ctx::{RequestCtx, RouteRef};
 use super::edge;
@@ -254,9 +254,9 @@ pub(super) async fn write_direct(
     }
     ctx.response_started = true;
     let empty = d.body.is_empty();
-    session.write_response_header(Box::new(resp), empty).await?;
+    session.write_response_header(Box::new(resp)).await?;
     if !empty {
-        session.write_response_body(Some(d.body), true).await?;
+        session.write_response_body(d.body, true).await?;
     }
     Ok(())
 }

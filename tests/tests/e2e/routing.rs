@@ -345,6 +345,99 @@ clusters:
     }
 }
 
+/// Asserts how many requests each code path served.
+async fn paths(proxy: &Corridor, lean: f64, pingora: f64) {
+    let name = "corridor_requests_by_path_total";
+    let got = (
+        proxy.metric(name, &[("path", "lean")]).await,
+        proxy.metric(name, &[("path", "proxy")]).await,
+    );
+    assert_eq!(got, (lean, pingora), "(lean, proxy) requests");
+}
+
+/// Corridor forwards the common case (an HTTP/1.x client, an HTTP/1.1 cluster, no
+/// upgrade, no `Expect`) on its own lean path and hands everything else to Pingora's
+/// proxy, which runs the same phases; answers are the same either way. The path of
+/// each request is counted in `corridor_requests_by_path_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_path_serves_the_common_case_and_hands_over_the_rest() {
+    let h1 = upstream("h1", UpstreamProtocol::Http1).await;
+    let h2c = upstream("h2c", UpstreamProtocol::H2c).await;
+    let config = format!(
+        r#"
+{HEAD}route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ match: {{ prefix: /h1/ }}, route: {{ cluster: h1, prefix_rewrite: / }} }}
+          - {{ match: {{ prefix: /h2c/ }}, route: {{ cluster: h2c, prefix_rewrite: / }} }}
+          - {{ match: {{ path: /teapot }}, direct_response: {{ status: 418, body: "short and stout" }} }}
+clusters:
+  - {{ name: h1, endpoints: [{{ address: "{h1}" }}] }}
+  - {{ name: h2c, protocol: h2c, endpoints: [{{ address: "{h2c}" }}] }}
+"#,
+        h1 = h1.addr(),
+        h2c = h2c.addr(),
+    );
+    let proxy = Corridor::start(&config).await;
+    let c = Client::h1(proxy.addr).await.unwrap();
+    // Lean: forwarded requests with a body from an HTTP/1.1 and an HTTP/2 client,
+    // and an answer Corridor gives itself.
+    let req = Request::post("/h1/echo")
+        .body(client::full("payload"))
+        .unwrap();
+    let r = fetch(&c, req).await;
+    assert_eq!(
+        (r.status, r.header("x-upstream-protocol")),
+        (200, "HTTP/1.1")
+    );
+    assert_eq!(r.body, Bytes::from("payload"));
+    assert_eq!(fetch_get(&c, "/teapot").await.status, 418);
+    let c2 = Client::h2c(proxy.addr).await.unwrap();
+    let r = fetch(
+        &c2,
+        Request::post("/h1/echo").body(client::full("two")).unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.version), (200, Version::HTTP_2));
+    assert_eq!(r.body, Bytes::from("two"));
+    paths(&proxy, 3.0, 0.0).await;
+    // Pingora's proxy: an HTTP/2 cluster (handed over after routing).
+    let r = fetch(
+        &c,
+        Request::post("/h2c/echo")
+            .body(client::full("three"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.header("x-upstream-protocol")), (200, "HTTP/2"));
+    assert_eq!(r.body, Bytes::from("three"));
+    paths(&proxy, 3.0, 1.0).await;
+    // Pingora's proxy: `Expect: 100-continue` (its interim answer is Pingora's).
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(
+        b"POST /h1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nfour",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("HTTP/1.1 200") && answer.ends_with("four"),
+        "{answer}"
+    );
+    paths(&proxy, 3.0, 2.0).await;
+    // Each upstream got exactly the requests routed to it, whichever path carried them.
+    assert_eq!(h1.requests(), 3);
+    assert_eq!(h2c.requests(), 1);
+}
+
 /// An upstream that answers before it has read the whole request body (the echo
 /// streams the body back as it arrives) does not cost the client its HTTP/1.1
 /// connection: the exchange ends with both bodies complete, so the connection is kept
