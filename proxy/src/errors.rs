@@ -219,14 +219,29 @@ pub fn classify(e: &Error) -> ErrorKind {
 
 /// Whether the client went away (nothing can be sent).
 pub fn is_downstream_gone(e: &Error) -> bool {
-    *e.esource() == ErrorSource::Downstream
-        && matches!(
-            e.etype(),
-            ErrorType::ReadError
-                | ErrorType::WriteError
-                | ErrorType::ConnectionClosed
-                | ErrorType::ReadTimedout
-        )
+    if *e.esource() != ErrorSource::Downstream {
+        return false;
+    }
+    match e.etype() {
+        ErrorType::ReadError
+        | ErrorType::WriteError
+        | ErrorType::ConnectionClosed
+        | ErrorType::ReadTimedout => true,
+        ErrorType::H2Error => h2_client_left(e),
+        _ => false,
+    }
+}
+
+/// Whether an HTTP/2 client's error is the client leaving: it reset the stream
+/// or went away while the response was under way (Pingora reports a reset seen
+/// while waiting as "Client closed H2"), not a malformed frame.
+fn h2_client_left(e: &Error) -> bool {
+    if let Some(h2) = e.root_cause().downcast_ref::<h2::Error>() {
+        return h2.is_io() || (h2.is_remote() && (h2.is_reset() || h2.is_go_away()));
+    }
+    e.context
+        .as_ref()
+        .is_some_and(|c| c.as_str().starts_with("Client closed H2"))
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc...`).

@@ -79,7 +79,7 @@ impl Lean {
         let metrics = &self.corridor.shared.metrics;
         if !lean_request(&s) {
             metrics.proxy_path.inc();
-            return self.proxy.process_read_request(s, ctx, shutdown).await;
+            return self.hand_over(s, ctx, shutdown).await;
         }
         if *shutdown.borrow() {
             // The listener drains: this is the connection's last request.
@@ -107,7 +107,7 @@ impl Lean {
         {
             metrics.proxy_path.inc();
             ctx.admitted = true;
-            return self.proxy.process_read_request(s, ctx, shutdown).await;
+            return self.hand_over(s, ctx, shutdown).await;
         }
         metrics.lean_path.inc();
         let mut reuse = false;
@@ -126,6 +126,18 @@ impl Lean {
             reuse = false;
         }
         self.finish(s, ctx, reuse, error).await
+    }
+
+    /// Hands the request to Pingora's proxy. Its future (about 10 KiB) is boxed
+    /// on this path only: inline, every request's future would be that large,
+    /// and copied into its box.
+    async fn hand_over(
+        &self,
+        s: Box<ServerSession>,
+        ctx: RequestCtx,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        Box::pin(self.proxy.process_read_request(s, ctx, shutdown)).await
     }
 
     /// Answers a failure before forwarding and ends the connection.
@@ -267,20 +279,25 @@ impl Lean {
         let mut send_error: Option<Box<Error>> = None;
         let mut request_done = false;
         // What a previous try read of the body is sent first (or an empty body's end).
+        let mut reading = true;
         let buffer = s.get_retry_buffer();
         if buffer.is_some() || s.is_body_empty() {
             let done = s.is_body_done();
             match self.body_up(s, up, buffer, done, ctx).await {
                 Ok(Ok(d)) => request_done = d,
-                Ok(Err(e)) => return (false, false, Some(e)),
+                Ok(Err(e)) => {
+                    // As below: the upstream's answer may still come.
+                    request_done = true;
+                    reading = s.is_body_done();
+                    upstream_reuse = false;
+                    send_error = Some(e);
+                }
                 Err(e) => return (false, false, Some(e)),
             }
         }
-        let mut reading = true;
         let mut response_done = false;
         while !request_done || !response_done {
             tokio::select! {
-                biased;
                 task = up.read_response_task(), if !response_done => {
                     let task = match task {
                         Ok(t) => t,
@@ -307,9 +324,11 @@ impl Lean {
                         Ok(Err(e)) => {
                             // The upstream stopped reading the request: its response
                             // may still come (a 413, an early answer), but the
-                            // connection cannot be reused.
+                            // connection cannot be reused. The client is still
+                            // watched for a hang-up once its body is done (an idle
+                            // read before that would take body bytes).
                             request_done = true;
-                            reading = false;
+                            reading = s.is_body_done();
                             upstream_reuse = false;
                             send_error = Some(e);
                         }
@@ -393,20 +412,19 @@ impl Lean {
                 let mut tasks = Vec::with_capacity(2);
                 tasks.push(HttpTask::Header(h, end));
                 // The body bytes read with the header leave in the same write.
+                // A read that fails still lets the header out first (then the
+                // batch's write returns the error), as from Pingora's proxy.
                 if !end && !informational {
                     if let Some(next) = up.read_response_task().now_or_never() {
-                        tasks.push(next.map_err(|e| e.into_up())?);
-                    }
-                }
-                if let Some(HttpTask::Failed(_)) = tasks.last() {
-                    if let Some(HttpTask::Failed(e)) = tasks.pop() {
-                        return Err(e);
+                        tasks.push(next.unwrap_or_else(|e| HttpTask::Failed(e.into_up())));
                     }
                 }
                 s.response_duplex_vec(tasks).await
             }
             HttpTask::Body(data, end) => {
-                s.write_response_body(data.unwrap_or_default(), end).await?;
+                s.write_response_body(data.unwrap_or_default(), end)
+                    .await
+                    .map_err(|e| e.into_down())?;
                 Ok(end)
             }
             // Trailers reach HTTP/2 clients (HTTP/1.1 ones get none, as from

@@ -309,6 +309,87 @@ clusters:
     }
 }
 
+/// A client that hangs up while its response streams is the client's doing: the
+/// access log says `client_closed` (not an upstream failure), for HTTP/1.1 and
+/// HTTP/2 clients, on the lean path (HTTP/1.1 cluster) and Pingora's (HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_stream_is_logged_as_client_closed() {
+    let up = upstream("up", UpstreamProtocol::Http1).await;
+    let h2up = upstream("up2", UpstreamProtocol::H2c).await;
+    let config = format!(
+        r#"
+listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
+admin: {{ address: "{{{{ADMIN}}}}", access_log: {{ enabled: true, format: json }} }}
+route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - {{ match: {{ prefix: /h2/ }}, route: {{ cluster: h2, prefix_rewrite: / }} }}
+          - {{ route: {{ cluster: h1 }} }}
+clusters:
+  - {{ name: h1, endpoints: [{{ address: "{a}" }}] }}
+  - {{ name: h2, protocol: h2c, endpoints: [{{ address: "{b}" }}] }}
+"#,
+        a = up.addr(),
+        b = h2up.addr()
+    );
+    let proxy = Corridor::start(&config).await;
+    for (client_proto, prefix) in [("h1", ""), ("h2c", ""), ("h1", "/h2"), ("h2c", "/h2")] {
+        let (c, protocol) = if client_proto == "h1" {
+            (Client::h1(proxy.addr).await.unwrap(), "HTTP/1.1")
+        } else {
+            (Client::h2c(proxy.addr).await.unwrap(), "HTTP/2.0")
+        };
+        let c = std::sync::Arc::new(c);
+        let (first, got_first) = tokio::sync::oneshot::channel();
+        let pending = tokio::spawn({
+            let c = std::sync::Arc::clone(&c);
+            async move {
+                let req = Request::get(format!("{prefix}/sse?n=100000&interval_ms=5"));
+                let resp = c.send(req.body(client::empty()).unwrap()).await?;
+                let mut r = BodyReader::new(resp.into_body());
+                r.next_sse().await?;
+                let _ = first.send(());
+                futures::future::pending::<()>().await;
+                anyhow::Ok(())
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), got_first)
+            .await
+            .expect("a first event in time")
+            .expect("the first event");
+        pending.abort();
+        let _ = pending.await;
+        c.close().await;
+        drop(c);
+        let path = format!("\"path\":\"{prefix}/sse\"");
+        let proto = format!("\"protocol\":\"{protocol}\"");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            let logs = proxy.logs();
+            if let Some(l) = logs
+                .lines()
+                .find(|l| l.contains(&path) && l.contains(&proto))
+            {
+                break l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{client_proto} {prefix}: no access log line\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["status"], 200, "{line}");
+        assert_eq!(
+            v["error"], "client_closed",
+            "{client_proto} {prefix}: {line}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_stops_the_upstream_and_memory_stays_flat() {
     let _serial = exclusive().await;
