@@ -101,17 +101,21 @@ pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeTy
 pub use proxy_purge::PurgeStatus;
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
 
-/// The request preparation the proxy applies to every request it forwards to an
-/// HTTP/1.1 upstream, for an application that forwards some requests itself and must
-/// apply the same protections (hop-by-hop and connection-nominated fields, upgrades,
-/// `Host` and authority, body framing), in this order: [`sanitize_h1_upstream_request`],
+/// The request preparation the proxy applies to every request it forwards, for an
+/// application that forwards some requests itself and must apply the same protections
+/// (hop-by-hop and connection-nominated fields, upgrades, `Host` and authority, body
+/// framing). To an HTTP/1.1 upstream, in this order: [`sanitize_h1_upstream_request`],
 /// `Host` from `:authority` for an HTTP/2 downstream, the application's own edits,
-/// [`reconcile_upstream_authority`], [`finalize_h1_upstream_request_framing`].
+/// [`reconcile_upstream_authority`], [`set_h1_host_from_authority`],
+/// [`finalize_h1_upstream_request_framing`]. To an HTTP/2 upstream:
+/// [`sanitize_h2_upstream_request`] for an HTTP/1 downstream, the application's edits,
+/// [`reconcile_upstream_authority`], [`h2_path_and_query`], [`update_h2_scheme_authority`].
 pub mod upstream_request {
     pub use crate::proxy_common::{
         finalize_h1_upstream_request_framing, reconcile_upstream_authority,
-        sanitize_h1_upstream_request, set_h1_host_from_authority,
+        sanitize_h1_upstream_request, sanitize_h2_upstream_request, set_h1_host_from_authority,
     };
+    pub use crate::proxy_h2::{h2_path_and_query, update_h2_scheme_authority};
 }
 
 pub mod prelude {

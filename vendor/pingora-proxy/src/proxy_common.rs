@@ -394,7 +394,7 @@ pub fn finalize_h1_upstream_request_framing(
 }
 
 /// Remove downstream connection-nominated fields before an HTTP/2 conversion.
-pub(crate) fn sanitize_h2_upstream_request(
+pub fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {

@@ -31,7 +31,7 @@ use pingora_core::protocols::http::v2::{client::Http2Session, write_body};
 /// Reclassifies after filters and rejects non-UTF-8 or ambiguous targets.
 ///
 /// [RFC 9113 section 8.3.1]: https://www.rfc-editor.org/rfc/rfc9113.html#section-8.3.1
-fn h2_path_and_query(header: &RequestHeader) -> Result<http::uri::PathAndQuery> {
+pub fn h2_path_and_query(header: &RequestHeader) -> Result<http::uri::PathAndQuery> {
     let target = header.raw_path();
     if !header.raw_path_is_utf8() {
         return Error::e_explain(
@@ -78,7 +78,9 @@ fn h2_path_and_query(header: &RequestHeader) -> Result<http::uri::PathAndQuery> 
     )
 }
 
-fn update_h2_scheme_authority(
+/// Set an HTTP/2 request's `:scheme`, `:authority` and `:path` from `raw_host` and
+/// `path_and_query`, refusing an invalid authority or one with userinfo.
+pub fn update_h2_scheme_authority(
     header: &mut RequestHeader,
     raw_host: &[u8],
     tls: bool,
