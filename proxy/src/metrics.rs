@@ -122,7 +122,7 @@ impl Metrics {
         let paths = IntCounterVec::new(
             Opts::new(
                 "corridor_requests_by_path_total",
-                "Requests by the code path that served them: `lean` is Corridor's own forwarding path (HTTP/1.x clients to HTTP/1.1 clusters, and answers Corridor gives itself), `proxy` is Pingora's proxy (HTTP/2 clients, HTTP/2 clusters, upgrades, CONNECT, Expect)",
+                "Requests by the code path that served them: `lean` is Corridor's own forwarding path (HTTP/1.x and HTTP/2 clients to any cluster, and answers Corridor gives itself), `proxy` is Pingora's proxy (upgrades, CONNECT, Expect)",
             ),
             &["path"],
         )?;

@@ -615,17 +615,11 @@ impl ProxyHttp for Corridor {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.admitted {
-            return Ok(());
-        }
         self.admit(session, ctx)
     }
 
     /// See [`Corridor::route`].
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if ctx.admitted {
-            return Ok(false);
-        }
         self.route(session, ctx).await
     }
 

@@ -82,9 +82,6 @@ pub struct RequestCtx {
     pub(crate) retry_guard: Option<RetryGuard>,
     /// The route's residency decision.
     pub(crate) residency: Option<crate::residency::Decision>,
-    /// Admitted and routed by the lean path before it handed the request to
-    /// Pingora's proxy, whose first two phases then have nothing left to do.
-    pub(crate) admitted: bool,
     /// Trusted headers this client may not set: removed before forwarding.
     pub(crate) strip: smallvec::SmallVec<[http::HeaderName; 2]>,
     /// The routing state the request started with; kept to the end. Declared
@@ -129,7 +126,6 @@ impl RequestCtx {
             connection: None,
             retry_guard: None,
             residency: None,
-            admitted: false,
             strip: smallvec::SmallVec::new(),
         }
     }

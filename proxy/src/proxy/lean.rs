@@ -1,12 +1,12 @@
 //! Owns Corridor's lean forwarding path (D1, issue 16 step 3): the common
-//! case, an HTTP/1.x or HTTP/2 request to an HTTP/1.1 cluster (plain or TLS)
-//! without an upgrade or `Expect`, forwarded by Corridor's own `HttpServerApp` on
-//! Pingora's sessions, listeners and connection pool, without the machinery of
-//! Pingora's proxy loop (a boxed future per phase, two task channels per try,
-//! its cache and module hooks). Every other request goes to Pingora's
-//! `HttpProxy`, also one this path has admitted and routed (`ctx.admitted`).
+//! case, an HTTP/1.x or HTTP/2 request without an upgrade, `CONNECT` or
+//! `Expect`, to any cluster (HTTP/1.1 here, HTTP/2 in `h2`), forwarded by
+//! Corridor's own `HttpServerApp` on Pingora's sessions, listeners and
+//! connection pool, without the machinery of Pingora's proxy loop (a boxed
+//! future per phase, two task channels per try, its cache and module hooks).
+//! The other requests go to Pingora's `HttpProxy`.
 //!
-//! Both paths run the same phases (`Corridor::admit`, `route`, `peer`,
+//! Both run the same phases (`Corridor::admit`, `route`, `peer`,
 //! `edit_request`, `upstream_response`, `edit_response`, `fail`, `log`), so
 //! routing, balancing, residency, retries and identity checks stay in their
 //! modules. This module moves the bytes and applies the protections Pingora's
@@ -42,14 +42,15 @@ use pingora_proxy::upstream_request::{
 use pingora_proxy::{HttpProxy, ProxyHttp};
 
 use super::{Corridor, RequestCtx};
-use corridor_config::UpstreamProtocol;
+
+mod h2;
 
 /// Most tries per request, the bound Pingora's proxy has too (`max_retries`);
 /// the route's retry policy stops long before it.
 const MAX_TRIES: usize = 16;
 
 /// A listener's HTTP application: the lean path for the common case, Pingora's
-/// proxy for the rest.
+/// proxy for upgrades, `CONNECT` and `Expect`.
 pub(crate) struct Lean {
     proxy: Arc<HttpProxy<Corridor>>,
     corridor: Corridor,
@@ -99,15 +100,6 @@ impl Lean {
                 metrics.lean_path.inc();
                 return self.fail(s, ctx, e).await;
             }
-        }
-        if !ctx
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.config.protocol == UpstreamProtocol::Http1)
-        {
-            metrics.proxy_path.inc();
-            ctx.admitted = true;
-            return self.hand_over(s, ctx, shutdown).await;
         }
         metrics.lean_path.inc();
         let mut reuse = false;
@@ -189,23 +181,49 @@ impl Lean {
                 );
             }
         };
-        let ClientSession::H1(mut up) = session else {
-            // An HTTP/1.1 cluster's peers offer no other protocol.
-            let e = Error::explain(
-                ErrorType::InternalError,
-                "an HTTP/1.1 cluster's connection speaks another protocol",
-            );
-            return (false, Some(self.corridor.proxy_failed(s, e, ctx, reused)));
-        };
-        let (server_reuse, client_reuse, error) =
-            self.exchange(s, &mut up, reused, &peer, ctx).await;
-        if client_reuse {
-            connector
-                .release_http_session(ClientSession::H1(up), &*peer, peer.idle_timeout())
-                .await;
+        match session {
+            ClientSession::H1(mut up) => {
+                let (server_reuse, client_reuse, error) =
+                    self.exchange(s, &mut up, reused, &peer, ctx).await;
+                if client_reuse {
+                    connector
+                        .release_http_session(ClientSession::H1(up), &*peer, peer.idle_timeout())
+                        .await;
+                }
+                let error = error.map(|e| self.corridor.proxy_failed(s, e, ctx, reused));
+                (server_reuse, error)
+            }
+            ClientSession::H2(mut up) => {
+                let (server_reuse, mut error) =
+                    self.exchange_h2(s, &mut up, reused, &peer, ctx).await;
+                connector
+                    .release_http_session(ClientSession::H2(up), &*peer, peer.idle_timeout())
+                    .await;
+                if let Some(e) = error.as_mut() {
+                    // The upstream says it cannot speak HTTP/2 (or speaks it badly): later
+                    // requests use HTTP/1.1 where the peer allows it (as Pingora's proxy).
+                    if matches!(e.etype, ErrorType::H2Downgrade | ErrorType::InvalidH2) {
+                        if peer
+                            .get_alpn()
+                            .is_none_or(|alpn| alpn.get_min_http_version() == 1)
+                        {
+                            connector.prefer_h1(&*peer);
+                        } else {
+                            e.retry = false.into();
+                        }
+                    }
+                }
+                let error = error.map(|e| self.corridor.proxy_failed(s, e, ctx, reused));
+                (server_reuse, error)
+            }
+            ClientSession::Custom(_) => {
+                let e = Error::explain(
+                    ErrorType::InternalError,
+                    "no custom upstream protocol is configured",
+                );
+                (false, Some(self.corridor.proxy_failed(s, e, ctx, reused)))
+            }
         }
-        let error = error.map(|e| self.corridor.proxy_failed(s, e, ctx, reused));
-        (server_reuse, error)
     }
 
     /// Sends the request on `up` and relays the response: (client connection

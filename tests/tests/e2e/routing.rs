@@ -355,10 +355,10 @@ async fn paths(proxy: &Corridor, lean: f64, pingora: f64) {
     assert_eq!(got, (lean, pingora), "(lean, proxy) requests");
 }
 
-/// Corridor forwards the common case (an HTTP/1.x client, an HTTP/1.1 cluster, no
-/// upgrade, no `Expect`) on its own lean path and hands everything else to Pingora's
-/// proxy, which runs the same phases; answers are the same either way. The path of
-/// each request is counted in `corridor_requests_by_path_total`.
+/// Corridor forwards the common case (an HTTP/1.x or HTTP/2 client, any cluster, no
+/// upgrade, `CONNECT` or `Expect`) on its own lean path and hands the rest to
+/// Pingora's proxy, which runs the same phases; answers are the same either way. The
+/// path of each request is counted in `corridor_requests_by_path_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lean_path_serves_the_common_case_and_hands_over_the_rest() {
     let h1 = upstream("h1", UpstreamProtocol::Http1).await;
@@ -382,60 +382,56 @@ clusters:
     );
     let proxy = Corridor::start(&config).await;
     let c = Client::h1(proxy.addr).await.unwrap();
-    // Lean: forwarded requests with a body from an HTTP/1.1 and an HTTP/2 client,
-    // and an answer Corridor gives itself.
-    let req = Request::post("/h1/echo")
-        .body(client::full("payload"))
-        .unwrap();
-    let r = fetch(&c, req).await;
-    assert_eq!(
-        (r.status, r.header("x-upstream-protocol")),
-        (200, "HTTP/1.1")
-    );
-    assert_eq!(r.body, Bytes::from("payload"));
-    assert_eq!(fetch_get(&c, "/teapot").await.status, 418);
     let c2 = Client::h2c(proxy.addr).await.unwrap();
-    let r = fetch(
-        &c2,
-        Request::post("/h1/echo").body(client::full("two")).unwrap(),
-    )
-    .await;
-    assert_eq!((r.status, r.version), (200, Version::HTTP_2));
-    assert_eq!(r.body, Bytes::from("two"));
-    paths(&proxy, 3.0, 0.0).await;
-    // Pingora's proxy: an HTTP/2 cluster (handed over after routing).
-    let r = fetch(
-        &c,
-        Request::post("/h2c/echo")
-            .body(client::full("three"))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((r.status, r.header("x-upstream-protocol")), (200, "HTTP/2"));
-    assert_eq!(r.body, Bytes::from("three"));
-    paths(&proxy, 3.0, 1.0).await;
-    // Pingora's proxy: `Expect: 100-continue` (its interim answer is Pingora's).
-    let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Lean: every client and cluster protocol pairing with a body, and an answer
+    // Corridor gives itself.
+    for (client, name) in [(&c, "h1 client"), (&c2, "h2 client")] {
+        for (prefix, protocol) in [("h1", "HTTP/1.1"), ("h2c", "HTTP/2")] {
+            let req = Request::post(format!("/{prefix}/echo"))
+                .body(client::full("payload"))
+                .unwrap();
+            let r = fetch(client, req).await;
+            assert_eq!(r.status, 200, "{name} to {prefix}");
+            assert_eq!(
+                r.header("x-upstream-protocol"),
+                protocol,
+                "{name} to {prefix}"
+            );
+            assert_eq!(r.body, Bytes::from("payload"), "{name} to {prefix}");
+        }
+    }
+    assert_eq!(fetch_get(&c, "/teapot").await.status, 418);
+    paths(&proxy, 5.0, 0.0).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    raw.write_all(
-        b"POST /h1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nfour",
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.contains("HTTP/1.1 200") && answer.ends_with("four"),
-        "{answer}"
-    );
-    paths(&proxy, 3.0, 2.0).await;
+    // Pingora's proxy: `Expect: 100-continue` (its interim answer is Pingora's) and
+    // `CONNECT` (which Corridor's checks then refuse).
+    for (request, answer) in [
+        (
+            &b"POST /h1/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nfour"[..],
+            "HTTP/1.1 200",
+        ),
+        (
+            &b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"[..],
+            "HTTP/1.1 405",
+        ),
+    ] {
+        let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        raw.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut got))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.contains(answer), "{got}");
+        if answer.ends_with("200") {
+            assert!(got.ends_with("four"), "{got}");
+        }
+    }
+    paths(&proxy, 5.0, 2.0).await;
     // Each upstream got exactly the requests routed to it, whichever path carried them.
     assert_eq!(h1.requests(), 3);
-    assert_eq!(h2c.requests(), 1);
+    assert_eq!(h2c.requests(), 2);
 }
 
 /// An upstream that answers before it has read the whole request body (the echo
