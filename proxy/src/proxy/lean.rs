@@ -18,6 +18,7 @@
 //! response streams, and backpressure (one read is written before the next).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -314,6 +315,13 @@ impl Lean {
             }
         }
         let mut response_done = false;
+        // The response header is due within the read timeout of the request also
+        // while the body streams up: each piece cancels a read, and its timer, so
+        // one timer covers them all. A request with no body left to send needs none.
+        let mut header_by = match (request_done, up.read_timeout) {
+            (false, Some(t)) => Some(Instant::now() + t),
+            _ => None,
+        };
         while !request_done || !response_done {
             tokio::select! {
                 task = up.read_response_task(), if !response_done => {
@@ -321,11 +329,15 @@ impl Lean {
                         Ok(t) => t,
                         Err(e) => return (false, false, Some(send_error.unwrap_or(e).into_up())),
                     };
+                    if matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational()) {
+                        header_by = None;
+                    }
                     match self.respond(s, up, task, ctx).await {
                         Ok(done) => response_done = done,
                         Err(e) => return (false, false, Some(e)),
                     }
                 }
+                () = until(header_by) => return (false, false, Some(header_timeout())),
                 // The request body; once it is done, the client hanging up
                 // (while the response streams) ends the exchange.
                 body = s.read_body_or_idle(request_done), if reading => {
@@ -458,6 +470,23 @@ impl Lean {
             HttpTask::Failed(e) => Err(e),
         }
     }
+}
+
+/// Resolves at `at`, never without one.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The upstream's response header did not come within the read timeout.
+fn header_timeout() -> Box<Error> {
+    Error::explain(
+        ErrorType::ReadTimedout,
+        "no response header from the upstream within the read timeout",
+    )
+    .into_up()
 }
 
 /// Whether the lean path can forward this request once routed: an HTTP/1.x or

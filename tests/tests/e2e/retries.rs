@@ -240,6 +240,60 @@ clusters:
     );
 }
 
+/// The route's deadline holds while the request body still streams: a client that
+/// keeps sending pieces of its body to an upstream that never answers gets its 504
+/// at the deadline, not after its body ends (each piece used to restart the
+/// upstream read, and its timer), on HTTP/1.1 and HTTP/2 clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_holds_while_the_request_body_streams() {
+    for (name, protocol, cluster) in [
+        ("h1", UpstreamProtocol::Http1, ""),
+        ("h2c", UpstreamProtocol::H2c, ", protocol: h2c"),
+    ] {
+        let up = upstream(name, protocol).await;
+        let config = format!(
+            r#"
+{HEAD}route_tables:
+  - name: t
+    virtual_hosts:
+      - domains: ["*"]
+        routes:
+          - route: {{ cluster: c, timeout: 1s }}
+clusters:
+  - {{ name: c{cluster}, endpoints: [{{ address: "{a}" }}] }}
+"#,
+            a = up.addr()
+        );
+        let proxy = Corridor::start(&config).await;
+        let c = Client::h1(proxy.addr).await.unwrap();
+        let (tx, body) = client::channel();
+        // A piece every 100 ms for 6 s, far past the deadline.
+        let sender = tokio::spawn(async move {
+            for _ in 0..60 {
+                if tx.send("piece ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let start = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            fetch(&c, Request::post("/hang").body(body).unwrap()),
+        )
+        .await
+        .expect("an answer");
+        let took = start.elapsed();
+        sender.abort();
+        assert_eq!(r.status, 504, "{name}");
+        assert_eq!(r.header("x-corridor-error"), "upstream_timeout", "{name}");
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_millis(3_000),
+            "{name}: a 1 s deadline answered after {took:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_try_timeout_and_request_deadline() {
     let up = upstream("up", UpstreamProtocol::Http1).await;

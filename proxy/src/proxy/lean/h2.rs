@@ -24,9 +24,9 @@ use pingora_proxy::upstream_request::{
     h2_path_and_query, reconcile_upstream_authority, sanitize_h2_upstream_request,
     update_h2_scheme_authority,
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{Lean, RequestCtx};
+use super::{header_timeout, until, Lean, RequestCtx};
 
 /// What the response side reads next.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -78,10 +78,14 @@ impl Lean {
             return (false, Some(e));
         };
         s.enable_retry_buffering();
-        match self
-            .duplex_h2(s, up, &mut body, peer.options.write_timeout, ctx)
-            .await
-        {
+        // The response header must come within the read timeout of the request,
+        // however the request body's pieces interleave with the reads.
+        let header_by = peer.options.read_timeout.map(|t| Instant::now() + t);
+        let limits = Limits {
+            write_timeout: peer.options.write_timeout,
+            header_by,
+        };
+        match self.duplex_h2(s, up, &mut body, limits, ctx).await {
             Ok(reuse) => (reuse, None),
             Err(e) => {
                 let read_timeout = e.esource == ErrorSource::Upstream
@@ -178,35 +182,53 @@ impl Lean {
         s: &mut ServerSession,
         up: &mut Http2Session,
         body: &mut SendStream<Bytes>,
-        write_timeout: Option<Duration>,
+        mut limits: Limits,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         let mut request_done = s.is_body_done();
         // What a previous try read of the body is sent first.
         if let Some(buffer) = s.get_retry_buffer() {
-            self.body_up_h2(s, Some(buffer), request_done, body, write_timeout, ctx)
+            self.body_up_h2(s, Some(buffer), request_done, body, limits, ctx)
                 .await?;
         }
+        let mut reading = true;
         let mut next = Next::Header;
         while !request_done || next != Next::Done {
+            if next != Next::Header {
+                limits.header_by = None;
+            }
             // Only reads are raced (each is cancel-safe); writes happen after.
             tokio::select! {
                 read = read_next(up, next), if next != Next::Done => {
                     next = self.respond_h2(s, up, read.map_err(|e| e.into_up())?, ctx).await?;
                 }
+                () = until(limits.header_by) => return Err(header_timeout()),
                 // The request body; once it is done, the client leaving (or
                 // resetting its stream) ends the exchange.
-                piece = s.read_body_or_idle(request_done) => {
+                piece = s.read_body_or_idle(request_done), if reading => {
                     let piece = piece.map_err(|e| e.into_down())?;
                     if request_done {
                         continue;
                     }
                     let done = s.is_body_done() || piece.is_none();
-                    request_done = self
-                        .body_up_h2(s, piece, done, body, write_timeout, ctx)
-                        .await?;
+                    match self.body_up_h2(s, piece, done, body, limits, ctx).await {
+                        Ok(d) => request_done = d,
+                        Err(e) if e.esource == ErrorSource::Downstream => return Err(e),
+                        Err(e) => {
+                            // The upstream stopped taking the request (an early answer,
+                            // RST_STREAM NO_ERROR): its response is still relayed, the
+                            // client is no longer read and its connection not kept
+                            // (as Pingora's proxy).
+                            tracing::debug!("request body to the HTTP/2 upstream: {e}");
+                            request_done = true;
+                            reading = false;
+                        }
+                    }
                 }
             }
+        }
+        if !reading {
+            return Ok(false);
         }
         Ok(match s.finish_body().await {
             Ok(()) => true,
@@ -225,7 +247,7 @@ impl Lean {
         data: Option<Bytes>,
         done: bool,
         body: &mut SendStream<Bytes>,
-        write_timeout: Option<Duration>,
+        limits: Limits,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         self.corridor.check_request_body(s, ctx)?;
@@ -237,27 +259,28 @@ impl Lean {
             None => (Bytes::new(), true),
         };
         // An HTTP/2 client's reset is noticed while the write waits for the
-        // upstream's flow control, which would otherwise hold it.
-        match s.watch_h2_stream_close() {
-            Some(closed) => {
-                tokio::select! {
-                    biased;
-                    r = write_body(body, data, end, write_timeout) => r.map_err(|e| e.into_up())?,
-                    reason = closed => {
-                        let e = match reason {
-                            Ok(reason) => Error::explain(
-                                ErrorType::H2Error,
-                                format!("downstream H2 stream closed (reason: {reason}) while writing body to upstream"),
-                            ),
-                            Err(e) => e,
-                        };
-                        return Err(e.into_down());
-                    }
+        // upstream's flow control, which would otherwise hold it; so is the
+        // response header's timeout.
+        let closed = s.watch_h2_stream_close();
+        tokio::select! {
+            biased;
+            r = write_body(body, data, end, limits.write_timeout) => r.map_err(|e| e.into_up())?,
+            reason = async {
+                match closed {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
                 }
+            } => {
+                let e = match reason {
+                    Ok(reason) => Error::explain(
+                        ErrorType::H2Error,
+                        format!("downstream H2 stream closed (reason: {reason}) while writing body to upstream"),
+                    ),
+                    Err(e) => e,
+                };
+                return Err(e.into_down());
             }
-            None => write_body(body, data, end, write_timeout)
-                .await
-                .map_err(|e| e.into_up())?,
+            () = until(limits.header_by) => return Err(header_timeout()),
         }
         Ok(done)
     }
@@ -313,6 +336,9 @@ impl Lean {
                 }
                 self.filter_header_h2(s, &mut h, ctx)?;
                 tasks.push(HttpTask::Header(h, end));
+                // `response_duplex_vec` says when the client's response is complete
+                // by its own framing (content-length written, HEAD, 204, 304), which
+                // may come before the upstream's END_STREAM.
                 if end {
                     next = Next::Done;
                 } else if let Some(first) = up.read_response_body().now_or_never() {
@@ -333,7 +359,9 @@ impl Lean {
                         Err(e) => tasks.push(HttpTask::Failed(e.into_up())),
                     }
                 }
-                s.response_duplex_vec(tasks).await?;
+                if s.response_duplex_vec(tasks).await? {
+                    next = Next::Done;
+                }
                 Ok(next)
             }
             Read::Body(Some(data)) => {
@@ -342,10 +370,10 @@ impl Lean {
                     // Nothing to write: an empty piece would end an HTTP/1.1 chunked body.
                     return Ok(Next::Body);
                 }
-                s.write_response_body(data, end)
-                    .await
-                    .map_err(|e| e.into_down())?;
-                Ok(if end { Next::Done } else { Next::Body })
+                let done = s
+                    .response_duplex_vec(vec![HttpTask::Body(Some(data), end)])
+                    .await?;
+                Ok(if done { Next::Done } else { Next::Body })
             }
             Read::Body(None) => Ok(Next::Trailers),
             Read::Trailers(trailers) => {
@@ -383,6 +411,16 @@ impl Lean {
         }
         Ok(())
     }
+}
+
+/// The timeouts of one HTTP/2 exchange.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// Each DATA write's.
+    write_timeout: Option<Duration>,
+    /// When the response header is due (`None` once it came, or without a
+    /// read timeout).
+    header_by: Option<Instant>,
 }
 
 /// The next read of the response side; each of its awaits is cancel-safe, so
