@@ -18,8 +18,12 @@ const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
 /// Reads an SSE stream from the proxy and checks that every event left the
-/// proxy as it left the upstream: each client-side gap is within 10 ms of the
-/// upstream's own gap for that event.
+/// proxy as it left the upstream, measured against the upstream's own send
+/// times: no event arrives half an interval later than the quickest one did (an
+/// event held back, coalesced with the next or waiting for a flush timer, is a
+/// whole interval late), and the median event no more than 5 ms later (a
+/// proxy that delays every event a little). Scheduling noise on a busy 2-core
+/// machine delays a single event by up to 15-20 ms; it is not the proxy's.
 async fn assert_sse_unbuffered(
     proxy: &Corridor,
     up: &corridor_tests::Upstream,
@@ -58,19 +62,30 @@ async fn assert_sse_unbuffered(
     let sent = up.sse_sent_times(tag);
     assert_eq!(arrivals.len(), n, "{tag}: all events arrive");
     assert_eq!(sent.len(), n);
-    let mut worst = Duration::ZERO;
-    for i in 1..n {
-        let client_gap = arrivals[i] - arrivals[i - 1];
-        let upstream_gap = sent[i] - sent[i - 1];
-        let diff = client_gap.abs_diff(upstream_gap);
-        worst = worst.max(diff);
+    let delays: Vec<Duration> = (0..n)
+        .map(|i| arrivals[i].saturating_duration_since(sent[i]))
+        .collect();
+    let quickest = *delays.iter().min().expect("events");
+    let late: Vec<Duration> = delays.iter().map(|d| *d - quickest).collect();
+    let interval = Duration::from_millis(50);
+    for (i, l) in late.iter().enumerate() {
         assert!(
-            diff <= Duration::from_millis(10),
-            "{tag}: event {i} arrived {client_gap:?} after the previous one but left the upstream {upstream_gap:?} after it\n{}",
+            *l < interval / 2,
+            "{tag}: event {i} arrived {l:?} later after leaving the upstream than the quickest event did\n{}",
             proxy.logs()
         );
     }
-    eprintln!("{tag}: worst gap difference {worst:?}");
+    let mut sorted = late.clone();
+    sorted.sort();
+    let median = sorted[n / 2];
+    assert!(
+        median <= Duration::from_millis(5),
+        "{tag}: the median event arrived {median:?} later than the quickest (all: {late:?})"
+    );
+    eprintln!(
+        "{tag}: latest event {:?}, median {median:?} after the quickest",
+        sorted[n - 1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
