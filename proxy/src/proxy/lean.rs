@@ -294,23 +294,17 @@ impl Lean {
         up: &mut UpstreamH1,
         ctx: &mut RequestCtx,
     ) -> (bool, bool, Option<Box<Error>>) {
-        let mut upstream_reuse = true;
-        let mut send_error: Option<Box<Error>> = None;
-        let mut request_done = false;
+        let mut sent = Upload {
+            done: false,
+            reading: true,
+            error: None,
+        };
         // What a previous try read of the body is sent first (or an empty body's end).
-        let mut reading = true;
         let buffer = s.get_retry_buffer();
         if buffer.is_some() || s.is_body_empty() {
             let done = s.is_body_done();
             match self.body_up(s, up, buffer, done, ctx).await {
-                Ok(Ok(d)) => request_done = d,
-                Ok(Err(e)) => {
-                    // As below: the upstream's answer may still come.
-                    request_done = true;
-                    reading = s.is_body_done();
-                    upstream_reuse = false;
-                    send_error = Some(e);
-                }
+                Ok(r) => sent.record(r, s.is_body_done()),
                 Err(e) => return (false, false, Some(e)),
             }
         }
@@ -318,16 +312,16 @@ impl Lean {
         // The response header is due within the read timeout of the request also
         // while the body streams up: each piece cancels a read, and its timer, so
         // one timer covers them all. A request with no body left to send needs none.
-        let mut header_by = match (request_done, up.read_timeout) {
+        let mut header_by = match (sent.done, up.read_timeout) {
             (false, Some(t)) => Some(Instant::now() + t),
             _ => None,
         };
-        while !request_done || !response_done {
+        while !sent.done || !response_done {
             tokio::select! {
                 task = up.read_response_task(), if !response_done => {
                     let task = match task {
                         Ok(t) => t,
-                        Err(e) => return (false, false, Some(send_error.unwrap_or(e).into_up())),
+                        Err(e) => return (false, false, Some(sent.error.unwrap_or(e).into_up())),
                     };
                     if matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational()) {
                         header_by = None;
@@ -340,28 +334,17 @@ impl Lean {
                 () = until(header_by) => return (false, false, Some(header_timeout())),
                 // The request body; once it is done, the client hanging up
                 // (while the response streams) ends the exchange.
-                body = s.read_body_or_idle(request_done), if reading => {
+                body = s.read_body_or_idle(sent.done), if sent.reading => {
                     let body = match body {
                         Ok(b) => b,
                         Err(e) => return (false, false, Some(e.into_down())),
                     };
-                    if request_done {
+                    if sent.done {
                         continue;
                     }
                     let done = s.is_body_done() || body.is_none();
                     match self.body_up(s, up, body, done, ctx).await {
-                        Ok(Ok(d)) => request_done = d,
-                        Ok(Err(e)) => {
-                            // The upstream stopped reading the request: its response
-                            // may still come (a 413, an early answer), but the
-                            // connection cannot be reused. The client is still
-                            // watched for a hang-up once its body is done (an idle
-                            // read before that would take body bytes).
-                            request_done = true;
-                            reading = s.is_body_done();
-                            upstream_reuse = false;
-                            send_error = Some(e);
-                        }
+                        Ok(r) => sent.record(r, s.is_body_done()),
                         Err(e) => return (false, false, Some(e)),
                     }
                 }
@@ -374,7 +357,7 @@ impl Lean {
                 false
             }
         };
-        (server_reuse, upstream_reuse, None)
+        (server_reuse, sent.error.is_none(), None)
     }
 
     /// Checks a piece of the request body and writes it up: `Err` when the
@@ -468,6 +451,35 @@ impl Lean {
                 "an upgraded body on a connection that did not upgrade",
             )),
             HttpTask::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// The request body's side of an HTTP/1.1 exchange.
+struct Upload {
+    /// Nothing more is sent up.
+    done: bool,
+    /// The client is still read (its body, or for a hang-up once it is done).
+    reading: bool,
+    /// The write that failed; the upstream connection is then not reused.
+    error: Option<Box<Error>>,
+}
+
+impl Upload {
+    /// Records a write's outcome (`Ok(done)`, or the failed write), given
+    /// whether the client's body has been read to its end.
+    fn record(&mut self, r: Result<bool>, body_done: bool) {
+        match r {
+            Ok(done) => self.done = done,
+            Err(e) => {
+                // The upstream stopped reading the request: its response may still
+                // come (a 413, an early answer), but the connection cannot be
+                // reused. The client is still watched for a hang-up once its body
+                // is done (an idle read before that would take body bytes).
+                self.done = true;
+                self.reading = body_done;
+                self.error = Some(e);
+            }
         }
     }
 }

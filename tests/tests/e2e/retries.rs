@@ -248,22 +248,10 @@ clusters:
 async fn the_deadline_holds_while_the_request_body_streams() {
     for (name, protocol, cluster) in [
         ("h1", UpstreamProtocol::Http1, ""),
-        ("h2c", UpstreamProtocol::H2c, ", protocol: h2c"),
+        ("h2c", UpstreamProtocol::H2c, "    protocol: h2c"),
     ] {
         let up = upstream(name, protocol).await;
-        let config = format!(
-            r#"
-{HEAD}route_tables:
-  - name: t
-    virtual_hosts:
-      - domains: ["*"]
-        routes:
-          - route: {{ cluster: c, timeout: 1s }}
-clusters:
-  - {{ name: c{cluster}, endpoints: [{{ address: "{a}" }}] }}
-"#,
-            a = up.addr()
-        );
+        let config = single_route(&[(up.addr(), "")], "timeout: 1s", cluster);
         let proxy = Corridor::start(&config).await;
         let c = Client::h1(proxy.addr).await.unwrap();
         let (tx, body) = client::channel();

@@ -4,6 +4,7 @@
 //! upstream, a slow reader applies backpressure, long streams outlive the
 //! request deadline while silent ones hit the idle timeout.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -253,13 +254,12 @@ fn tokio_stream_of(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_disconnect_cancels_the_upstream_within_a_second() {
-    let up = upstream("up", UpstreamProtocol::Auto).await;
-    let h2up = upstream("up2", UpstreamProtocol::H2c).await;
-    let config = format!(
+/// `head` (listeners and admin) and routes: `/h2/...` to an h2c cluster at `h2`
+/// (prefix stripped), the rest to an HTTP/1.1 cluster at `h1`.
+fn h1_and_h2c_routes(head: &str, h1: SocketAddr, h2: SocketAddr) -> String {
+    format!(
         r#"
-{HEAD}route_tables:
+{head}route_tables:
   - name: t
     virtual_hosts:
       - domains: ["*"]
@@ -267,13 +267,17 @@ async fn client_disconnect_cancels_the_upstream_within_a_second() {
           - {{ match: {{ prefix: /h2/ }}, route: {{ cluster: h2, prefix_rewrite: / }} }}
           - {{ route: {{ cluster: h1 }} }}
 clusters:
-  - {{ name: h1, endpoints: [{{ address: "{a}" }}] }}
-  - {{ name: h2, protocol: h2c, endpoints: [{{ address: "{b}" }}] }}
-"#,
-        a = up.addr(),
-        b = h2up.addr()
-    );
-    let proxy = Corridor::start(&config).await;
+  - {{ name: h1, endpoints: [{{ address: "{h1}" }}] }}
+  - {{ name: h2, protocol: h2c, endpoints: [{{ address: "{h2}" }}] }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_cancels_the_upstream_within_a_second() {
+    let up = upstream("up", UpstreamProtocol::Auto).await;
+    let h2up = upstream("up2", UpstreamProtocol::H2c).await;
+    let proxy = Corridor::start(&h1_and_h2c_routes(HEAD, up.addr(), h2up.addr())).await;
     for (client_proto, prefix, target) in [
         ("h1", "", &up),
         ("h2c", "", &up),
@@ -331,25 +335,11 @@ clusters:
 async fn a_client_hanging_up_mid_stream_is_logged_as_client_closed() {
     let up = upstream("up", UpstreamProtocol::Http1).await;
     let h2up = upstream("up2", UpstreamProtocol::H2c).await;
-    let config = format!(
-        r#"
-listeners: [{{ name: main, address: "{{{{LISTEN}}}}", route_table: t }}]
-admin: {{ address: "{{{{ADMIN}}}}", access_log: {{ enabled: true, format: json }} }}
-route_tables:
-  - name: t
-    virtual_hosts:
-      - domains: ["*"]
-        routes:
-          - {{ match: {{ prefix: /h2/ }}, route: {{ cluster: h2, prefix_rewrite: / }} }}
-          - {{ route: {{ cluster: h1 }} }}
-clusters:
-  - {{ name: h1, endpoints: [{{ address: "{a}" }}] }}
-  - {{ name: h2, protocol: h2c, endpoints: [{{ address: "{b}" }}] }}
-"#,
-        a = up.addr(),
-        b = h2up.addr()
+    let head = HEAD.replace(
+        "admin: { address: \"{{ADMIN}}\" }",
+        "admin: { address: \"{{ADMIN}}\", access_log: { enabled: true, format: json } }",
     );
-    let proxy = Corridor::start(&config).await;
+    let proxy = Corridor::start(&h1_and_h2c_routes(&head, up.addr(), h2up.addr())).await;
     for (client_proto, prefix) in [("h1", ""), ("h2c", ""), ("h1", "/h2"), ("h2c", "/h2")] {
         let (c, protocol) = if client_proto == "h1" {
             (Client::h1(proxy.addr).await.unwrap(), "HTTP/1.1")
